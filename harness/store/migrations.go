@@ -1,0 +1,82 @@
+package store
+
+// migrations is the ordered list of schema migrations: migrations[i] brings the schema from
+// version i to version i+1, so len(migrations) is the newest schema this build supports.
+//
+// The literal is keyed by version: adding schema version 2 is the one line `2: schemaV2,` (never
+// edit an element that has shipped). Each element runs in its own BEGIN IMMEDIATE transaction together
+// with the `PRAGMA user_version` bump, so a failing migration leaves the file at the previous
+// version. foreign_keys is ON during migrations; a migration that rebuilds a table must start
+// with `PRAGMA defer_foreign_keys = ON;`. Document every change in schema.md.
+var migrations = []string{
+	1: schemaV1,
+}[1:]
+
+// schemaV1 creates the meta, runs, samples, batches and timings tables.
+const schemaV1 = `
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+INSERT INTO meta (key, value) VALUES
+	('application', 'cachebench'),
+	('created_at', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));
+
+CREATE TABLE runs (
+	id           INTEGER PRIMARY KEY,
+	config_hash  TEXT    NOT NULL UNIQUE,
+	config_json  TEXT    NOT NULL,
+	method       TEXT,
+	model        TEXT,
+	weights_hash TEXT,
+	sampler      TEXT,
+	steps        INTEGER NOT NULL DEFAULT 0,
+	cfg_scale    REAL    NOT NULL DEFAULT 0,
+	seed         INTEGER NOT NULL DEFAULT 0,
+	num_samples  INTEGER NOT NULL DEFAULT 0,
+	batch_size   INTEGER NOT NULL DEFAULT 0,
+	backend      TEXT,
+	device       TEXT,
+	git_rev      TEXT,
+	status       TEXT    NOT NULL DEFAULT 'running'
+	             CHECK (status IN ('running', 'done', 'failed')),
+	created_at   TEXT    NOT NULL,
+	updated_at   TEXT    NOT NULL
+);
+
+CREATE TABLE batches (
+	run_id       INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+	batch_index  INTEGER NOT NULL CHECK (batch_index >= 0),
+	first_sample INTEGER NOT NULL CHECK (first_sample >= 0),
+	num_samples  INTEGER NOT NULL CHECK (num_samples > 0),
+	wall_ms      REAL,
+	finished_at  TEXT    NOT NULL,
+	PRIMARY KEY (run_id, batch_index)
+);
+
+CREATE TABLE samples (
+	run_id       INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+	sample_index INTEGER NOT NULL CHECK (sample_index >= 0),
+	label        INTEGER,
+	prompt       TEXT,
+	noise_seed   INTEGER NOT NULL,
+	output_path  TEXT,
+	output_hash  TEXT,
+	features     BLOB,
+	PRIMARY KEY (run_id, sample_index)
+);
+
+CREATE TABLE timings (
+	id          INTEGER PRIMARY KEY,
+	run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+	batch_index INTEGER,
+	scope       TEXT    NOT NULL,
+	name        TEXT    NOT NULL DEFAULT '',
+	count       INTEGER NOT NULL CHECK (count >= 0),
+	total_ms    REAL    NOT NULL,
+	p50_ms      REAL,
+	p90_ms      REAL,
+	FOREIGN KEY (run_id, batch_index) REFERENCES batches (run_id, batch_index) ON DELETE CASCADE
+);
+CREATE INDEX timings_run_batch ON timings (run_id, batch_index);
+`
