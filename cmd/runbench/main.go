@@ -1,0 +1,29 @@
+// Command runbench is the cachebench command line: it samples diffusion models under acceleration
+// methods, replays reference trajectories, and (in later subcommands) sweeps, measures and reports.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "runbench:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "runbench",
+		Short:         "Benchmark training-free acceleration of diffusion models (feature and token caching)",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("backend", "", `GoMLX backend ("go:ops_sequential" by default, "xla:cuda" in an -tags xla build); also $GOMLX_BACKEND`)
+	root.AddCommand(newForwardCmd(), newSampleCmd())
+	return root
+}

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cachebench/cachebench/harness"
+	"github.com/cachebench/cachebench/harness/diffusion"
+	"github.com/cachebench/cachebench/models/checkpoint"
+	"github.com/cachebench/cachebench/models/dit"
+)
+
+type sampleFlags struct {
+	sampler   string
+	steps     string
+	cfg       float64
+	guideAll  bool
+	replay    string
+	out       string
+	numImages int
+	seed      int64
+	labels    string
+	batch     int
+	outDir    string
+	db        string
+}
+
+func newSampleCmd() *cobra.Command {
+	var mf modelFlags
+	var sf sampleFlags
+	cmd := &cobra.Command{
+		Use:   "sample --weights W --heads H --sampler ddpm|ddim --steps K --cfg S [--replay FILE --out OUT.safetensors]",
+		Short: "Generate samples, or replay a reference trajectory step by step",
+		Long: `Samples with the reference diffusion (linear schedule over 1000 steps respaced to --steps,
+DDPM with learned-range variance or DDIM η=0, classifier-free guidance when --cfg > 1).
+
+Replay (--replay FILE --out OUT): reads the starting noise x_init, the labels y and, for DDPM,
+the per-step noise noise_000, noise_001, ... from FILE (the layout of testdata/dit/sampling_*.safetensors)
+and writes every step's state x_000 ... (plus pred_xstart_k and model_out_k) and the final
+sample to OUT, in the same layout. x_init may hold the whole CFG state (2B rows: images, then
+their null-label copies) or just the B image rows; the output follows the file. Use it to compare
+this implementation, step by step, with any PyTorch implementation run on the same noise.
+
+Without --replay, --num images are generated: the noise and label of image i depend only on
+(--seed, i), whatever the batch size.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			kind, err := diffusion.ParseKind(sf.sampler)
+			if err != nil {
+				return fmt.Errorf("--sampler: %w", err)
+			}
+			sched, err := diffusion.NewSchedule(1000, sf.steps)
+			if err != nil {
+				return fmt.Errorf("--steps: %w", err)
+			}
+			if sf.cfg < 0 {
+				return fmt.Errorf("--cfg %g: must be ≥ 0 (≤ 1 disables guidance)", sf.cfg)
+			}
+			m, err := mf.load(cmd)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			if sf.replay != "" {
+				return replay(ctx, m, kind, sched, sf)
+			}
+			return generate(ctx, cmd, m, kind, sched, sf, mf)
+		},
+	}
+	mf.register(cmd)
+	cmd.Flags().StringVar(&sf.sampler, "sampler", "ddim", "ddpm or ddim")
+	cmd.Flags().StringVar(&sf.steps, "steps", "50", `sampling steps: "K" (reference respacing), "K1,K2" sections, or "ddimK" (integer stride)`)
+	cmd.Flags().Float64Var(&sf.cfg, "cfg", 1.5, "classifier-free guidance scale (≤ 1: off)")
+	cmd.Flags().BoolVar(&sf.guideAll, "guide-all", false, "guide all ε channels (diffusers) instead of channels 0-2 (DiT reference)")
+	cmd.Flags().StringVar(&sf.replay, "replay", "", "replay file with x_init, y (and noise_k for DDPM)")
+	cmd.Flags().StringVar(&sf.out, "out", "", "replay output safetensors")
+	cmd.Flags().IntVar(&sf.numImages, "num", 8, "number of images to generate")
+	cmd.Flags().Int64Var(&sf.seed, "seed", 0, "seed; sample i's noise and label derive from (seed, i) only")
+	cmd.Flags().StringVar(&sf.labels, "labels", "", "comma-separated class labels, cycled over the images (default: drawn from (seed, i))")
+	cmd.Flags().IntVar(&sf.batch, "batch", 8, "images per model call (does not change any result)")
+	cmd.Flags().StringVar(&sf.outDir, "out-dir", "out/samples", "where generated images (PNG) or latents (safetensors) go")
+	cmd.Flags().StringVar(&sf.db, "db", "", "SQLite results database to record the run in (default: OUT-DIR/runs.db)")
+	return cmd
+}
+
+func (sf sampleFlags) guide() int {
+	if sf.guideAll {
+		return diffusion.GuidanceAll
+	}
+	return harness.DefaultGuideChannels
+}
+
+// replay runs the sampler on a reference file's noise and writes every step in its layout.
+func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffusion.Schedule, sf sampleFlags) error {
+	if sf.out == "" {
+		return fmt.Errorf("--replay needs --out")
+	}
+	f, err := checkpoint.Load(sf.replay)
+	if err != nil {
+		return err
+	}
+	spec := m.Spec()
+	per := spec.Channels * spec.Height * spec.Width
+	xt, err := f.Get("x_init")
+	if err != nil {
+		return err
+	}
+	if len(xt.Shape) != 4 || xt.Shape[1] != spec.Channels || xt.Shape[2] != spec.Height || xt.Shape[3] != spec.Width {
+		return fmt.Errorf("%s: x_init has shape %v, want [rows, %d, %d, %d] for %s", f.Path, xt.Shape, spec.Channels, spec.Height, spec.Width, m.Config)
+	}
+	xInit, err := xt.Float32()
+	if err != nil {
+		return fmt.Errorf("%s: x_init: %w", f.Path, err)
+	}
+	yt, err := f.Get("y")
+	if err != nil {
+		return err
+	}
+	y, err := yt.Int64()
+	if err != nil {
+		return fmt.Errorf("%s: y must hold integer labels: %w", f.Path, err)
+	}
+	cfg := sf.cfg > 1
+	images := len(y)
+	if cfg {
+		if len(y)%2 != 0 {
+			return fmt.Errorf("%s: y has %d labels; with --cfg %g it must hold the image labels then as many null labels", f.Path, len(y), sf.cfg)
+		}
+		images = len(y) / 2
+		for i, v := range y[images:] {
+			if v != int64(spec.NumClasses) {
+				return fmt.Errorf("%s: y[%d] = %d, want the null label %d in the second half (CFG)", f.Path, images+i, v, spec.NumClasses)
+			}
+		}
+	}
+	rows := xt.Shape[0]
+	stateRows := images
+	if cfg {
+		stateRows = 2 * images
+	}
+	if rows != images && rows != stateRows {
+		return fmt.Errorf("%s: x_init has %d rows, want %d (images) or %d (whole CFG state)", f.Path, rows, images, stateRows)
+	}
+	req := harness.Request{Sampler: kind, Schedule: sched, CFGScale: float32(sf.cfg), GuideChannels: sf.guide(), XInit: xInit, Labels: y[:images]}
+	if kind.NeedsNoise() {
+		req.Noise = func(k int, dst []float32) error {
+			name := fmt.Sprintf("noise_%03d", k)
+			nt, err := f.Get(name)
+			if err != nil {
+				return fmt.Errorf("DDPM replay needs per-step noise: %w", err)
+			}
+			nz, err := nt.Float32()
+			if err != nil {
+				return fmt.Errorf("%s: %s: %w", f.Path, name, err)
+			}
+			switch len(nz) {
+			case len(dst):
+				copy(dst, nz)
+			case images * per: // image rows only: null rows get zero noise (they never feed back)
+				copy(dst, nz)
+				clear(dst[len(nz):])
+			default:
+				return fmt.Errorf("%s: %s has %d values, want %d or %d", f.Path, name, len(nz), len(dst), images*per)
+			}
+			return nil
+		}
+	}
+	outs := map[string]*checkpoint.Tensor{}
+	keepRows := rows
+	shape := func(r, c int) []int { return []int{r, c, spec.Height, spec.Width} }
+	req.OnStep = func(s harness.StepInfo) error {
+		outs[fmt.Sprintf("x_%03d", s.Call)] = checkpoint.NewF32(append([]float32(nil), s.X[:keepRows*per]...), shape(keepRows, spec.Channels)...)
+		outs[fmt.Sprintf("pred_xstart_%03d", s.Call)] = checkpoint.NewF32(append([]float32(nil), s.PredXStart[:keepRows*per]...), shape(keepRows, spec.Channels)...)
+		oc := spec.OutChannels()
+		outs[fmt.Sprintf("model_out_%03d", s.Call)] = checkpoint.NewF32(append([]float32(nil), s.ModelOut[:keepRows*oc*spec.Height*spec.Width]...), shape(keepRows, oc)...)
+		return nil
+	}
+	res, err := harness.Sample(ctx, m, req)
+	if err != nil {
+		return err
+	}
+	outs["sample"] = checkpoint.NewF32(res.Sample, shape(images, spec.Channels)...)
+	tm := make([]int64, sched.Steps())
+	for k := range tm {
+		tm[k] = sched.TimestepMap[sched.Steps()-1-k]
+	}
+	outs["timesteps"] = checkpoint.NewI64(tm, len(tm))
+	meta := map[string]string{"producer": "runbench sample --replay", "replay": sf.replay, "sampler": string(kind),
+		"steps": sf.steps, "cfg": fmt.Sprint(sf.cfg), "model": m.Config.String()}
+	return checkpoint.WriteSafetensors(sf.out, outs, meta)
+}
+
+func parseLabels(s string, classes int) ([]int64, error) {
+	var out []int64
+	for _, p := range strings.Split(s, ",") {
+		var v int64
+		if _, err := fmt.Sscan(strings.TrimSpace(p), &v); err != nil || v < 0 || v >= int64(classes) {
+			return nil, fmt.Errorf("--labels: %q is not a class in [0, %d)", p, classes)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

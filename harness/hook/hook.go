@@ -1,0 +1,242 @@
+// Package hook is the surface between acceleration methods and models: a method plans, per step,
+// one Action for every (block, module) of a model; the model carries the plan out and keeps its
+// module outputs in a Cache that the harness owns.
+//
+// Models implement each action once (gather → compute → scatter in one graph); methods never touch
+// model code or weights. See DESIGN.md, "The hook surface".
+package hook
+
+import (
+	"fmt"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+)
+
+// Action is what one module does at one step. The numeric codes are those of the golden trace
+// files (`actions` tensors), so traces can be compared directly.
+type Action int
+
+const (
+	// Full computes the module on all tokens and refreshes its cache.
+	Full Action = 0
+	// Partial computes the module for selected tokens only and scatters them into the cache.
+	Partial Action = 1
+	// Reuse takes the cached module output unchanged.
+	Reuse Action = 2
+	// Skip reuses a cached residual for a whole range of blocks.
+	Skip Action = 3
+	// Predict extrapolates the module output from its cached history (TaylorSeer).
+	Predict Action = 4
+	// Prune runs the module on kept tokens only and restores dropped tokens from kept ones.
+	Prune Action = 5
+)
+
+var actionNames = [...]string{"full", "partial", "reuse", "skip", "taylor", "prune"}
+
+// String returns the action word used in trace files.
+func (a Action) String() string {
+	if a >= 0 && int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return fmt.Sprintf("action(%d)", int(a))
+}
+
+// ParseAction is the inverse of Action.String.
+func ParseAction(s string) (Action, error) {
+	for i, n := range actionNames {
+		if n == s {
+			return Action(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown action %q (want one of %v)", s, actionNames)
+}
+
+// Module names a cacheable module kind inside a block.
+type Module int
+
+const (
+	// Attn is the self-attention module (output after its projection, before the adaLN gate).
+	Attn Module = iota
+	// MLP is the feed-forward module (output after fc2, before the adaLN gate).
+	MLP
+	// CrossAttn is the cross-attention module of text-conditioned models.
+	CrossAttn
+)
+
+var moduleNames = [...]string{"attn", "mlp", "cross_attn"}
+
+// String returns the module's name as used in traces and the database.
+func (m Module) String() string {
+	if m >= 0 && int(m) < len(moduleNames) {
+		return moduleNames[m]
+	}
+	return fmt.Sprintf("module(%d)", int(m))
+}
+
+// Layout describes what a model exposes to methods.
+type Layout struct {
+	Depth   int      // number of blocks
+	Modules []Module // modules per block, in execution order
+	Tokens  int      // tokens per image
+	GridH   int      // token grid height (row-major token order)
+	GridW   int      // token grid width
+	Hidden  int      // channel width of module outputs
+	Heads   int      // attention heads
+}
+
+// ModulePlan is the action of one module at one step.
+type ModulePlan struct {
+	Action Action
+	// Tokens holds, for Partial, the token indices to recompute per batch row; every row has the
+	// same count. Nil otherwise.
+	Tokens [][]int32
+}
+
+// BlockPlan is the plan of one block at one step.
+type BlockPlan struct {
+	Modules []ModulePlan // indexed like Layout.Modules
+	// AttnMap asks a Full attention to also return its head-averaged softmax map [B, query, key],
+	// stored in Cache.AttnMap (side information for token scores).
+	AttnMap bool
+}
+
+// Plan is the per-block plan of one model call.
+type Plan struct {
+	Blocks []BlockPlan
+}
+
+// FullPlan returns the plan that computes everything (the uncached model).
+func FullPlan(l Layout) *Plan {
+	p := &Plan{Blocks: make([]BlockPlan, l.Depth)}
+	for i := range p.Blocks {
+		p.Blocks[i].Modules = make([]ModulePlan, len(l.Modules))
+	}
+	return p
+}
+
+// Validate checks a plan against a layout, the cache state and the batch size.
+func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
+	if len(p.Blocks) != l.Depth {
+		return fmt.Errorf("plan has %d blocks, model has %d", len(p.Blocks), l.Depth)
+	}
+	for b, bp := range p.Blocks {
+		if len(bp.Modules) != len(l.Modules) {
+			return fmt.Errorf("plan block %d has %d modules, model has %d", b, len(bp.Modules), len(l.Modules))
+		}
+		for m, mp := range bp.Modules {
+			where := fmt.Sprintf("block %d %s", b, l.Modules[m])
+			switch mp.Action {
+			case Full:
+			case Reuse, Partial:
+				if c == nil || c.Out(b, m) == nil {
+					return fmt.Errorf("%s: %s needs a cached output, and there is none yet", where, mp.Action)
+				}
+				if mp.Action == Partial {
+					if len(mp.Tokens) != batch {
+						return fmt.Errorf("%s: partial plan has token lists for %d rows, batch is %d", where, len(mp.Tokens), batch)
+					}
+					k := len(mp.Tokens[0])
+					for r, row := range mp.Tokens {
+						if len(row) != k {
+							return fmt.Errorf("%s: row %d selects %d tokens, row 0 selects %d", where, r, len(row), k)
+						}
+						seen := make(map[int32]bool, k)
+						for _, t := range row {
+							if t < 0 || int(t) >= l.Tokens || seen[t] {
+								return fmt.Errorf("%s: row %d: token index %d out of range [0,%d) or repeated", where, r, t, l.Tokens)
+							}
+							seen[t] = true
+						}
+					}
+				}
+			default:
+				return fmt.Errorf("%s: action %s is not supported by this model", where, mp.Action)
+			}
+		}
+	}
+	return nil
+}
+
+// Cache holds module outputs across steps. It is owned by the harness and filled by models.
+type Cache struct {
+	out     [][]*tensors.Tensor // [block][module] raw (pre-gate) outputs [B, N, D]
+	attnMap []*tensors.Tensor   // [block] head-averaged attention map of the last full attention
+}
+
+// NewCache returns an empty cache for a layout.
+func NewCache(l Layout) *Cache {
+	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), attnMap: make([]*tensors.Tensor, l.Depth)}
+	for i := range c.out {
+		c.out[i] = make([]*tensors.Tensor, len(l.Modules))
+	}
+	return c
+}
+
+// Out returns the cached output of (block, module index), or nil.
+func (c *Cache) Out(block, module int) *tensors.Tensor { return c.out[block][module] }
+
+// AttnMap returns the cached head-averaged attention map of a block, or nil.
+func (c *Cache) AttnMap(block int) *tensors.Tensor { return c.attnMap[block] }
+
+// SetOut replaces a cached output, releasing the previous one.
+func (c *Cache) SetOut(block, module int, t *tensors.Tensor) {
+	release(c.out[block][module], t)
+	c.out[block][module] = t
+}
+
+// SetAttnMap replaces a cached attention map, releasing the previous one.
+func (c *Cache) SetAttnMap(block int, t *tensors.Tensor) {
+	release(c.attnMap[block], t)
+	c.attnMap[block] = t
+}
+
+// Reset releases every cached tensor (between batches).
+func (c *Cache) Reset() {
+	for b := range c.out {
+		for m := range c.out[b] {
+			c.SetOut(b, m, nil)
+		}
+		c.SetAttnMap(b, nil)
+	}
+}
+
+func release(old, repl *tensors.Tensor) {
+	if old != nil && old != repl {
+		_ = old.FinalizeAll()
+	}
+}
+
+// Options steer one model call.
+type Options struct {
+	Plan  *Plan  // nil = compute everything
+	Cache *Cache // receives module outputs; required by plans that reuse
+	Probe Probe  // receives named intermediates; nil = none (probing adds graph outputs)
+}
+
+// Spec is the data layout a model consumes and produces.
+type Spec struct {
+	Channels, Height, Width int  // input x is [B, Channels, Height, Width]
+	LearnSigma              bool // output has 2·Channels channels (ε, then variance values)
+	NumClasses              int  // labels 0..NumClasses-1; NumClasses is the null label
+}
+
+// OutChannels is the number of output channels.
+func (s Spec) OutChannels() int {
+	if s.LearnSigma {
+		return 2 * s.Channels
+	}
+	return s.Channels
+}
+
+// Model is a denoiser as the sampling loop sees it.
+type Model interface {
+	Spec() Spec
+	Layout() Layout
+	// Forward runs the network on x (flat NCHW) at original timesteps t with labels y.
+	Forward(x []float32, t []float64, y []int64, opt Options) ([]float32, error)
+}
+
+// Probe receives named intermediate tensors of a forward pass (for golden tests and the
+// recorder). Names follow the golden files: "x_embed", "t_freq", "c", "block0_adaln", "block_3"...
+// The tensor is only valid during the call.
+type Probe func(name string, t *tensors.Tensor)

@@ -1,0 +1,147 @@
+// Package harness runs models under acceleration methods: the sampling loop, and (in
+// sub-packages) the hook surface, samplers, backend selection and the results store.
+package harness
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cachebench/cachebench/harness/diffusion"
+	"github.com/cachebench/cachebench/harness/hook"
+)
+
+// DefaultGuideChannels is the number of ε channels the DiT reference guides (channels 0–2).
+const DefaultGuideChannels = 3
+
+// Request describes one sampling run of a batch.
+type Request struct {
+	Sampler  diffusion.Kind
+	Schedule *diffusion.Schedule
+	// CFGScale > 1 turns on classifier-free guidance (as DiT's sample.py): the state holds the
+	// conditional rows followed by null-label copies, and the model reads only the first half.
+	CFGScale float32
+	// GuideChannels is how many output channels guidance touches (3 = DiT reference,
+	// diffusion.GuidanceAll = all ε channels, as diffusers does).
+	GuideChannels int
+	// XInit is the starting noise of the images, [B, C, H, W], or of the whole CFG state
+	// [2B, C, H, W] (then its second half is the null rows' state).
+	XInit  []float32
+	Labels []int64 // B class labels
+	// Noise fills the DDPM noise of the whole state at call k (nil = zero noise).
+	Noise func(call int, dst []float32) error
+	// Plan gives the hook plan of call k (nil = compute everything); Cache holds module outputs.
+	Plan  func(call, step int) (*hook.Plan, error)
+	Cache *hook.Cache
+	// OnStep receives every call's results (state after the update, predicted x₀, guided model output).
+	OnStep func(StepInfo) error
+}
+
+// StepInfo is what a sampling call produced.
+type StepInfo struct {
+	Call       int   // 0 … steps-1
+	Step       int   // respaced index (counts down)
+	Timestep   int64 // original timestep the model received
+	X          []float32
+	PredXStart []float32
+	ModelOut   []float32
+}
+
+// Result is a finished batch.
+type Result struct {
+	Sample []float32 // [B, C, H, W], the image rows of the final state
+	State  []float32 // the whole final state (with CFG: 2B rows)
+}
+
+// Sample runs the reverse process on one batch. It stops early, with ctx's error, when ctx ends.
+func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
+	spec := m.Spec()
+	B := len(r.Labels)
+	per := spec.Channels * spec.Height * spec.Width
+	if B == 0 {
+		return Result{}, fmt.Errorf("sample: no labels")
+	}
+	for i, y := range r.Labels {
+		if y < 0 || y > int64(spec.NumClasses) {
+			return Result{}, fmt.Errorf("sample: label %d of image %d out of range [0, %d] (%d = null)", y, i, spec.NumClasses, spec.NumClasses)
+		}
+	}
+	cfg := r.CFGScale > 1
+	rows := B
+	if cfg {
+		rows = 2 * B
+	}
+	var x []float32
+	switch len(r.XInit) {
+	case B * per:
+		x = append([]float32(nil), r.XInit...)
+		if cfg {
+			x = append(x, r.XInit...)
+		}
+	case rows * per:
+		x = append([]float32(nil), r.XInit...)
+	default:
+		return Result{}, fmt.Errorf("sample: initial noise has %d values, want %d (%d images of %d×%d×%d) or %d with the CFG null rows",
+			len(r.XInit), B*per, B, spec.Channels, spec.Height, spec.Width, rows*per)
+	}
+	labels := append([]int64(nil), r.Labels...)
+	if cfg {
+		for range B {
+			labels = append(labels, int64(spec.NumClasses))
+		}
+	}
+	guide := r.GuideChannels
+	if guide == 0 {
+		guide = DefaultGuideChannels
+	}
+	steps := r.Schedule.Steps()
+	noise := make([]float32, len(x))
+	t := make([]float64, rows)
+	for k := range steps {
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		i := steps - 1 - k
+		for j := range t {
+			t[j] = float64(r.Schedule.TimestepMap[i])
+		}
+		in := x
+		if cfg { // forward_with_cfg reads the first half only
+			in = append(append(make([]float32, 0, len(x)), x[:B*per]...), x[:B*per]...)
+		}
+		opt := hook.Options{Cache: r.Cache}
+		if r.Plan != nil {
+			p, err := r.Plan(k, i)
+			if err != nil {
+				return Result{}, fmt.Errorf("sample: plan of call %d: %w", k, err)
+			}
+			opt.Plan = p
+		}
+		out, err := m.Forward(in, t, labels, opt)
+		if err != nil {
+			return Result{}, fmt.Errorf("sample: call %d (t=%d): %w", k, r.Schedule.TimestepMap[i], err)
+		}
+		if cfg {
+			if err := diffusion.GuideCFG(out, rows, spec.OutChannels(), spec.Channels, guide, r.CFGScale); err != nil {
+				return Result{}, fmt.Errorf("sample: %w", err)
+			}
+		}
+		var nz []float32
+		if r.Sampler.NeedsNoise() && r.Noise != nil {
+			if err := r.Noise(k, noise); err != nil {
+				return Result{}, fmt.Errorf("sample: noise of call %d: %w", k, err)
+			}
+			nz = noise
+		}
+		res, err := r.Schedule.Step(r.Sampler, i, x, out, rows, spec.Channels, spec.LearnSigma, nz)
+		if err != nil {
+			return Result{}, fmt.Errorf("sample: call %d: %w", k, err)
+		}
+		x = res.X
+		if r.OnStep != nil {
+			if err := r.OnStep(StepInfo{Call: k, Step: i, Timestep: r.Schedule.TimestepMap[i], X: x, PredXStart: res.PredXStart, ModelOut: out}); err != nil {
+				return Result{}, err
+			}
+		}
+	}
+	return Result{Sample: x[:B*per], State: x}, nil
+}

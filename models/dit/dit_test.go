@@ -1,0 +1,348 @@
+package dit
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/cachebench/cachebench/harness"
+	"github.com/cachebench/cachebench/harness/diffusion"
+	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/internal/golden"
+	"github.com/cachebench/cachebench/models/checkpoint"
+)
+
+func goldenModel(t testing.TB, file string) *Model {
+	t.Helper()
+	b, err := engine.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(b, golden.Path(file), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// tolerances from testdata/dit/README.md (max|got − golden| / max|golden|).
+var forwardTol = map[string]float64{
+	"t_emb": 5e-5, "c": 5e-5, "block0_adaln": 5e-5, "final_adaln": 5e-5, "block0_attn": 5e-5, "block0_mlp": 5e-5,
+	"x_embed": 1e-5, "y_emb": 1e-5, "block0_attn_raw": 1e-5, "block0_mlp_raw": 1e-5, "final_tokens": 1e-5, "out": 1e-5,
+	"block_0": 1e-5, "block_1": 1e-5, "block_2": 1e-5, "block_3": 1e-5,
+}
+
+func TestForwardGolden(t *testing.T) {
+	m := goldenModel(t, "dit/weights.safetensors")
+	if got := m.Config.String(); !strings.Contains(got, "depth 4, hidden 64, 4 heads, patch 2, input 4x8x8, 10 classes, learned sigma") {
+		t.Fatalf("inferred config %q", got)
+	}
+	g := golden.Open(t, "dit/forward.safetensors")
+	probes := map[string][]float32{}
+	probe := func(name string, x *tensors.Tensor) { probes[name] = tensors.MustCopyFlatData[float32](x) }
+	t64 := toF64(golden.I64(t, g, "t"))
+	out, err := m.Forward(golden.F32(t, g, "x"), t64, golden.I64(t, g, "y"), Options{Probe: probe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := golden.MaxAbs(probes["t_freq"], golden.F32(t, g, "t_freq")); e > 1e-4 {
+		t.Errorf("t_freq: abs error %.3g > 1e-4", e)
+	}
+	for name, tol := range forwardTol {
+		got, ok := probes[name]
+		if !ok {
+			t.Errorf("probe %s not reported", name)
+			continue
+		}
+		if e := golden.RelToMax(got, golden.F32(t, g, name)); e > tol {
+			t.Errorf("%s: rel error %.3g > %g", name, e, tol)
+		} else {
+			t.Logf("%-16s rel error %.3g (tol %g)", name, e, tol)
+		}
+	}
+	if e := golden.RelToMax(out, probes["out"]); e != 0 {
+		t.Errorf("returned output differs from probed out by %.3g", e)
+	}
+
+	// CFG batch: forward on the combined batch, then guidance on channels 0–2.
+	xcfg := golden.F32(t, g, "x_cfg")
+	raw, err := m.Forward(xcfg, toF64(golden.I64(t, g, "t_cfg")), golden.I64(t, g, "y_cfg"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := golden.RelToMax(raw, golden.F32(t, g, "out_cfg_model")); e > 1e-5 {
+		t.Errorf("out_cfg_model: rel error %.3g > 1e-5", e)
+	}
+	if err := diffusion.GuideCFG(raw, 4, 8, 4, harness.DefaultGuideChannels, 4.0); err != nil {
+		t.Fatal(err)
+	}
+	if e := golden.RelToMax(raw, golden.F32(t, g, "out_cfg")); e > 2e-5 {
+		t.Errorf("out_cfg: rel error %.3g > 2e-5", e)
+	}
+}
+
+// All three checkpoint layouts hold the same weights and must give identical outputs.
+func TestCheckpointFormatsAgree(t *testing.T) {
+	g := golden.Open(t, "dit/forward.safetensors")
+	var ref []float32
+	for _, file := range []string{"dit/weights.safetensors", "checkpoint/weights.pt", "checkpoint/train_checkpoint.pt"} {
+		m := goldenModel(t, file)
+		out, err := m.Forward(golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y"), Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if ref == nil {
+			ref = out
+			continue
+		}
+		if e := golden.MaxAbs(out, ref); e != 0 {
+			t.Errorf("%s: output differs from safetensors weights by %.3g", file, e)
+		}
+	}
+}
+
+func TestSamplingGolden(t *testing.T) {
+	m := goldenModel(t, "dit/weights.safetensors")
+	sched, err := diffusion.NewSchedule(1000, "20")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []diffusion.Kind{diffusion.DDPM, diffusion.DDIM} {
+		t.Run(string(kind), func(t *testing.T) {
+			g := golden.Open(t, "dit/sampling_"+string(kind)+".safetensors")
+			y := golden.I64(t, g, "y")
+			var worst float64
+			req := harness.Request{
+				Sampler: kind, Schedule: sched, CFGScale: 1.5,
+				XInit: golden.F32(t, g, "x_init"), Labels: y[:2],
+				OnStep: func(s harness.StepInfo) error {
+					for name, got := range map[string][]float32{"x": s.X, "pred_xstart": s.PredXStart, "model_out": s.ModelOut} {
+						e := golden.RelToMax(got, golden.F32(t, g, fmt.Sprintf("%s_%03d", name, s.Call)))
+						worst = max(worst, e)
+						if e > 1e-5 {
+							t.Errorf("call %d %s: rel error %.3g > 1e-5", s.Call, name, e)
+						}
+					}
+					return nil
+				},
+			}
+			if kind == diffusion.DDPM {
+				req.Noise = func(k int, dst []float32) error {
+					copy(dst, golden.F32(t, g, fmt.Sprintf("noise_%03d", k)))
+					return nil
+				}
+			}
+			res, err := harness.Sample(context.Background(), m, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := golden.RelToMax(res.Sample, golden.F32(t, g, "sample")); e > 1e-5 {
+				t.Errorf("sample: rel error %.3g > 1e-5", e)
+			}
+			t.Logf("%s: worst per-step rel error %.3g", kind, worst)
+		})
+	}
+}
+
+// Partial with every token equals Full; partial with none equals Reuse; a partial step changes
+// only the selected rows of the MLP cache.
+func TestPartialPlanInvariants(t *testing.T) {
+	m := goldenModel(t, "dit/weights.safetensors")
+	g := golden.Open(t, "dit/forward.safetensors")
+	x, ts, y := golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y")
+	l := m.Layout()
+	cache := hook.NewCache(l)
+	full, err := m.Forward(x, ts, y, Options{Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := tensors.MustCopyFlatData[float32](cache.Out(1, 1))
+	rows := func(k int) [][]int32 {
+		r := make([][]int32, 3)
+		for b := range r {
+			for i := range k {
+				r[b] = append(r[b], int32((i*5+b)%l.Tokens))
+			}
+		}
+		return r
+	}
+	plan := func(mlp hook.ModulePlan) *hook.Plan {
+		p := hook.FullPlan(l)
+		for b := range p.Blocks {
+			p.Blocks[b].Modules[0].Action = hook.Reuse
+			p.Blocks[b].Modules[1] = mlp
+		}
+		return p
+	}
+	reuse, err := m.Forward(x, ts, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Reuse}), Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := golden.MaxAbs(reuse, full); e != 0 {
+		t.Errorf("reusing the caches of the same inputs changed the output by %.3g", e)
+	}
+	empty, err := m.Forward(x, ts, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: make([][]int32, 3)}), Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := golden.MaxAbs(empty, full); e != 0 {
+		t.Errorf("partial with k=0 differs from reuse by %.3g", e)
+	}
+	// Partial refresh at a different timestep: selected rows change, others keep the cache.
+	ts2 := []float64{500, 500, 500}
+	if _, err := m.Forward(x, ts2, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: rows(5)}), Cache: cache}); err != nil {
+		t.Fatal(err)
+	}
+	after := tensors.MustCopyFlatData[float32](cache.Out(1, 1))
+	sel := map[[2]int]bool{}
+	for b, r := range rows(5) {
+		for _, tok := range r {
+			sel[[2]int{b, int(tok)}] = true
+		}
+	}
+	D := l.Hidden
+	for b := range 3 {
+		for n := range l.Tokens {
+			changed := false
+			for d := range D {
+				i := (b*l.Tokens+n)*D + d
+				changed = changed || after[i] != before[i]
+			}
+			if changed != sel[[2]int{b, n}] {
+				t.Errorf("row %d token %d: changed=%t, selected=%t", b, n, changed, sel[[2]int{b, n}])
+			}
+		}
+	}
+	// All tokens selected through the partial path equals a full MLP over the reused attention.
+	all := make([][]int32, 3)
+	for b := range all {
+		for i := range l.Tokens {
+			all[b] = append(all[b], int32(l.Tokens-1-i))
+		}
+	}
+	c1, c2 := hook.NewCache(l), hook.NewCache(l)
+	for _, c := range []*hook.Cache{c1, c2} {
+		if _, err := m.Forward(x, ts, y, Options{Cache: c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := m.Forward(x, ts2, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: all}), Cache: c1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bOut, err := m.Forward(x, ts2, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Full}), Cache: c2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := golden.MaxAbs(a, bOut); e > 1e-6 {
+		t.Errorf("partial over all tokens differs from full MLP by %.3g", e)
+	}
+}
+
+func TestForwardErrors(t *testing.T) {
+	m := goldenModel(t, "dit/weights.safetensors")
+	x := make([]float32, 4*8*8)
+	for _, c := range []struct {
+		x    []float32
+		t    []float64
+		y    []int64
+		want string
+	}{
+		{x, []float64{1}, []int64{11}, "label 11"},
+		{x, []float64{1}, []int64{-1}, "label -1"},
+		{x[:10], []float64{1}, []int64{1}, "x has 10 values"},
+		{x, []float64{1, 2}, []int64{1}, "2 timesteps and 1 labels"},
+		{append([]float32{float32(nan())}, x[1:]...), []float64{1}, []int64{1}, "non-finite"},
+	} {
+		_, err := m.Forward(c.x, c.t, c.y, Options{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("want error containing %q, got %v", c.want, err)
+		}
+	}
+	p := hook.FullPlan(m.Layout())
+	p.Blocks[2].Modules[0].Action = hook.Reuse
+	if _, err := m.Forward(x, []float64{1}, []int64{1}, Options{Plan: p}); err == nil || !strings.Contains(err.Error(), "block 2 attn") {
+		t.Errorf("reuse without cache: got %v", err)
+	}
+}
+
+func TestWeightErrors(t *testing.T) {
+	f, err := checkpoint.Load(golden.Path("dit/weights.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := InferConfig(f, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := engine.New("")
+	clone := func() *checkpoint.File {
+		ts := map[string]*checkpoint.Tensor{}
+		for k, v := range f.Tensors {
+			ts[k] = v
+		}
+		return &checkpoint.File{Path: "w.safetensors", Tensors: ts}
+	}
+	missing := clone()
+	delete(missing.Tensors, "blocks.3.mlp.fc2.bias")
+	if _, err := New(b, c, missing); err == nil || !strings.Contains(err.Error(), `missing tensor "blocks.3.mlp.fc2.bias"`) {
+		t.Errorf("missing tensor: %v", err)
+	}
+	extra := clone()
+	extra.Tensors["blocks.9.attn.qkv.weight"] = f.Tensors["blocks.0.attn.qkv.weight"]
+	if _, err := New(b, c, extra); err == nil || !strings.Contains(err.Error(), "unexpected tensor") {
+		t.Errorf("extra tensor: %v", err)
+	}
+	bad := clone()
+	bad.Tensors["blocks.1.attn.proj.weight"] = checkpoint.NewF32(make([]float32, 64*32), 64, 32)
+	if _, err := New(b, c, bad); err == nil || !strings.Contains(err.Error(), "[64 32], want [64 64]") {
+		t.Errorf("misshapen tensor: %v", err)
+	}
+	if _, err := InferConfig(f, 5); err == nil {
+		t.Error("64 hidden / 5 heads: want error")
+	}
+}
+
+// Other sizes run through the same code: patch 4, 3 channels, no learned sigma, 7 classes.
+func TestOtherConfigs(t *testing.T) {
+	b, _ := engine.New("")
+	for _, c := range []Config{
+		{InputSize: 16, PatchSize: 4, InChannels: 3, Hidden: 32, Depth: 2, Heads: 2, MLPRatio: 2, NumClasses: 7, LearnSigma: false},
+		{InputSize: 8, PatchSize: 2, InChannels: 1, Hidden: 48, Depth: 3, Heads: 3, MLPRatio: 4, NumClasses: 3, LearnSigma: true},
+	} {
+		f := RandomWeights(c, 1)
+		m, err := New(b, c, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sched, _ := diffusion.NewSchedule(1000, "5")
+		res, err := harness.Sample(context.Background(), m, harness.Request{
+			Sampler: diffusion.DDPM, Schedule: sched, CFGScale: 2,
+			XInit: make([]float32, 2*c.InChannels*c.InputSize*c.InputSize), Labels: []int64{0, 2},
+			Noise: func(k int, dst []float32) error { diffusion.NewNoise(1, k).Fill(dst); return nil },
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		if len(res.Sample) != 2*c.InChannels*c.InputSize*c.InputSize {
+			t.Errorf("%s: sample has %d values", c, len(res.Sample))
+		}
+		// The architecture is recoverable from the weights alone (heads given).
+		got, err := InferConfig(f, c.Heads)
+		if err != nil || got != c {
+			t.Errorf("InferConfig = %+v, %v; want %+v", got, err, c)
+		}
+	}
+}
+
+func toF64(v []int64) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
