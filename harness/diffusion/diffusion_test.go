@@ -42,14 +42,6 @@ func TestScheduleGolden(t *testing.T) {
 	}
 }
 
-func oneMinus(x []float64) []float64 {
-	out := make([]float64, len(x))
-	for i, v := range x {
-		out[i] = 1 - v
-	}
-	return out
-}
-
 func TestSpaceTimesteps(t *testing.T) {
 	for _, c := range []struct {
 		spec string

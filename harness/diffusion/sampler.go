@@ -111,7 +111,8 @@ const GuidanceAll = -1
 // GuideCFG applies classifier-free guidance in place of forward_with_cfg: out is the model output
 // [2h, outC, …] on the batch [cond rows | null rows]; the first guideChannels channels of each
 // conditional/unconditional pair become uncond + scale·(cond − uncond) in both halves, the rest is
-// left per row (the reference guides channels 0–2 only; GuidanceAll guides the C ε channels).
+// left per row (the reference guides channels 0–2 only, or every channel of a model with fewer;
+// GuidanceAll guides the C ε channels).
 func GuideCFG(out []float32, batch, outC, epsC, guideChannels int, scale float32) error {
 	if batch%2 != 0 {
 		return fmt.Errorf("CFG needs an even batch (cond | null halves), got %d rows", batch)
@@ -119,9 +120,11 @@ func GuideCFG(out []float32, batch, outC, epsC, guideChannels int, scale float32
 	if guideChannels == GuidanceAll {
 		guideChannels = epsC
 	}
-	if guideChannels < 0 || guideChannels > outC {
-		return fmt.Errorf("CFG over %d channels, model gives %d", guideChannels, outC)
+	if guideChannels < 0 {
+		return fmt.Errorf("CFG over %d channels: must be ≥ 0 or GuidanceAll", guideChannels)
 	}
+	// The reference slices out[:, :3]; with fewer channels the slice is the whole output.
+	guideChannels = min(guideChannels, outC)
 	hw := len(out) / (batch * outC)
 	h := batch / 2
 	for b := range h {

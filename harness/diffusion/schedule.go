@@ -124,7 +124,7 @@ func NewSchedule(T int, spec string) (*Schedule, error) {
 		return nil, err
 	}
 	base := LinearBetas(T)
-	ac := cumprod(base)
+	ac := cumprod(oneMinus(base))
 	keep := make(map[int]bool, len(use))
 	for _, u := range use {
 		keep[u] = true
@@ -171,6 +171,14 @@ func (s *Schedule) derive() {
 			s.PosteriorLogVarianceClipped[i] = math.Log(s.PosteriorVariance[i])
 		}
 	}
+}
+
+func oneMinus(x []float64) []float64 {
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = 1 - v
+	}
+	return out
 }
 
 func cumprod(x []float64) []float64 {

@@ -3,6 +3,7 @@ package dit
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 
@@ -193,7 +194,7 @@ func TestPartialPlanInvariants(t *testing.T) {
 		t.Errorf("partial with k=0 differs from reuse by %.3g", e)
 	}
 	// Partial refresh at a different timestep: selected rows change, others keep the cache.
-	ts2 := []float64{500, 500, 500}
+	ts2 := []float64{100, 200, 300} // differs from ts in every row
 	if _, err := m.Forward(x, ts2, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: rows(5)}), Cache: cache}); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +257,7 @@ func TestForwardErrors(t *testing.T) {
 		{x, []float64{1}, []int64{-1}, "label -1"},
 		{x[:10], []float64{1}, []int64{1}, "x has 10 values"},
 		{x, []float64{1, 2}, []int64{1}, "2 timesteps and 1 labels"},
-		{append([]float32{float32(nan())}, x[1:]...), []float64{1}, []int64{1}, "non-finite"},
+		{append([]float32{float32(math.NaN())}, x[1:]...), []float64{1}, []int64{1}, "non-finite"},
 	} {
 		_, err := m.Forward(c.x, c.t, c.y, Options{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {

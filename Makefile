@@ -1,0 +1,44 @@
+# cachebench — see README.md. `make test` is what CI runs.
+GO      ?= go
+PKGS    := ./...
+BIN     := bin/runbench
+
+.PHONY: all build setup test bench lint fuzz gpu-build clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/runbench
+
+# setup installs what the tests and the embedded default need (Debian/Ubuntu; skipped elsewhere).
+setup:
+	@if command -v apt-get >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc dataset-fashion-mnist >/dev/null || \
+		echo "setup: apt-get failed; install gcc (cgo, for SQLite) and dataset-fashion-mnist by hand"; \
+	fi
+	$(GO) mod download
+
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# bench runs the Go benchmarks (timings are compared as ratios within one run).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# fuzz runs each reader's fuzz target briefly.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzReadSafetensors -fuzztime 30s ./models/checkpoint/
+	$(GO) test -run '^$$' -fuzz FuzzReadPT -fuzztime 30s ./models/checkpoint/
+
+# gpu-build makes the XLA (CUDA PJRT) binary; see README "GPU".
+gpu-build:
+	CGO_ENABLED=1 $(GO) build -tags xla -o bin/runbench-xla ./cmd/runbench
+
+clean:
+	rm -rf bin out
