@@ -11,8 +11,12 @@ import (
 	"github.com/cachebench/cachebench/models/checkpoint"
 )
 
-// Path returns the absolute path of a file under the repository's testdata folder.
+// Path returns the absolute path of a file under the repository's testdata folder (an absolute
+// path is returned unchanged).
 func Path(rel string) string {
+	if filepath.IsAbs(rel) {
+		return rel
+	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "testdata", rel)
 }
