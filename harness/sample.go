@@ -5,6 +5,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/hook"
@@ -29,9 +30,10 @@ type Request struct {
 	Labels []int64 // B class labels
 	// Noise fills the DDPM noise of the whole state at call k (nil = zero noise).
 	Noise func(call int, dst []float32) error
-	// Plan gives the hook plan of call k (nil = compute everything); Cache holds module outputs.
-	Plan  func(call, step int) (*hook.Plan, error)
-	Cache *hook.Cache
+	// Policy plans every call (nil = compute everything); Cache holds module outputs and must be
+	// set when the policy reuses anything.
+	Policy hook.Policy
+	Cache  *hook.Cache
 	// OnStep receives every call's results (state after the update, predicted x₀, guided model output).
 	OnStep func(StepInfo) error
 }
@@ -44,6 +46,10 @@ type StepInfo struct {
 	X          []float32
 	PredXStart []float32
 	ModelOut   []float32
+	Plan       *hook.Plan    // the plan carried out (nil = everything computed)
+	Rows       int           // batch rows of the model call (2B with CFG)
+	Forward    time.Duration // wall time of the model call
+	Overhead   time.Duration // wall time of the policy's Observe (scoring side information)
 }
 
 // Result is a finished batch.
@@ -109,17 +115,25 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			in = append(append(make([]float32, 0, len(x)), x[:B*per]...), x[:B*per]...)
 		}
 		opt := hook.Options{Cache: r.Cache}
-		if r.Plan != nil {
-			p, err := r.Plan(k, i)
+		if r.Policy != nil {
+			p, err := r.Policy.Plan(k, i)
 			if err != nil {
 				return Result{}, fmt.Errorf("sample: plan of call %d: %w", k, err)
 			}
 			opt.Plan = p
 		}
+		t0 := time.Now()
 		out, err := m.Forward(in, t, labels, opt)
 		if err != nil {
 			return Result{}, fmt.Errorf("sample: call %d (t=%d): %w", k, r.Schedule.TimestepMap[i], err)
 		}
+		forward := time.Since(t0)
+		if r.Policy != nil {
+			if err := r.Policy.Observe(k, i, opt.Plan, r.Cache); err != nil {
+				return Result{}, fmt.Errorf("sample: observe call %d: %w", k, err)
+			}
+		}
+		overhead := time.Since(t0) - forward
 		if cfg {
 			if err := diffusion.GuideCFG(out, rows, spec.OutChannels(), spec.Channels, guide, r.CFGScale); err != nil {
 				return Result{}, fmt.Errorf("sample: %w", err)
@@ -138,7 +152,8 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 		}
 		x = res.X
 		if r.OnStep != nil {
-			if err := r.OnStep(StepInfo{Call: k, Step: i, Timestep: r.Schedule.TimestepMap[i], X: x, PredXStart: res.PredXStart, ModelOut: out}); err != nil {
+			if err := r.OnStep(StepInfo{Call: k, Step: i, Timestep: r.Schedule.TimestepMap[i], X: x, PredXStart: res.PredXStart, ModelOut: out,
+				Plan: opt.Plan, Rows: rows, Forward: forward, Overhead: overhead}); err != nil {
 				return Result{}, err
 			}
 		}

@@ -20,10 +20,10 @@ type Schedule struct {
 	TimestepMap []int64
 	Betas       []float64
 
-	AlphasCumprod, AlphasCumprodPrev                    []float64
-	SqrtRecipAlphasCumprod, SqrtRecipm1AlphasCumprod    []float64
-	PosteriorVariance, PosteriorLogVarianceClipped      []float64
-	PosteriorMeanCoef1, PosteriorMeanCoef2, LogBetas    []float64
+	AlphasCumprod, AlphasCumprodPrev                 []float64
+	SqrtRecipAlphasCumprod, SqrtRecipm1AlphasCumprod []float64
+	PosteriorVariance, PosteriorLogVarianceClipped   []float64
+	PosteriorMeanCoef1, PosteriorMeanCoef2, LogBetas []float64
 }
 
 // Steps is the number of sampling steps.

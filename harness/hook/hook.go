@@ -236,6 +236,22 @@ type Model interface {
 	Forward(x []float32, t []float64, y []int64, opt Options) ([]float32, error)
 }
 
+// Policy is an acceleration method at run time: it plans each model call and observes the
+// cache afterwards (side information of the modules that were computed).
+type Policy interface {
+	// Plan returns the actions of model call `call` (0, 1, …) at official step `step`, which
+	// counts down from steps−1 as in the DiT code bases.
+	Plan(call, step int) (*Plan, error)
+	// Observe is called after the call ran with the plan it carried out.
+	Observe(call, step int, plan *Plan, cache *Cache) error
+}
+
+// FLOPsCounter is implemented by models that can count the FLOPs of a plan, per block, with
+// the convention of the papers (see each model's BlockFLOPs).
+type FLOPsCounter interface {
+	BlockFLOPs(p *Plan, rows int) []int64
+}
+
 // Probe receives named intermediate tensors of a forward pass (for golden tests and the
 // recorder). Names follow the golden files: "x_embed", "t_freq", "c", "block0_adaln", "block_3"...
 // The tensor is only valid during the call.
