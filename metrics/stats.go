@@ -13,11 +13,11 @@ import (
 // AddRows stays small whatever the batch size.
 const statsChunkRows = 512
 
-// Stats accumulates the mean and covariance of feature rows in a stream.
+// Stats accumulates the mean and covariance of feature rows in a stream, never holding the features.
 //
-// It never holds the features. Each batch is centred on its own mean in
-// float64 and its scatter matrix Σ(x−x̄)(x−x̄)ᵀ is merged into the running
-// one with the pairwise update of Chan, Golub and LeVeque:
+// Each batch is centred on its own mean in float64 and its scatter matrix
+// Σ(x−x̄)(x−x̄)ᵀ is merged into the running one with the pairwise update of
+// Chan, Golub and LeVeque:
 //
 //	n = na + nb,  δ = x̄b − x̄a,  x̄ = x̄a + δ·nb/n,  M = Ma + Mb + δδᵀ·na·nb/n
 //
@@ -173,7 +173,10 @@ func (s *Stats) Merge(other *Stats) error {
 	return nil
 }
 
-// Mean returns a copy of the mean feature vector (NaNs when N() == 0, like np.mean of no rows).
+// Mean returns a copy of the float64 mean feature vector (NaNs when N() == 0, like np.mean of no rows).
+//
+// pytorch-fid and the ADM evaluator take np.mean of float32 activations, a
+// float32 mean; that rounding is below 1e-7 relative and is not reproduced.
 func (s *Stats) Mean() []float64 {
 	m := make([]float64, s.dim)
 	if s.n == 0 {
