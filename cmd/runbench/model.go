@@ -25,6 +25,31 @@ func (f *modelFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.imageSize, "image-size", 256, "image size in pixels for --preset (latent = size/8)")
 }
 
+// config resolves the architecture without loading weights onto a backend (FLOPs counting).
+func (f *modelFlags) config() (dit.Config, error) {
+	if f.weights == "" {
+		if f.preset == "" {
+			return dit.Config{}, fmt.Errorf("give --preset (or --weights with --heads)")
+		}
+		c, err := dit.Preset(f.preset, f.imageSize)
+		if err != nil {
+			return dit.Config{}, fmt.Errorf("--preset: %w", err)
+		}
+		if f.heads != 0 && f.heads != c.Heads {
+			return dit.Config{}, fmt.Errorf("--heads %d contradicts --preset %s (%d heads)", f.heads, f.preset, c.Heads)
+		}
+		return c, nil
+	}
+	if f.heads <= 0 {
+		return dit.Config{}, fmt.Errorf("--heads is required with --weights (or give --preset)")
+	}
+	file, err := checkpoint.Load(f.weights)
+	if err != nil {
+		return dit.Config{}, err
+	}
+	return dit.InferConfig(file, f.heads)
+}
+
 // load builds the model on the selected backend.
 func (f *modelFlags) load(cmd *cobra.Command) (*dit.Model, error) {
 	backendCfg, _ := cmd.Flags().GetString("backend")
