@@ -49,7 +49,8 @@ type StepInfo struct {
 	Plan       *hook.Plan    // the plan carried out (nil = everything computed)
 	Rows       int           // batch rows of the model call (2B with CFG)
 	Forward    time.Duration // wall time of the model call
-	Overhead   time.Duration // wall time of the policy's Observe (scoring side information)
+	Overhead   time.Duration // wall time of the policy's Plan and Observe (scores, top-k, side information)
+	Update     time.Duration // wall time of CFG and the sampler update (includes the guidance and noise)
 }
 
 // Result is a finished batch.
@@ -115,6 +116,7 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			in = append(append(make([]float32, 0, len(x)), x[:B*per]...), x[:B*per]...)
 		}
 		opt := hook.Options{Cache: r.Cache}
+		tPlan := time.Now()
 		if r.Policy != nil {
 			p, err := r.Policy.Plan(k, i)
 			if err != nil {
@@ -122,6 +124,7 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			}
 			opt.Plan = p
 		}
+		planTime := time.Since(tPlan)
 		t0 := time.Now()
 		out, err := m.Forward(in, t, labels, opt)
 		if err != nil {
@@ -133,7 +136,8 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 				return Result{}, fmt.Errorf("sample: observe call %d: %w", k, err)
 			}
 		}
-		overhead := time.Since(t0) - forward
+		overhead := planTime + time.Since(t0) - forward
+		t1 := time.Now()
 		if cfg {
 			if err := diffusion.GuideCFG(out, rows, spec.OutChannels(), spec.Channels, guide, r.CFGScale); err != nil {
 				return Result{}, fmt.Errorf("sample: %w", err)
@@ -151,9 +155,10 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			return Result{}, fmt.Errorf("sample: call %d: %w", k, err)
 		}
 		x = res.X
+		update := time.Since(t1)
 		if r.OnStep != nil {
 			if err := r.OnStep(StepInfo{Call: k, Step: i, Timestep: r.Schedule.TimestepMap[i], X: x, PredXStart: res.PredXStart, ModelOut: out,
-				Plan: opt.Plan, Rows: rows, Forward: forward, Overhead: overhead}); err != nil {
+				Plan: opt.Plan, Rows: rows, Forward: forward, Overhead: overhead, Update: update}); err != nil {
 				return Result{}, err
 			}
 		}

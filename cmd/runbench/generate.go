@@ -19,25 +19,28 @@ import (
 	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
 )
 
 // sampleConfig is everything that changes the generated samples; its hash keys the run.
 type sampleConfig struct {
-	Kind       string  `json:"kind"`
-	Model      string  `json:"model"`
-	Weights    string  `json:"weights_sha256"`
-	Method     string  `json:"method"`
-	Sampler    string  `json:"sampler"`
-	Steps      string  `json:"steps"`
-	CFG        float64 `json:"cfg_scale"`
-	Guide      int     `json:"guide_channels"`
-	Seed       int64   `json:"seed"`
-	NumSamples int     `json:"num_samples"`
-	Labels     []int64 `json:"labels,omitempty"`
-	Backend    string  `json:"backend"`
+	Kind       string         `json:"kind"`
+	Model      string         `json:"model"`
+	Weights    string         `json:"weights_sha256"`
+	Method     string         `json:"method"`
+	Params     map[string]any `json:"params,omitempty"`
+	Sampler    string         `json:"sampler"`
+	Steps      string         `json:"steps"`
+	CFG        float64        `json:"cfg_scale"`
+	Guide      int            `json:"guide_channels"`
+	Seed       int64          `json:"seed"`
+	NumSamples int            `json:"num_samples"`
+	Labels     []int64        `json:"labels,omitempty"`
+	Backend    string         `json:"backend"`
 }
 
 // generate samples --num images in batches, writes each image (PNG for 1- or 3-channel pixel
@@ -70,7 +73,19 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	}
 	backendCfg, _ := cmd.Flags().GetString("backend")
 	backendCfg = engine.Config(backendCfg)
-	conf := sampleConfig{Kind: "sample", Model: m.Config.String(), Weights: weightsHash, Method: "none", Sampler: string(kind),
+	raw, err := methods.ParseParams(sf.params)
+	if err != nil {
+		return err
+	}
+	info, err := methods.Lookup(sf.method)
+	if err != nil {
+		return err
+	}
+	vals, err := info.Parse(raw)
+	if err != nil {
+		return err
+	}
+	conf := sampleConfig{Kind: "sample", Model: m.Config.String(), Weights: weightsHash, Method: sf.method, Params: vals, Sampler: string(kind),
 		Steps: sf.steps, CFG: sf.cfg, Guide: sf.guide(), Seed: sf.seed, NumSamples: sf.numImages, Labels: labels, Backend: backendCfg}
 	cj, err := store.CanonicalJSON(conf)
 	if err != nil {
@@ -89,7 +104,7 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	}
 	defer db.Close()
 	b, _ := engine.New(backendCfg)
-	run, _, err := db.EnsureRun(store.Run{ConfigJSON: string(cj), Method: "none", Model: conf.Model, WeightsHash: weightsHash,
+	run, _, err := db.EnsureRun(store.Run{ConfigJSON: string(cj), Method: sf.method, Model: conf.Model, WeightsHash: weightsHash,
 		Sampler: string(kind), Steps: sched.Steps(), CFGScale: sf.cfg, Seed: sf.seed, NumSamples: sf.numImages, BatchSize: sf.batch,
 		Backend: backendCfg, Device: engine.Describe(b), GitRev: gitRev()})
 	if err != nil {
@@ -116,8 +131,8 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	bar := progressbar.NewOptions(len(todo), progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionSetDescription("sampling"),
 		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish())
 	per := spec.Channels * spec.Height * spec.Width
-	var totalWall time.Duration
-	var calls int
+	var tm, base timing
+	full := hook.FullPlan(m.Layout())
 	for start := 0; start < len(todo); start += sf.batch {
 		idx := todo[start:min(start+sf.batch, len(todo))]
 		B := len(idx)
@@ -141,6 +156,17 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 				}
 				return nil
 			}}
+		rows := B
+		if sf.cfg > 1 {
+			rows = 2 * B
+		}
+		pol, cache, err := sf.policy(m, sched.Steps(), rows, idx)
+		if err != nil {
+			return err
+		}
+		req.Policy, req.Cache = pol, cache
+		var bt timing
+		req.OnStep = func(s harness.StepInfo) error { bt.add(s, m, full); return nil }
 		t0 := time.Now()
 		res, err := harness.Sample(ctx, m, req)
 		if err != nil {
@@ -151,11 +177,20 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 			return err
 		}
 		wall := time.Since(t0)
-		totalWall += wall
-		calls += sched.Steps()
+		if cache != nil {
+			cache.Reset()
+		}
+		bt.images = B
+		tm.merge(bt)
+		if sf.compare && sf.method != "none" {
+			bb, err := timeBaseline(ctx, m, req, sf)
+			if err != nil {
+				return err
+			}
+			base.merge(*bb)
+		}
 		batch := store.Batch{Index: idx[0] / sf.batch, FirstSample: idx[0], NumSamples: B, WallMS: float64(wall.Microseconds()) / 1000,
-			Timings: []store.Timing{{Scope: "batch", Name: "sample", Count: 1, TotalMS: float64(wall.Microseconds()) / 1000},
-				{Scope: "step", Name: "model+update", Count: sched.Steps(), TotalMS: float64(wall.Microseconds()) / 1000}}}
+			Timings: bt.storeTimings()}
 		for j, i := range idx {
 			path, hash, err := writeImage(sf.outDir, i, res.Sample[j*per:(j+1)*per], spec.Channels, spec.Height, spec.Width)
 			if err != nil {
@@ -174,9 +209,13 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	if err := db.SetStatus(run.ID, store.StatusDone); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "run %d (%s): %d images to %s, recorded in %s\nwall %.2fs: %.3f s/image, %.1f ms per model call (batch %d, %d graphs families)\n",
-		run.ID, run.ConfigHash[:12], len(todo), sf.outDir, dbPath, totalWall.Seconds(), totalWall.Seconds()/float64(len(todo)),
-		totalWall.Seconds()*1000/float64(calls), sf.batch, m.GraphCount())
+	fmt.Fprintf(cmd.OutOrStdout(), "run %d (%s): %d images to %s, recorded in %s (batch %d, %d graph families compiled)\n",
+		run.ID, run.ConfigHash[:12], len(todo), sf.outDir, dbPath, sf.batch, m.GraphCount())
+	var bp *timing
+	if sf.compare && sf.method != "none" {
+		bp = &base
+	}
+	tm.report(cmd.OutOrStdout(), sf.method, bp)
 	return nil
 }
 

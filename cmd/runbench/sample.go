@@ -11,6 +11,8 @@ import (
 
 	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/diffusion"
+	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
 )
@@ -28,6 +30,29 @@ type sampleFlags struct {
 	batch     int
 	outDir    string
 	db        string
+	method    string
+	params    []string
+	trace     string
+	compare   bool
+}
+
+// policy builds the method of one batch (a fresh instance: methods keep per-batch state) and its
+// cache; "none" gets no cache.
+func (sf sampleFlags) policy(m *dit.Model, steps, rows int, samples []int) (methods.Method, *hook.Cache, error) {
+	raw, err := methods.ParseParams(sf.params)
+	if err != nil {
+		return nil, nil, err
+	}
+	env := methods.Env{Layout: m.Layout(), Steps: steps, Rows: rows, Seed: sf.seed, Samples: samples}
+	pol, _, err := methods.New(sf.method, raw, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	var cache *hook.Cache
+	if sf.method != "none" {
+		cache = hook.NewCache(m.Layout())
+	}
+	return pol, cache, nil
 }
 
 func newSampleCmd() *cobra.Command {
@@ -85,6 +110,10 @@ Without --replay, --num images are generated: the noise and label of image i dep
 	cmd.Flags().StringVar(&sf.labels, "labels", "", "comma-separated class labels, cycled over the images (default: drawn from (seed, i))")
 	cmd.Flags().IntVar(&sf.batch, "batch", 8, "images per model call (does not change any result)")
 	cmd.Flags().StringVar(&sf.outDir, "out-dir", "out/samples", "where generated images (PNG) or latents (safetensors) go")
+	cmd.Flags().StringVar(&sf.method, "method", "none", "acceleration method (fora, toca, ...; `runbench flops --help` counts its FLOPs)")
+	cmd.Flags().StringArrayVar(&sf.params, "param", nil, "method parameter name=value (repeatable)")
+	cmd.Flags().StringVar(&sf.trace, "trace", "", "with --replay: write the per-call action log (actions, fresh token indices, FLOPs) as JSON")
+	cmd.Flags().BoolVar(&sf.compare, "compare", false, "also time method none on the same inputs and report the wall-clock speedup next to the FLOPs speedup")
 	cmd.Flags().StringVar(&sf.db, "db", "", "SQLite results database to record the run in (default: OUT-DIR/runs.db)")
 	return cmd
 }
@@ -181,19 +210,80 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 		outs[fmt.Sprintf("model_out_%03d", s.Call)] = checkpoint.NewF32(append([]float32(nil), s.ModelOut[:keepRows*oc*spec.Height*spec.Width]...), shape(keepRows, oc)...)
 		return nil
 	}
+	pol, cache, err := sf.policy(m, sched.Steps(), stateRows, seq(images))
+	if err != nil {
+		return err
+	}
+	req.Policy, req.Cache = pol, cache
+	tr := &methods.Trace{Method: sf.method, NumSteps: sched.Steps(), Sampler: string(kind), CFGScale: sf.cfg, Labels: y,
+		TokensPerRow: m.Tokens(), BatchRows: stateRows, TimestepMap: sched.TimestepMap}
+	if raw, err := methods.ParseParams(sf.params); err == nil {
+		info, _ := methods.Lookup(sf.method)
+		if v, err := info.Parse(raw); err == nil {
+			tr.Params = v
+		}
+	}
+	var tm timing
+	full := hook.FullPlan(m.Layout())
+	record := req.OnStep
+	req.OnStep = func(s harness.StepInfo) error {
+		p := s.Plan
+		if p == nil {
+			p = full
+		}
+		tr.Record(s.Call, s.Step, s.Timestep, p, pol.Notes(), m.BlockFLOPs(p, s.Rows), m.Tokens())
+		tm.add(s, m, full)
+		return record(s)
+	}
 	res, err := harness.Sample(ctx, m, req)
 	if err != nil {
 		return err
 	}
-	outs["sample"] = checkpoint.NewF32(res.Sample, shape(images, spec.Channels)...)
-	tm := make([]int64, sched.Steps())
-	for k := range tm {
-		tm[k] = sched.TimestepMap[sched.Steps()-1-k]
+	tm.images = images
+	var base *timing
+	if sf.compare {
+		b := sf
+		b.method, b.params, b.compare, b.trace = "none", nil, false, ""
+		if base, err = timeBaseline(ctx, m, req, b); err != nil {
+			return err
+		}
 	}
-	outs["timesteps"] = checkpoint.NewI64(tm, len(tm))
+	tm.report(os.Stderr, sf.method, base)
+	if sf.trace != "" {
+		if err := tr.Write(sf.trace); err != nil {
+			return err
+		}
+	}
+	outs["sample"] = checkpoint.NewF32(res.Sample, shape(images, spec.Channels)...)
+	ts := make([]int64, sched.Steps())
+	for k := range ts {
+		ts[k] = sched.TimestepMap[sched.Steps()-1-k]
+	}
+	outs["timesteps"] = checkpoint.NewI64(ts, len(ts))
 	meta := map[string]string{"producer": "runbench sample --replay", "replay": sf.replay, "sampler": string(kind),
 		"steps": sf.steps, "cfg": fmt.Sprint(sf.cfg), "model": m.Config.String()}
 	return checkpoint.WriteSafetensors(sf.out, outs, meta)
+}
+
+// timeBaseline runs method none on the same request and returns its timing.
+func timeBaseline(ctx context.Context, m *dit.Model, req harness.Request, sf sampleFlags) (*timing, error) {
+	var tm timing
+	full := hook.FullPlan(m.Layout())
+	req.Policy, req.Cache = nil, nil
+	req.OnStep = func(s harness.StepInfo) error { tm.add(s, m, full); return nil }
+	if _, err := harness.Sample(ctx, m, req); err != nil {
+		return nil, err
+	}
+	tm.images = len(req.Labels)
+	return &tm, nil
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }
 
 func parseLabels(s string, classes int) ([]int64, error) {

@@ -90,6 +90,29 @@ type ModulePlan struct {
 	// Tokens holds, for Partial, the token indices to recompute per batch row; every row has the
 	// same count. Nil otherwise.
 	Tokens [][]int32
+	// Value holds, for Predict, the module output [B, N, D] the method computed (e.g. a Taylor
+	// extrapolation of the cache); the model uses it as it uses a cached output.
+	Value *tensors.Tensor
+}
+
+// Span is the block range From..To (inclusive).
+type Span struct{ From, To int }
+
+// SkipMode says what a skipped block range outputs.
+type SkipMode int
+
+const (
+	// SkipResidual adds the range's cached residual (output − input when it last ran) to its new
+	// input (Δ-DiT, FBCache/TeaCache-style residual caching).
+	SkipResidual SkipMode = iota
+	// SkipReplace outputs the range's cached output unchanged (DuCa aggressive steps).
+	SkipReplace
+)
+
+// SpanSkip replaces a block range by cached work at one call; the range's modules carry Skip.
+type SpanSkip struct {
+	Span
+	Mode SkipMode
 }
 
 // BlockPlan is the plan of one block at one step.
@@ -103,6 +126,20 @@ type BlockPlan struct {
 // Plan is the per-block plan of one model call.
 type Plan struct {
 	Blocks []BlockPlan
+	// Skips are block ranges not run at this call (non-overlapping).
+	Skips []SpanSkip
+	// Keep lists ranges whose input and output this call stores in the cache, for later Skips.
+	Keep []Span
+}
+
+// SkipAt returns the skip that starts at block b, if any.
+func (p *Plan) SkipAt(b int) (SpanSkip, bool) {
+	for _, s := range p.Skips {
+		if s.From == b {
+			return s, true
+		}
+	}
+	return SpanSkip{}, false
 }
 
 // FullPlan returns the plan that computes everything (the uncached model).
@@ -119,13 +156,44 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 	if len(p.Blocks) != l.Depth {
 		return fmt.Errorf("plan has %d blocks, model has %d", len(p.Blocks), l.Depth)
 	}
+	skipped := make([]bool, l.Depth)
+	for _, sk := range p.Skips {
+		if sk.From < 0 || sk.To >= l.Depth || sk.From > sk.To {
+			return fmt.Errorf("skip of blocks %d..%d outside 0..%d", sk.From, sk.To, l.Depth-1)
+		}
+		if c == nil || c.Span(sk.Span) == nil || (sk.Mode == SkipResidual && c.Span(sk.Span).In == nil) {
+			return fmt.Errorf("skip of blocks %d..%d needs that range's cached input and output, and there are none yet", sk.From, sk.To)
+		}
+		for b := sk.From; b <= sk.To; b++ {
+			if skipped[b] {
+				return fmt.Errorf("block %d is in two skips", b)
+			}
+			skipped[b] = true
+		}
+	}
+	for _, sp := range p.Keep {
+		if sp.From < 0 || sp.To >= l.Depth || sp.From > sp.To {
+			return fmt.Errorf("kept range %d..%d outside 0..%d", sp.From, sp.To, l.Depth-1)
+		}
+		if c == nil {
+			return fmt.Errorf("keeping blocks %d..%d needs a cache", sp.From, sp.To)
+		}
+	}
 	for b, bp := range p.Blocks {
 		if len(bp.Modules) != len(l.Modules) {
 			return fmt.Errorf("plan block %d has %d modules, model has %d", b, len(bp.Modules), len(l.Modules))
 		}
 		for m, mp := range bp.Modules {
 			where := fmt.Sprintf("block %d %s", b, l.Modules[m])
+			if skipped[b] != (mp.Action == Skip) {
+				return fmt.Errorf("%s: action %s, but the block is %sin a skipped range", where, mp.Action, map[bool]string{true: "", false: "not "}[skipped[b]])
+			}
 			switch mp.Action {
+			case Skip:
+			case Predict:
+				if mp.Value == nil {
+					return fmt.Errorf("%s: predict without a predicted value", where)
+				}
 			case Full:
 			case Reuse, Partial:
 				if c == nil || c.Out(b, m) == nil {
@@ -161,11 +229,29 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 type Cache struct {
 	out     [][]*tensors.Tensor // [block][module] raw (pre-gate) outputs [B, N, D]
 	attnMap []*tensors.Tensor   // [block] head-averaged attention map of the last full attention
+	spans   map[Span]*SpanCache
+}
+
+// SpanCache is the input and output of a block range when it last ran.
+type SpanCache struct {
+	In, Out *tensors.Tensor // [B, N, D] residual stream before block From and after block To
+}
+
+// Span returns the cached input/output of a range, or nil.
+func (c *Cache) Span(s Span) *SpanCache { return c.spans[s] }
+
+// SetSpan replaces a range's cached input and output, releasing the previous tensors.
+func (c *Cache) SetSpan(s Span, in, out *tensors.Tensor) {
+	if old := c.spans[s]; old != nil {
+		release(old.In, in)
+		release(old.Out, out)
+	}
+	c.spans[s] = &SpanCache{In: in, Out: out}
 }
 
 // NewCache returns an empty cache for a layout.
 func NewCache(l Layout) *Cache {
-	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), attnMap: make([]*tensors.Tensor, l.Depth)}
+	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), attnMap: make([]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{}}
 	for i := range c.out {
 		c.out[i] = make([]*tensors.Tensor, len(l.Modules))
 	}
@@ -197,6 +283,10 @@ func (c *Cache) Reset() {
 			c.SetOut(b, m, nil)
 		}
 		c.SetAttnMap(b, nil)
+	}
+	for s := range c.spans {
+		c.SetSpan(s, nil, nil)
+		delete(c.spans, s)
 	}
 }
 

@@ -54,7 +54,9 @@ func BenchmarkBlock(b *testing.B) {
 			o := Einsum("bqk,bkd->bqd", s, x)
 			return []*Node{ReduceAllSum(MatMul(o, wproj)), ReduceAllSum(MatMul(MatMul(x, wfc1), wfc2)), ReduceAllSum(MatMul(c, wada))}
 		})
-		w := func(r, cc int) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(make([]float32, r*cc), r, cc) }
+		w := func(r, cc int) *tensors.Tensor {
+			return tensors.FromFlatDataAndDimensions(make([]float32, r*cc), r, cc)
+		}
 		args := []any{x, cond, w(D, 3*D), w(D, D), w(D, Hd), w(Hd, D), w(D, 6*D)}
 		b.Run(fmt.Sprintf("matmul/B=%d", B), func(b *testing.B) {
 			for _, t := range mm.MustExec(args...) {

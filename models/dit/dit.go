@@ -25,8 +25,8 @@ import (
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
-	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	timage "github.com/gomlx/gomlx/pkg/core/tensors/images"
@@ -236,14 +236,50 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 		}
 	}
 
-	// Blocks, each carrying out its part of the plan.
-	for b := range c.Depth {
+	// Blocks, each carrying out its part of the plan. A tensor stored in the cache (a kept range's
+	// input or output, or a replaced range's output) must outlive this loop: it is not released.
+	kept := map[*tensors.Tensor]bool{}
+	release := func(t *tensors.Tensor) {
+		if !kept[t] {
+			t.MustFinalizeAll()
+		}
+	}
+	inputs := map[hook.Span]*tensors.Tensor{}
+	for b := 0; b < c.Depth; {
+		if sk, ok := plan.SkipAt(b); ok {
+			sc := opt.Cache.Span(sk.Span)
+			var next *tensors.Tensor
+			if sk.Mode == hook.SkipResidual {
+				add := m.exec("skip/residual", func(in []*Node) []*Node { return []*Node{Add(in[0], Sub(in[1], in[2]))} })
+				next = add.MustExec(h, sc.Out, sc.In)[0]
+			} else {
+				next = sc.Out
+				kept[next] = true
+			}
+			release(h)
+			h = next
+			b = sk.To + 1
+			continue
+		}
+		for _, sp := range plan.Keep {
+			if sp.From == b {
+				inputs[sp] = h
+				kept[h] = true
+			}
+		}
 		next := m.runBlock(b, h, cond, plan.Blocks[b], opt)
-		h.MustFinalizeAll()
+		release(h)
 		h = next
+		for _, sp := range plan.Keep {
+			if sp.To == b {
+				opt.Cache.SetSpan(sp, inputs[sp], h)
+				kept[h] = true
+			}
+		}
 		if probe != nil {
 			probe(fmt.Sprintf("block_%d", b), h)
 		}
+		b++
 	}
 
 	// Final layer and unpatchify.
@@ -255,7 +291,7 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 		outs[1].MustFinalizeAll()
 		outs[2].MustFinalizeAll()
 	}
-	h.MustFinalizeAll()
+	release(h)
 	cond.MustFinalizeAll()
 	if probe != nil {
 		probe("out", outs[0])
@@ -269,6 +305,19 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt Options) *tensors.Tensor {
 	attn, mlp := bp.Modules[0], bp.Modules[1]
 	sig := blockSig{attn: attn.Action, mlp: mlp.Action, attnMap: bp.AttnMap && attn.Action == hook.Full, probe: opt.Probe != nil}
+	// A predicted output enters the graph exactly as a cached one does.
+	cached := func(module int, mp hook.ModulePlan) *tensors.Tensor {
+		if mp.Action == hook.Predict {
+			return mp.Value
+		}
+		return opt.Cache.Out(b, module)
+	}
+	if sig.attn == hook.Predict {
+		sig.attn = hook.Reuse
+	}
+	if sig.mlp == hook.Predict {
+		sig.mlp = hook.Reuse
+	}
 	if mlp.Action == hook.Partial && len(mlp.Tokens[0]) == 0 {
 		sig.mlp = hook.Reuse // k = 0 computes nothing (the FLOPs counter still bills LN and adaLN)
 	}
@@ -278,10 +327,10 @@ func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt 
 	args := []any{h, cond}
 	args = append(args, m.w.blockArgs(b)...)
 	if sig.attn == hook.Reuse {
-		args = append(args, opt.Cache.Out(b, 0))
+		args = append(args, cached(0, attn))
 	}
 	if sig.mlp == hook.Reuse || sig.mlp == hook.Partial {
-		args = append(args, opt.Cache.Out(b, 1))
+		args = append(args, cached(1, mlp))
 	}
 	if sig.mlp == hook.Partial {
 		idx, inv := partialIndices(mlp.Tokens, m.Tokens())
@@ -318,7 +367,7 @@ func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt 
 			if t != nil {
 				return t
 			}
-			return opt.Cache.Out(b, module)
+			return cached(module, bp.Modules[module])
 		}
 		ada, gatedAttn, gatedMLP := take(), take(), take()
 		opt.Probe(fmt.Sprintf("block%d_adaln", b), ada)
@@ -439,7 +488,7 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 		mlpOut = next()
 	case hook.Partial:
 		cache, idx, inv := next(), next(), next()
-		fresh := mlpFn(gatherRows(x, idx))                         // [B, K, D]
+		fresh := mlpFn(gatherRows(x, idx))                              // [B, K, D]
 		mlpOut = gatherRows(Concatenate([]*Node{fresh, cache}, 1), inv) // fresh rows where selected, cache elsewhere
 	}
 	gatedMLP := Mul(InsertAxes(gateMLP, 1), mlpOut)

@@ -347,3 +347,67 @@ func toF64(v []int64) []float64 {
 	}
 	return out
 }
+
+// Skipped ranges and predicted outputs: replaying a call's own caches reproduces its output.
+func TestSkipAndPredict(t *testing.T) {
+	m := goldenModel(t, "dit/weights.safetensors")
+	g := golden.Open(t, "dit/forward.safetensors")
+	x, ts, y := golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y")
+	l := m.Layout()
+	cache := hook.NewCache(l)
+	all, mid := hook.Span{From: 0, To: l.Depth - 1}, hook.Span{From: 1, To: 2}
+	p := hook.FullPlan(l)
+	p.Keep = []hook.Span{all, mid}
+	full, err := m.Forward(x, ts, y, Options{Plan: p, Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	skipPlan := func(sp hook.Span, mode hook.SkipMode) *hook.Plan {
+		q := hook.FullPlan(l)
+		q.Skips = []hook.SpanSkip{{Span: sp, Mode: mode}}
+		for b := sp.From; b <= sp.To; b++ {
+			for i := range q.Blocks[b].Modules {
+				q.Blocks[b].Modules[i].Action = hook.Skip
+			}
+		}
+		return q
+	}
+	for _, c := range []struct {
+		name string
+		plan *hook.Plan
+		tol  float64
+	}{
+		{"replace all blocks", skipPlan(all, hook.SkipReplace), 0},
+		{"residual of blocks 1-2", skipPlan(mid, hook.SkipResidual), 1e-6},
+	} {
+		out, err := m.Forward(x, ts, y, Options{Plan: c.plan, Cache: cache})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if e := golden.MaxAbs(out, full); e > c.tol {
+			t.Errorf("%s: output differs from the full call by %.3g", c.name, e)
+		}
+	}
+	// Cached spans survive the calls that used them.
+	if _, err := m.Forward(x, ts, y, Options{Plan: skipPlan(all, hook.SkipReplace), Cache: cache}); err != nil {
+		t.Fatalf("second replace: %v", err)
+	}
+	q := hook.FullPlan(l)
+	for b := range q.Blocks {
+		for i := range q.Blocks[b].Modules {
+			q.Blocks[b].Modules[i] = hook.ModulePlan{Action: hook.Predict, Value: cache.Out(b, i)}
+		}
+	}
+	out, err := m.Forward(x, ts, y, Options{Plan: q, Cache: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Blocks 0 and 3 were recomputed by the residual call on an input 1e-7 off, hence not 0.
+	if e := golden.MaxAbs(out, full); e > 1e-6 {
+		t.Errorf("predicting the cached values differs from the full call by %.3g", e)
+	}
+	bad := skipPlan(mid, hook.SkipResidual)
+	if _, err := m.Forward(x, ts, y, Options{Plan: bad, Cache: hook.NewCache(l)}); err == nil || !strings.Contains(err.Error(), "needs that range's cached") {
+		t.Errorf("skip without a cached range: %v", err)
+	}
+}

@@ -22,9 +22,9 @@ type weights struct {
 	final  []*tensors.Tensor   // ada W, ada b, linear W, linear b
 }
 
-func (w *weights) embedArgs() []any          { return asArgs(w.embed) }
-func (w *weights) blockArgs(b int) []any     { return asArgs(w.blocks[b]) }
-func (w *weights) finalArgs() []any          { return asArgs(w.final) }
+func (w *weights) embedArgs() []any      { return asArgs(w.embed) }
+func (w *weights) blockArgs(b int) []any { return asArgs(w.blocks[b]) }
+func (w *weights) finalArgs() []any      { return asArgs(w.final) }
 func asArgs(ts []*tensors.Tensor) []any {
 	out := make([]any, len(ts))
 	for i, t := range ts {
@@ -37,14 +37,14 @@ func asArgs(ts []*tensors.Tensor) []any {
 func (c Config) ExpectedShapes() map[string][]int {
 	D, p, C, F := c.Hidden, c.PatchSize, c.InChannels, FreqEmbedSize
 	m := map[string][]int{
-		"pos_embed":                         {1, c.Tokens(), D},
-		"x_embedder.proj.weight":            {D, C, p, p},
-		"x_embedder.proj.bias":              {D},
-		"t_embedder.mlp.0.weight":           {D, F},
-		"t_embedder.mlp.0.bias":             {D},
-		"t_embedder.mlp.2.weight":           {D, D},
-		"t_embedder.mlp.2.bias":             {D},
-		"y_embedder.embedding_table.weight": {c.NumClasses + 1, D},
+		"pos_embed":                             {1, c.Tokens(), D},
+		"x_embedder.proj.weight":                {D, C, p, p},
+		"x_embedder.proj.bias":                  {D},
+		"t_embedder.mlp.0.weight":               {D, F},
+		"t_embedder.mlp.0.bias":                 {D},
+		"t_embedder.mlp.2.weight":               {D, D},
+		"t_embedder.mlp.2.bias":                 {D},
+		"y_embedder.embedding_table.weight":     {c.NumClasses + 1, D},
 		"final_layer.adaLN_modulation.1.weight": {2 * D, D},
 		"final_layer.adaLN_modulation.1.bias":   {2 * D},
 		"final_layer.linear.weight":             {p * p * c.OutChannels(), D},
