@@ -184,4 +184,3 @@ func TopK(score []float32, k int) []int32 {
 	sort.SliceStable(idx, func(a, b int) bool { return score[idx[a]] > score[idx[b]] })
 	return append([]int32(nil), idx[:min(k, len(idx))]...)
 }
-

@@ -43,7 +43,7 @@ func (sf sampleFlags) policy(m *dit.Model, steps, rows int, samples []int) (meth
 	if err != nil {
 		return nil, nil, err
 	}
-	env := methods.Env{Layout: m.Layout(), Steps: steps, Rows: rows, Seed: sf.seed, Samples: samples}
+	env := methods.Env{Layout: m.Layout(), Steps: steps, Rows: rows, Seed: sf.seed, Samples: samples, Backend: m.Backend()}
 	pol, _, err := methods.New(sf.method, raw, env)
 	if err != nil {
 		return nil, nil, err

@@ -113,6 +113,18 @@ const (
 type SpanSkip struct {
 	Span
 	Mode SkipMode
+	// Source is the kept range whose cache is used; the zero value means the skipped range
+	// itself. (DuCa's aggressive step after a full layer 0 skips blocks 1..L−1 but outputs the
+	// cached output of the whole stack.)
+	Source *Span
+}
+
+// Cached returns the range whose cache a skip uses.
+func (s SpanSkip) Cached() Span {
+	if s.Source != nil {
+		return *s.Source
+	}
+	return s.Span
 }
 
 // BlockPlan is the plan of one block at one step.
@@ -121,6 +133,9 @@ type BlockPlan struct {
 	// AttnMap asks a Full attention to also return its head-averaged softmax map [B, query, key],
 	// stored in Cache.AttnMap (side information for token scores).
 	AttnMap bool
+	// ValueNorms asks a Full attention to also return the L2 norm of every token's value vector
+	// per head, [B, heads, N], stored in Cache.ValueNorms (DuCa's V-caching score).
+	ValueNorms bool
 }
 
 // Plan is the per-block plan of one model call.
@@ -161,7 +176,7 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 		if sk.From < 0 || sk.To >= l.Depth || sk.From > sk.To {
 			return fmt.Errorf("skip of blocks %d..%d outside 0..%d", sk.From, sk.To, l.Depth-1)
 		}
-		if c == nil || c.Span(sk.Span) == nil || (sk.Mode == SkipResidual && c.Span(sk.Span).In == nil) {
+		if c == nil || c.Span(sk.Cached()) == nil || (sk.Mode == SkipResidual && c.Span(sk.Cached()).In == nil) {
 			return fmt.Errorf("skip of blocks %d..%d needs that range's cached input and output, and there are none yet", sk.From, sk.To)
 		}
 		for b := sk.From; b <= sk.To; b++ {
@@ -229,7 +244,17 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 type Cache struct {
 	out     [][]*tensors.Tensor // [block][module] raw (pre-gate) outputs [B, N, D]
 	attnMap []*tensors.Tensor   // [block] head-averaged attention map of the last full attention
+	vnorms  []*tensors.Tensor   // [block] value norms [B, heads, N] of the last full attention
 	spans   map[Span]*SpanCache
+}
+
+// ValueNorms returns the cached value norms of a block, or nil.
+func (c *Cache) ValueNorms(block int) *tensors.Tensor { return c.vnorms[block] }
+
+// SetValueNorms replaces a block's cached value norms, releasing the previous ones.
+func (c *Cache) SetValueNorms(block int, t *tensors.Tensor) {
+	release(c.vnorms[block], t)
+	c.vnorms[block] = t
 }
 
 // SpanCache is the input and output of a block range when it last ran.
@@ -251,7 +276,8 @@ func (c *Cache) SetSpan(s Span, in, out *tensors.Tensor) {
 
 // NewCache returns an empty cache for a layout.
 func NewCache(l Layout) *Cache {
-	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), attnMap: make([]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{}}
+	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), attnMap: make([]*tensors.Tensor, l.Depth),
+		vnorms: make([]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{}}
 	for i := range c.out {
 		c.out[i] = make([]*tensors.Tensor, len(l.Modules))
 	}
@@ -283,6 +309,7 @@ func (c *Cache) Reset() {
 			c.SetOut(b, m, nil)
 		}
 		c.SetAttnMap(b, nil)
+		c.SetValueNorms(b, nil)
 	}
 	for s := range c.spans {
 		c.SetSpan(s, nil, nil)

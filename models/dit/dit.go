@@ -247,7 +247,7 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 	inputs := map[hook.Span]*tensors.Tensor{}
 	for b := 0; b < c.Depth; {
 		if sk, ok := plan.SkipAt(b); ok {
-			sc := opt.Cache.Span(sk.Span)
+			sc := opt.Cache.Span(sk.Cached())
 			var next *tensors.Tensor
 			if sk.Mode == hook.SkipResidual {
 				add := m.exec("skip/residual", func(in []*Node) []*Node { return []*Node{Add(in[0], Sub(in[1], in[2]))} })
@@ -304,7 +304,8 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 // runBlock executes one block under its plan and updates the cache.
 func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt Options) *tensors.Tensor {
 	attn, mlp := bp.Modules[0], bp.Modules[1]
-	sig := blockSig{attn: attn.Action, mlp: mlp.Action, attnMap: bp.AttnMap && attn.Action == hook.Full, probe: opt.Probe != nil}
+	sig := blockSig{attn: attn.Action, mlp: mlp.Action, attnMap: bp.AttnMap && attn.Action == hook.Full,
+		vnorms: bp.ValueNorms && attn.Action == hook.Full, probe: opt.Probe != nil}
 	// A predicted output enters the graph exactly as a cached one does.
 	cached := func(module int, mp hook.ModulePlan) *tensors.Tensor {
 		if mp.Action == hook.Predict {
@@ -362,6 +363,14 @@ func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt 
 			amap.MustFinalizeAll()
 		}
 	}
+	if sig.vnorms {
+		vn := take()
+		if opt.Cache != nil {
+			opt.Cache.SetValueNorms(b, vn)
+		} else {
+			vn.MustFinalizeAll()
+		}
+	}
 	if opt.Probe != nil {
 		raw := func(t *tensors.Tensor, module int) *tensors.Tensor {
 			if t != nil {
@@ -396,12 +405,12 @@ func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt 
 
 // blockSig names one compiled variant of the block graph.
 type blockSig struct {
-	attn, mlp      hook.Action
-	attnMap, probe bool
+	attn, mlp              hook.Action
+	attnMap, vnorms, probe bool
 }
 
 func (s blockSig) key() string {
-	return fmt.Sprintf("block/attn=%s/mlp=%s/map=%t/probe=%t", s.attn, s.mlp, s.attnMap, s.probe)
+	return fmt.Sprintf("block/attn=%s/mlp=%s/map=%t/vnorm=%t/probe=%t", s.attn, s.mlp, s.attnMap, s.vnorms, s.probe)
 }
 
 // exec returns the compiled-graph family for a key, creating it once.
@@ -417,6 +426,9 @@ func (m *Model) exec(key string, fn func([]*Node) []*Node) *Exec {
 	m.execs[key] = e
 	return e
 }
+
+// Backend is the backend the model's weights live on.
+func (m *Model) Backend() backends.Backend { return m.backend }
 
 // GraphCount reports how many graphs have been compiled (one per graph family and input shapes).
 func (m *Model) GraphCount() (families int) {
@@ -466,10 +478,10 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 
 	var outs []*Node
 	// Self-attention.
-	var attnOut, attnMap *Node
+	var attnOut, attnMap, vnorms *Node
 	switch sig.attn {
 	case hook.Full:
-		attnOut, attnMap = m.attention(modulate(layerNorm(x), shiftMSA, scaleMSA), qkvW, qkvB, projW, projB, sig.attnMap)
+		attnOut, attnMap, vnorms = m.attention(modulate(layerNorm(x), shiftMSA, scaleMSA), qkvW, qkvB, projW, projB, sig.attnMap, sig.vnorms)
 	case hook.Reuse:
 		attnOut = next()
 	}
@@ -504,6 +516,9 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 	if sig.attnMap {
 		outs = append(outs, attnMap)
 	}
+	if sig.vnorms {
+		outs = append(outs, vnorms)
+	}
 	if sig.probe {
 		outs = append(outs, ada, gatedAttn, gatedMLP)
 	}
@@ -512,8 +527,8 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 
 // attention is timm's Attention as DiT uses it: fused qkv, q scaled before q·kᵀ, explicit softmax,
 // heads concatenated head-major, then proj. With wantMap it also returns the head-averaged
-// probabilities [B, N_query, N_key].
-func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, wantMap bool) (*Node, *Node) {
+// probabilities [B, N_query, N_key]; with wantNorms the value norms ‖v‖ [B, heads, N].
+func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, wantMap, wantNorms bool) (out, amap, vnorms *Node) {
 	d := h.Shape().Dimensions
 	B, N, D := d[0], d[1], d[2]
 	hd := D / m.Heads
@@ -524,11 +539,13 @@ func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, wantMap bool) (*Nod
 	probs := Softmax(Einsum("bhqd,bhkd->bhqk", q, k), -1)
 	o := Einsum("bhqk,bhkd->bhqd", probs, v)
 	o = Reshape(Transpose(o, 1, 2), B, N, D)
-	var amap *Node
 	if wantMap {
 		amap = ReduceMean(probs, 1)
 	}
-	return linear(o, projW, projB), amap
+	if wantNorms {
+		vnorms = Sqrt(ReduceSum(Square(v), -1))
+	}
+	return linear(o, projW, projB), amap, vnorms
 }
 
 // finalGraph: inputs x, c and the final-layer weights; outputs the image [B, Cout, H, W] (and with
