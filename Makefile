@@ -34,7 +34,8 @@ lint:
 # fuzz runs each reader's fuzz target briefly.
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReadSafetensors -fuzztime 30s ./models/checkpoint/
-	$(GO) test -run '^$$' -fuzz FuzzReadPT -fuzztime 30s ./models/checkpoint/
+	$(GO) test -run '^$$' -fuzz FuzzReadPT$$ -fuzztime 30s ./models/checkpoint/
+	$(GO) test -run '^$$' -fuzz FuzzReadPTPickle -fuzztime 30s ./models/checkpoint/
 
 # gpu-build makes the XLA (CUDA PJRT) binary; see README "GPU".
 gpu-build:

@@ -490,7 +490,7 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 
 	// MLP, per token: a partial step gathers the selected rows of the residual stream before norm2.
 	mlpFn := func(h *Node) *Node {
-		return linear(activations.GeluApproximate(linear(modulate(layerNorm(h), shiftMLP, scaleMLP), fc1W, fc1B)), fc2W, fc2B)
+		return linear(geluTanh(linear(modulate(layerNorm(h), shiftMLP, scaleMLP), fc1W, fc1B)), fc2W, fc2B)
 	}
 	var mlpOut *Node
 	switch sig.mlp {
@@ -570,6 +570,13 @@ func (m *Model) finalGraph(in []*Node, probe bool) []*Node {
 func linear(x, w, b *Node) *Node {
 	y := MatMul(x, w)
 	return Add(y, ExpandLeftToRank(b, y.Rank()))
+}
+
+// geluTanh is GELU with the tanh approximation, 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))); x³ is
+// two products because the pure-Go backend's generic power is several times slower.
+func geluTanh(x *Node) *Node {
+	inner := MulScalar(Add(x, MulScalar(Mul(Mul(x, x), x), 0.044715)), math.Sqrt(2/math.Pi))
+	return Mul(x, MulScalar(OnePlus(Tanh(inner)), 0.5))
 }
 
 // modulate is x·(1+scale) + shift, broadcast over tokens.
