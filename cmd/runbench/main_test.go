@@ -11,6 +11,7 @@ import (
 
 	"github.com/cachebench/cachebench/internal/golden"
 	"github.com/cachebench/cachebench/models/checkpoint"
+	"github.com/cachebench/cachebench/models/dit"
 )
 
 // run executes runbench in-process and returns its output and error.
@@ -175,3 +176,42 @@ func TestBadInputCLI(t *testing.T) {
 }
 
 func nanf() float64 { return math.NaN() }
+
+// The same commands work for other DiT sizes: patch 4, 3 channels (PNG output), 5 classes, no
+// learned sigma; and patch 2, 1 channel, learned sigma.
+func TestOtherSizesCLI(t *testing.T) {
+	dir := t.TempDir()
+	for i, c := range []dit.Config{
+		{InputSize: 16, PatchSize: 4, InChannels: 3, Hidden: 32, Depth: 2, Heads: 2, MLPRatio: 4, NumClasses: 5, LearnSigma: false},
+		{InputSize: 8, PatchSize: 2, InChannels: 1, Hidden: 48, Depth: 3, Heads: 3, MLPRatio: 2, NumClasses: 3, LearnSigma: true},
+	} {
+		w := filepath.Join(dir, fmt.Sprintf("w%d.safetensors", i))
+		if err := checkpoint.WriteSafetensors(w, dit.RandomWeights(c, 3).Tensors, nil); err != nil {
+			t.Fatal(err)
+		}
+		n := c.InChannels * c.InputSize * c.InputSize
+		in := filepath.Join(dir, fmt.Sprintf("in%d.safetensors", i))
+		if err := checkpoint.WriteSafetensors(in, map[string]*checkpoint.Tensor{
+			"x": checkpoint.NewF32(make([]float32, 2*n), 2, c.InChannels, c.InputSize, c.InputSize),
+			"t": checkpoint.NewI64([]int64{10, 900}, 2), "y": checkpoint.NewI64([]int64{0, int64(c.NumClasses)}, 2),
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(dir, fmt.Sprintf("out%d.safetensors", i))
+		mustRun(t, "forward", "--weights", w, "--heads", fmt.Sprint(c.Heads), "--inputs", in, "--out", out)
+		got := golden.Open(t, out).Tensors["out"].Shape
+		if want := fmt.Sprint([]int{2, c.OutChannels(), c.InputSize, c.InputSize}); fmt.Sprint(got) != want {
+			t.Errorf("%s: out shape %v, want %s", c, got, want)
+		}
+		sd := filepath.Join(dir, fmt.Sprintf("s%d", i))
+		mustRun(t, "sample", "--weights", w, "--heads", fmt.Sprint(c.Heads), "--sampler", "ddpm", "--steps", "4", "--num", "2",
+			"--method", "fora", "--param", "N=2", "--out-dir", sd)
+		ext := ".safetensors"
+		if c.InChannels == 1 || c.InChannels == 3 {
+			ext = ".png"
+		}
+		if _, err := os.Stat(filepath.Join(sd, "000001"+ext)); err != nil {
+			t.Errorf("%s: %v", c, err)
+		}
+	}
+}

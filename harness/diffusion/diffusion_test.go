@@ -2,6 +2,7 @@ package diffusion
 
 import (
 	"fmt"
+	"math"
 	"testing"
 
 	"github.com/cachebench/cachebench/internal/golden"
@@ -143,5 +144,32 @@ func TestStepErrors(t *testing.T) {
 	}
 	if _, err := ParseKind("euler"); err == nil {
 		t.Error("unknown sampler: want error")
+	}
+}
+
+// Without learned sigma the reference uses the "fixed large" variance: log(posterior_variance[1])
+// at the last step, log(beta_i) before; with zero noise DDPM is then the posterior mean.
+func TestFixedLargeVariance(t *testing.T) {
+	s, _ := NewSchedule(1000, "10")
+	if got, want := s.fixedLargeLogVariance(0), math.Log(s.PosteriorVariance[1]); got != want {
+		t.Errorf("index 0: %g, want %g", got, want)
+	}
+	if got, want := s.fixedLargeLogVariance(5), math.Log(s.Betas[5]); got != want {
+		t.Errorf("index 5: %g, want %g", got, want)
+	}
+	x := []float32{1, -2, 0.5, 3}
+	eps := []float32{0.1, 0.2, -0.3, 0.4}
+	noise := []float32{1, 1, 1, 1}
+	res, err := s.Step(DDPM, 5, x, eps, 1, 1, false, noise)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range x {
+		px := float64(float32(s.SqrtRecipAlphasCumprod[5]))*float64(x[i]) - float64(float32(s.SqrtRecipm1AlphasCumprod[5]))*float64(eps[i])
+		mean := float64(float32(s.PosteriorMeanCoef1[5]))*px + float64(float32(s.PosteriorMeanCoef2[5]))*float64(x[i])
+		want := mean + math.Exp(0.5*math.Log(s.Betas[5]))
+		if math.Abs(float64(res.X[i])-want) > 1e-5*math.Max(1, math.Abs(want)) {
+			t.Errorf("x[%d] = %g, want %g", i, res.X[i], want)
+		}
 	}
 }
