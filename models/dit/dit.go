@@ -29,7 +29,6 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
-	timage "github.com/gomlx/gomlx/pkg/core/tensors/images"
 	"github.com/gomlx/gomlx/pkg/ml/layers/activations"
 
 	"github.com/cachebench/cachebench/harness/hook"
@@ -222,7 +221,7 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 	}
 
 	// Embedders.
-	emb := m.exec("embed", func(in []*Node) []*Node { return m.embedGraph(in, probe != nil) })
+	emb := m.exec(fmt.Sprintf("embed/probe=%t", probe != nil), func(in []*Node) []*Node { return m.embedGraph(in, probe != nil) })
 	args := []any{tensors.FromFlatDataAndDimensions(x, B, c.InChannels, c.InputSize, c.InputSize),
 		tensors.FromFlatDataAndDimensions(tfreq, B, FreqEmbedSize), tensors.FromFlatDataAndDimensions(labels, B)}
 	outs := emb.MustExec(append(args, m.w.embedArgs()...)...)
@@ -283,7 +282,7 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 	}
 
 	// Final layer and unpatchify.
-	fin := m.exec("final", func(in []*Node) []*Node { return m.finalGraph(in, probe != nil) })
+	fin := m.exec(fmt.Sprintf("final/probe=%t", probe != nil), func(in []*Node) []*Node { return m.finalGraph(in, probe != nil) })
 	outs = fin.MustExec(append([]any{h, cond}, m.w.finalArgs()...)...)
 	if probe != nil {
 		probe("final_tokens", outs[1])
@@ -446,11 +445,12 @@ func (m *Model) embedGraph(in []*Node, probe bool) []*Node {
 	w := in[3:]
 	convW, convB, pos, t0W, t0B, t2W, t2B, table := w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
 	p := m.PatchSize
-	// Patchify: conv with kernel = stride = p over NCHW; PyTorch's OIHW kernel is used as is.
-	h := Convolve(x, convW).ChannelsAxis(timage.ChannelsFirst).StridePerAxis(p, p).NoPadding().Done()
-	h = Add(h, Reshape(convB, 1, m.Hidden, 1, 1))
-	B := x.Shape().Dimensions[0]
-	h = Transpose(Reshape(h, B, m.Hidden, m.Tokens()), 1, 2) // [B, N, D], token n = row·grid + col
+	// Patchify: the reference's conv with kernel = stride = p is a matmul over non-overlapping
+	// patches; token n = row·grid + col, patch features ordered (c, u, v) like the OIHW kernel
+	// (flattened to [C·p·p, D] at load). The pure-Go backend's convolution is ~30× slower.
+	B, g := x.Shape().Dimensions[0], m.Grid()
+	patches := TransposeAllAxes(Reshape(x, B, m.InChannels, g, p, g, p), 0, 2, 4, 1, 3, 5)
+	h := linear(Reshape(patches, B, m.Tokens(), m.InChannels*p*p), convW, convB)
 	h = Add(h, pos)
 
 	tEmb := linear(activations.Swish(linear(tfreq, t0W, t0B)), t2W, t2B)

@@ -411,3 +411,25 @@ func TestSkipAndPredict(t *testing.T) {
 		t.Errorf("skip without a cached range: %v", err)
 	}
 }
+
+// Probing after plain calls (and the reverse) uses the right compiled variants.
+func TestProbeAfterPlainCalls(t *testing.T) {
+	m := goldenModel(t, "dit/weights.safetensors")
+	g := golden.Open(t, "dit/forward.safetensors")
+	x, ts, y := golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y")
+	plain, err := m.Forward(x, ts, y, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	probed, err := m.Forward(x, ts, y, Options{Probe: func(string, *tensors.Tensor) { n++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := golden.MaxAbs(plain, probed); e != 0 || n == 0 {
+		t.Errorf("probed output differs by %.3g (%d probes)", e, n)
+	}
+	if _, err := m.Forward(x, ts, y, Options{}); err != nil {
+		t.Fatal(err)
+	}
+}

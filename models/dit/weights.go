@@ -176,6 +176,9 @@ func New(b backends.Backend, c Config, f *checkpoint.File) (*Model, error) {
 			}
 		}
 		shape := t.Shape
+		if transpose && len(shape) > 2 { // the patch conv [D, C, p, p] as a linear [D, C·p·p]
+			shape = []int{shape[0], len(data) / shape[0]}
+		}
 		if transpose { // PyTorch Linear [out, in] → [in, out]
 			out, in := shape[0], shape[1]
 			tr := make([]float32, len(data))
@@ -200,7 +203,7 @@ func New(b backends.Backend, c Config, f *checkpoint.File) (*Model, error) {
 			*dst = append(*dst, t)
 		}
 	}
-	load(&w.embed, "x_embedder.proj.weight", "x_embedder.proj.bias", "pos_embed",
+	load(&w.embed, "x_embedder.proj.weight^T", "x_embedder.proj.bias", "pos_embed",
 		"t_embedder.mlp.0.weight^T", "t_embedder.mlp.0.bias", "t_embedder.mlp.2.weight^T", "t_embedder.mlp.2.bias",
 		"y_embedder.embedding_table.weight")
 	w.blocks = make([][]*tensors.Tensor, c.Depth)
