@@ -79,6 +79,18 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			if err != nil {
 				return fmt.Errorf("--sampler: %w", err)
 			}
+			// The fewer-steps baseline is a method that changes the schedule.
+			if info, err := methods.Lookup(sf.method); err == nil && info.Steps != nil {
+				raw, err := methods.ParseParams(sf.params)
+				if err != nil {
+					return err
+				}
+				vals, err := info.Parse(raw)
+				if err != nil {
+					return err
+				}
+				sf.steps = fmt.Sprint(info.Steps(vals))
+			}
 			sched, err := diffusion.NewSchedule(1000, sf.steps)
 			if err != nil {
 				return fmt.Errorf("--steps: %w", err)
