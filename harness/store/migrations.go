@@ -10,6 +10,7 @@ package store
 // with `PRAGMA defer_foreign_keys = ON;`. Document every change in schema.md.
 var migrations = []string{
 	1: schemaV1,
+	2: schemaV2,
 }[1:]
 
 // schemaV1 creates the meta, runs, samples, batches and timings tables.
@@ -79,4 +80,19 @@ CREATE TABLE timings (
 	FOREIGN KEY (run_id, batch_index) REFERENCES batches (run_id, batch_index) ON DELETE CASCADE
 );
 CREATE INDEX timings_run_batch ON timings (run_id, batch_index);
+`
+
+// schemaV2 adds the metrics table: one row per (run, metric name, reference, extractor).
+const schemaV2 = `
+CREATE TABLE metrics (
+	run_id     INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+	name       TEXT    NOT NULL,
+	value      REAL    NOT NULL,
+	n          INTEGER NOT NULL,
+	reference  TEXT    NOT NULL DEFAULT '',
+	extractor  TEXT    NOT NULL DEFAULT '',
+	resize     TEXT    NOT NULL DEFAULT '',
+	created_at TEXT    NOT NULL,
+	PRIMARY KEY (run_id, name, reference, extractor)
+);
 `

@@ -72,7 +72,7 @@ func TestOpenFresh(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatal(err)
 	}
-	if db.SchemaVersion() != 1 || len(migrations) != 1 {
+	if db.SchemaVersion() != len(migrations) || len(migrations) < 2 {
 		t.Fatalf("schema version %d, migrations %d", db.SchemaVersion(), len(migrations))
 	}
 	if db.Path() != path {
@@ -82,7 +82,7 @@ func TestOpenFresh(t *testing.T) {
 	if err := db.SQL().QueryRow("PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
 		t.Fatalf("journal_mode %q %v", mode, err)
 	}
-	if v := queryInt(t, db.SQL(), "PRAGMA user_version"); v != 1 {
+	if v := queryInt(t, db.SQL(), "PRAGMA user_version"); v != len(migrations) {
 		t.Fatalf("user_version %d", v)
 	}
 	if fk := queryInt(t, db.SQL(), "PRAGMA foreign_keys"); fk != 1 {
@@ -91,13 +91,13 @@ func TestOpenFresh(t *testing.T) {
 	if err := db.SQL().QueryRow("SELECT value FROM meta WHERE key = 'application'").Scan(&app); err != nil || app != "cachebench" {
 		t.Fatalf("application %q %v", app, err)
 	}
-	for _, tbl := range []string{"meta", "runs", "samples", "batches", "timings"} {
+	for _, tbl := range []string{"meta", "runs", "samples", "batches", "timings", "metrics"} {
 		if n := queryInt(t, db.SQL(), "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", tbl); n != 1 {
 			t.Errorf("table %s missing", tbl)
 		}
 	}
 	if n := queryInt(t, db.SQL(), "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'step_stats'"); n != 0 {
-		t.Error("step_stats must not exist in schema v1")
+		t.Error("step_stats must not exist before its migration")
 	}
 	// A path with URI-special characters works.
 	odd := filepath.Join(t.TempDir(), "a?b#c%20d.db")
@@ -115,7 +115,7 @@ func TestReopenIdempotent(t *testing.T) {
 	db.Close()
 	for i := 0; i < 2; i++ {
 		db2 := mustOpen(t, path)
-		if db2.SchemaVersion() != 1 {
+		if db2.SchemaVersion() != len(migrations) {
 			t.Fatalf("version %d", db2.SchemaVersion())
 		}
 		if n := queryInt(t, db2.SQL(), "SELECT count(*) FROM meta"); n != 2 {
@@ -437,7 +437,7 @@ func TestNewerSchema(t *testing.T) {
 	db := mustOpen(t, path)
 	db.Close()
 	rawExec(t, path, "PRAGMA user_version = 99")
-	want := "store: " + path + ": was written by a newer cachebench (schema v99, this build supports up to v1)"
+	want := fmt.Sprintf("store: %s: was written by a newer cachebench (schema v99, this build supports up to v%d)", path, len(migrations))
 	for _, open := range []func(string) (*DB, error){Open, OpenReadOnly} {
 		_, err := open(path)
 		if !errors.Is(err, ErrNewerSchema) || err.Error() != want {
@@ -449,7 +449,7 @@ func TestNewerSchema(t *testing.T) {
 const testV2 = `CREATE TABLE step_stats (run_id INTEGER NOT NULL REFERENCES runs (id), step INTEGER NOT NULL, fresh_tokens INTEGER);
 ALTER TABLE runs ADD COLUMN note TEXT;`
 
-func TestMigrationV1ToV2(t *testing.T) {
+func TestMigrationToNext(t *testing.T) {
 	path := tempPath(t)
 	db := mustOpen(t, path)
 	r := newRun(t, db, "fora")
@@ -465,11 +465,11 @@ func TestMigrationV1ToV2(t *testing.T) {
 	}
 	// A failing migration leaves the file at v1 with nothing of v2.
 	bad := append(append([]string{}, migrations...), "CREATE TABLE step_stats (x INTEGER); SELECT * FROM no_such_table;")
-	if _, err := openWith(path, bad, false); err == nil || !strings.Contains(err.Error(), "migrate to schema v2") {
+	if _, err := openWith(path, bad, false); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("migrate to schema v%d", len(migrations)+1)) {
 		t.Fatalf("bad migration: %v", err)
 	}
 	db = mustOpen(t, path)
-	if n := queryInt(t, db.SQL(), "SELECT count(*) FROM sqlite_master WHERE name = 'step_stats'"); n != 0 || db.SchemaVersion() != 1 {
+	if n := queryInt(t, db.SQL(), "SELECT count(*) FROM sqlite_master WHERE name = 'step_stats'"); n != 0 || db.SchemaVersion() != len(migrations) {
 		t.Fatal("failed migration left traces")
 	}
 	db.Close()
@@ -478,7 +478,7 @@ func TestMigrationV1ToV2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if db2.SchemaVersion() != 2 || queryInt(t, db2.SQL(), "PRAGMA user_version") != 2 {
+	if db2.SchemaVersion() != len(v2) || queryInt(t, db2.SQL(), "PRAGMA user_version") != len(v2) {
 		t.Fatalf("version %d", db2.SchemaVersion())
 	}
 	if _, err := db2.SQL().Exec("INSERT INTO step_stats (run_id, step, fresh_tokens) VALUES (?, 3, 10)", r.ID); err != nil {
@@ -490,16 +490,16 @@ func TestMigrationV1ToV2(t *testing.T) {
 	db2.Close()
 	// Reopening with v2 is a no-op; the v1 build refuses the v2 file.
 	db3, err := openWith(path, v2, true)
-	if err != nil || db3.SchemaVersion() != 2 {
+	if err != nil || db3.SchemaVersion() != len(v2) {
 		t.Fatalf("reopen v2: %v", err)
 	}
 	db3.Close()
-	if _, err := Open(path); !errors.Is(err, ErrNewerSchema) || !strings.Contains(err.Error(), "schema v2, this build supports up to v1") {
+	if _, err := Open(path); !errors.Is(err, ErrNewerSchema) || !strings.Contains(err.Error(), fmt.Sprintf("schema v%d, this build supports up to v%d", len(v2), len(migrations))) {
 		t.Fatalf("v1 build on v2 file: %v", err)
 	}
 	// A fresh file gets both migrations.
 	db4, err := openWith(tempPath(t), v2, false)
-	if err != nil || db4.SchemaVersion() != 2 {
+	if err != nil || db4.SchemaVersion() != len(v2) {
 		t.Fatalf("fresh v2: %v", err)
 	}
 	db4.Close()
