@@ -1,0 +1,359 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/cachebench/cachebench/datasets"
+	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/metrics"
+	"github.com/cachebench/cachebench/models/checkpoint"
+	"github.com/cachebench/cachebench/models/inception"
+)
+
+// resizeInception is the input policy of pytorch-fid's Inception (recorded with every metric).
+const resizeInception = "bilinear-299 align_corners=False, x/255·2−1 (pytorch-fid)"
+
+// extractorFlags pick the feature network.
+type extractorFlags struct {
+	extractor string
+	weights   string
+	batch     int
+	noCache   bool
+}
+
+func (f *extractorFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.extractor, "extractor", "inception", "feature network (inception: pytorch-fid's FID Inception-v3)")
+	cmd.Flags().StringVar(&f.weights, "weights", os.Getenv("CACHEBENCH_INCEPTION"), "Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or a safetensors copy (default $CACHEBENCH_INCEPTION)")
+	cmd.Flags().IntVar(&f.batch, "batch", inception.DefaultBatchSize, "images per forward pass (does not change results)")
+	cmd.Flags().BoolVar(&f.noCache, "no-cache", false, "recompute reference statistics even when cached")
+}
+
+// inceptionExtractor adapts the Inception network to metrics.Extractor.
+type inceptionExtractor struct {
+	net   *inception.Net
+	id    string
+	batch int
+}
+
+func (e *inceptionExtractor) ID() string { return e.id }
+
+func (e *inceptionExtractor) Extract(pix []uint8, n, h, w int, progress func(done, total int)) (*metrics.Features, error) {
+	f, err := e.net.Extract(pix, n, h, w, inception.Options{BatchSize: e.batch, Progress: progress})
+	if err != nil {
+		return nil, err
+	}
+	return &metrics.Features{N: f.N, Pool: f.Pool3, PoolDim: inception.Pool3Dim, Spatial: f.Spatial, SpatialDim: inception.SpatialDim,
+		Logits: f.LogitsUnbiased, LogitDim: inception.NumLogits}, nil
+}
+
+func (f *extractorFlags) open(cmd *cobra.Command) (*inceptionExtractor, error) {
+	if f.extractor != "inception" {
+		return nil, fmt.Errorf("--extractor %q: only inception is available", f.extractor)
+	}
+	if f.weights == "" {
+		return nil, fmt.Errorf("images need Inception weights: give --weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth) or set $CACHEBENCH_INCEPTION; nothing is downloaded")
+	}
+	backendCfg, _ := cmd.Flags().GetString("backend")
+	b, err := engine.New(backendCfg)
+	if err != nil {
+		return nil, err
+	}
+	net, err := inception.Load(b, f.weights)
+	if err != nil {
+		return nil, err
+	}
+	hash, err := checkpoint.FileHash(f.weights)
+	if err != nil {
+		return nil, err
+	}
+	return &inceptionExtractor{net: net, id: "pytorch-fid-inception-v3@" + hash[:16], batch: f.batch}, nil
+}
+
+// imageSet is one side of a comparison: images, or statistics only.
+type imageSet struct {
+	path   string
+	images *datasets.Images
+	stats  *metrics.RefStats
+}
+
+// openSet reads a folder of images, an .npz of images (arr_0) or an .npz of statistics (mu, sigma).
+func openSet(path string) (*imageSet, error) {
+	if st, err := os.Stat(path); err == nil && !st.IsDir() && strings.HasSuffix(strings.ToLower(path), ".npz") {
+		rs, errStats := metrics.ReadRefStats(path)
+		if errStats == nil {
+			return &imageSet{path: path, stats: rs}, nil
+		}
+		im, errImages := datasets.ReadImages(path)
+		if errImages != nil {
+			return nil, fmt.Errorf("%s holds neither statistics (%v) nor images (%v)", path, errStats, errImages)
+		}
+		return &imageSet{path: path, images: im}, nil
+	}
+	im, err := datasets.ReadImages(path)
+	if err != nil {
+		return nil, err
+	}
+	return &imageSet{path: path, images: im}, nil
+}
+
+// features runs the extractor on a set's images with a progress bar.
+func features(cmd *cobra.Command, ex metrics.Extractor, s *imageSet) (*metrics.Features, error) {
+	im := s.images
+	bar := progressbar.NewOptions(im.N, progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionSetDescription(filepath.Base(s.path)),
+		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true))
+	f, err := ex.Extract(im.Pix, im.N, im.H, im.W, func(done, _ int) { _ = bar.Set(done) })
+	_ = bar.Finish()
+	fmt.Fprintln(cmd.ErrOrStderr())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.path, err)
+	}
+	return f, nil
+}
+
+// statsOf returns a set's statistics, from the file, the cache, or by extracting features.
+func statsOf(cmd *cobra.Command, ef *extractorFlags, ex **inceptionExtractor, s *imageSet) (*metrics.RefStats, *metrics.Features, error) {
+	if s.stats != nil {
+		return s.stats, nil, nil
+	}
+	if *ex == nil {
+		var err error
+		if *ex, err = ef.open(cmd); err != nil {
+			return nil, nil, err
+		}
+	}
+	im := s.images
+	key := metrics.RefKey{ImagesSHA256: metrics.ImageSetHash(im.Pix, im.N, im.H, im.W, 3), Resolution: fmt.Sprintf("%dx%d", im.W, im.H),
+		Resize: resizeInception, Extractor: (*ex).ID()}
+	cache := metrics.DefaultRefCache()
+	if !ef.noCache {
+		if rs, err := cache.Get(key); err != nil || rs != nil {
+			return rs, nil, err
+		}
+	}
+	f, err := features(cmd, *ex, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	rs, err := f.Stats()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", s.path, err)
+	}
+	if err := cache.Put(key, rs); err != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "warning: reference statistics not cached: %v\n", err)
+	}
+	return rs, f, nil
+}
+
+func newFIDCmd() *cobra.Command {
+	var ef extractorFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "fid A B",
+		Short: "Fréchet Inception Distance between two image sets (folders, .npz images or .npz statistics)",
+		Long: `Prints the FID between A and B, as python -m pytorch_fid A B does. Each of A and B is a folder
+of PNG/JPEG images, an .npz of images (arr_0, uint8 NHWC) or an .npz of statistics (mu, sigma;
+pytorch-fid or ADM reference batches). Images go through pytorch-fid's Inception-v3
+(bilinear resize to 299, align_corners=False); their statistics are cached by
+(pixels, resolution, resize policy, weights) so a reference is computed once.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ex *inceptionExtractor
+			var st [2]*metrics.RefStats
+			for i, p := range args {
+				s, err := openSet(p)
+				if err != nil {
+					return err
+				}
+				if st[i], _, err = statsOf(cmd, &ef, &ex, s); err != nil {
+					return err
+				}
+			}
+			if len(st[0].Mu) != len(st[1].Mu) {
+				return fmt.Errorf("%s has %d-dimensional statistics, %s %d (different feature networks?)", args[0], len(st[0].Mu), args[1], len(st[1].Mu))
+			}
+			fid, err := metrics.FrechetDistance(st[0].Mu, st[0].Sigma, st[1].Mu, st[1].Sigma)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(map[string]any{"fid": fid, "a": args[0], "b": args[1]})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "FID:  %v\n", fid)
+			return nil
+		},
+	}
+	ef.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func newStatsCmd() *cobra.Command {
+	var ef extractorFlags
+	var images, out string
+	cmd := &cobra.Command{
+		Use:   "stats --images DIR|NPZ --extractor inception --weights W --out REF.npz",
+		Short: "Compute reference statistics (mu, sigma, mu_s, sigma_s) of an image set",
+		Long: `Writes the statistics of an image set in the ADM reference-batch layout (mu, sigma of the
+pool3 features; mu_s, sigma_s of the sFID spatial features), readable by pytorch-fid and the
+ADM evaluator alike.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if images == "" || out == "" {
+				return fmt.Errorf("--images and --out are required")
+			}
+			s, err := openSet(images)
+			if err != nil {
+				return err
+			}
+			if s.images == nil {
+				return fmt.Errorf("%s already holds statistics", images)
+			}
+			var ex *inceptionExtractor
+			rs, _, err := statsOf(cmd, &ef, &ex, s)
+			if err != nil {
+				return err
+			}
+			if err := metrics.WriteRefStats(out, rs); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d images → %s (%d-dim pool3, %d-dim spatial)\n", s.images.N, out, len(rs.Mu), len(rs.MuS))
+			return nil
+		},
+	}
+	ef.register(cmd)
+	cmd.Flags().StringVar(&images, "images", "", "folder of images or .npz (arr_0)")
+	cmd.Flags().StringVar(&out, "out", "", "statistics file to write (.npz)")
+	return cmd
+}
+
+func newMetricsCmd() *cobra.Command {
+	var ef extractorFlags
+	var images, ref, refImages, db string
+	var runID int64
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "metrics --images X --ref REF.npz [--ref-images Y] [--db DB --run ID] [--json]",
+		Short: "FID, sFID, IS, precision/recall and KID of generated images against a reference",
+		Long: `Computes every metric of the generated images X (folder or .npz) against the reference
+statistics REF.npz. Precision/recall (k = 3, ADM evaluator) and KID need reference features:
+give --ref-images (or a REF.npz that also holds arr_0 images). With --db and --run the metrics
+are stored in that run's metrics table, with the extractor and resize policy.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if images == "" || ref == "" {
+				return fmt.Errorf("--images and --ref are required")
+			}
+			gen, err := openSet(images)
+			if err != nil {
+				return err
+			}
+			if gen.images == nil {
+				return fmt.Errorf("%s holds statistics; metrics need the generated images", images)
+			}
+			rs, err := metrics.ReadRefStats(ref)
+			if err != nil {
+				return err
+			}
+			ex, err := ef.open(cmd)
+			if err != nil {
+				return err
+			}
+			gf, err := features(cmd, ex, gen)
+			if err != nil {
+				return err
+			}
+			var rf *metrics.Features
+			if refImages == "" {
+				if im, err := datasets.ReadImages(ref); err == nil {
+					rf, err = features(cmd, ex, &imageSet{path: ref, images: im})
+					if err != nil {
+						return err
+					}
+				}
+			} else {
+				rset, err := openSet(refImages)
+				if err != nil {
+					return err
+				}
+				if rset.images == nil {
+					return fmt.Errorf("--ref-images %s holds statistics, not images", refImages)
+				}
+				if rf, err = features(cmd, ex, rset); err != nil {
+					return err
+				}
+			}
+			rep, err := metrics.Evaluate(gf, rs, rf, ex.ID())
+			if err != nil {
+				return err
+			}
+			if db != "" {
+				if err := storeReport(db, runID, rep, ref); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(rep)
+			}
+			t := tablewriter.NewWriter(cmd.OutOrStdout())
+			t.Header("metric", "value")
+			for _, r := range reportRows(rep) {
+				_ = t.Append(r.name, fmt.Sprintf("%.4f", r.value))
+			}
+			_ = t.Append("samples", fmt.Sprint(rep.N))
+			_ = t.Append("extractor", rep.Extractor)
+			return t.Render()
+		},
+	}
+	ef.register(cmd)
+	cmd.Flags().StringVar(&images, "images", "", "generated images: folder or .npz (arr_0)")
+	cmd.Flags().StringVar(&ref, "ref", "", "reference statistics (.npz: mu, sigma [, mu_s, sigma_s, arr_0])")
+	cmd.Flags().StringVar(&refImages, "ref-images", "", "reference images for precision/recall and KID")
+	cmd.Flags().StringVar(&db, "db", "", "results database to store the metrics in (with --run)")
+	cmd.Flags().Int64Var(&runID, "run", 0, "run id in --db")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+type reportRow struct {
+	name  string
+	value float64
+}
+
+func reportRows(r *metrics.Report) []reportRow {
+	rows := []reportRow{{"fid", r.FID}}
+	for _, p := range []struct {
+		name string
+		v    *float64
+	}{{"sfid", r.SFID}, {"is", r.IS}, {"precision", r.Precision}, {"recall", r.Recall}, {"kid", r.KID}} {
+		if p.v != nil {
+			rows = append(rows, reportRow{p.name, *p.v})
+		}
+	}
+	return rows
+}
+
+func storeReport(path string, runID int64, r *metrics.Report, ref string) error {
+	if runID <= 0 {
+		return errors.New("--db needs --run (the run id the images belong to)")
+	}
+	db, err := store.Open(path)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var ms []store.Metric
+	for _, row := range reportRows(r) {
+		ms = append(ms, store.Metric{Name: row.name, Value: row.value, N: r.N, Reference: ref, Extractor: r.Extractor, Resize: resizeInception})
+	}
+	return db.PutMetrics(runID, ms)
+}
