@@ -107,7 +107,8 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			if sf.replay != "" {
 				return replay(ctx, m, kind, sched, sf)
 			}
-			return generate(ctx, cmd, m, kind, sched, sf, mf)
+			_ = sched
+			return generate(ctx, cmd, m, kind, sf, mf)
 		},
 	}
 	mf.register(cmd)
@@ -235,7 +236,7 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 			tr.Params = v
 		}
 	}
-	var tm timing
+	var tm harness.Timing
 	full := hook.FullPlan(m.Layout())
 	record := req.OnStep
 	req.OnStep = func(s harness.StepInfo) error {
@@ -244,23 +245,21 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 			p = full
 		}
 		tr.Record(s.Call, s.Step, s.Timestep, p, pol.Notes(), m.BlockFLOPs(p, s.Rows), m.Tokens())
-		tm.add(s, m, full)
+		tm.Add(s, m, full)
 		return record(s)
 	}
 	res, err := harness.Sample(ctx, m, req)
 	if err != nil {
 		return err
 	}
-	tm.images = images
-	var base *timing
+	tm.Images = images
+	var base *harness.Timing
 	if sf.compare {
-		b := sf
-		b.method, b.params, b.compare, b.trace = "none", nil, false, ""
-		if base, err = timeBaseline(ctx, m, req, b); err != nil {
+		if base, err = harness.TimeBaseline(ctx, m, req); err != nil {
 			return err
 		}
 	}
-	tm.report(os.Stderr, sf.method, base)
+	tm.Report(os.Stderr, sf.method, base)
 	if sf.trace != "" {
 		if err := tr.Write(sf.trace); err != nil {
 			return err
@@ -275,19 +274,6 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 	meta := map[string]string{"producer": "runbench sample --replay", "replay": sf.replay, "sampler": string(kind),
 		"steps": sf.steps, "cfg": fmt.Sprint(sf.cfg), "model": m.Config.String()}
 	return checkpoint.WriteSafetensors(sf.out, outs, meta)
-}
-
-// timeBaseline runs method none on the same request and returns its timing.
-func timeBaseline(ctx context.Context, m *dit.Model, req harness.Request, sf sampleFlags) (*timing, error) {
-	var tm timing
-	full := hook.FullPlan(m.Layout())
-	req.Policy, req.Cache = nil, nil
-	req.OnStep = func(s harness.StepInfo) error { tm.add(s, m, full); return nil }
-	if _, err := harness.Sample(ctx, m, req); err != nil {
-		return nil, err
-	}
-	tm.images = len(req.Labels)
-	return &tm, nil
 }
 
 func seq(n int) []int {

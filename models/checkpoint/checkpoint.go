@@ -258,14 +258,18 @@ func Load(path string) (*File, error) {
 		return nil, err
 	}
 	defer f.Close()
-	var magic [4]byte
-	n, err := f.ReadAt(magic[:], 0)
+	var head [9]byte
+	n, err := f.ReadAt(head[:], 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, errorf(path, "read: %w", err)
 	}
-	switch m := string(magic[:n]); {
+	magic := head[:min(n, 4)]
+	switch m := string(magic); {
 	case m == zipMagic || m == emptyZipMagic:
 		return readPT(path, f, size)
+	case n == 9 && head[8] == '{':
+		// A safetensors header (8-byte length, then JSON). Checked before the pickle magic:
+		// a header length of 0x0280 or 0x0380… starts with the same two bytes.
 	case n >= 2 && magic[0] == 0x80 && magic[1] <= 5:
 		// A pickle protocol header: torch.save before PyTorch 1.6 (or with
 		// _use_new_zipfile_serialization=False) wrote a bare pickle stream.

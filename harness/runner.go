@@ -1,0 +1,276 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+
+	"github.com/cachebench/cachebench/harness/diffusion"
+	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/methods"
+)
+
+// Model is what the runner samples: a denoiser that also counts the FLOPs of its plans.
+type Model interface {
+	hook.Model
+	hook.FLOPsCounter
+	Backend() backends.Backend
+}
+
+// Config is everything that changes the samples of a run; its canonical JSON hash keys the run,
+// so the batch size and the shard split (which change nothing) are not in it.
+type Config struct {
+	Model      string         `json:"model"`
+	Weights    string         `json:"weights_sha256"`
+	Method     string         `json:"method"`
+	Params     map[string]any `json:"params,omitempty"`
+	Sampler    string         `json:"sampler"`
+	Steps      string         `json:"steps"`
+	CFGScale   float64        `json:"cfg_scale"`
+	Guide      int            `json:"guide_channels"`
+	Seed       int64          `json:"seed"`
+	NumSamples int            `json:"num_samples"`
+	Labels     []int64        `json:"labels,omitempty"` // cycled over the samples; nil = drawn from (seed, index)
+	Backend    string         `json:"backend"`
+}
+
+// Job is one configuration to sample into a results database.
+type Job struct {
+	Config
+	RawParams map[string]string // the method's parameters as given (validated into Config.Params)
+	Model     Model
+	BatchSize int
+	OutDir    string    // where images (PNG) or latents (safetensors) are written
+	DB        *store.DB // where the run, its samples and timings are recorded
+	Shard     Shard     // which part of the sample index range this process does
+	Compare   bool      // also time method none on every batch (realized speedup)
+	GitRev    string
+	Progress  func(done, total int)
+}
+
+// Shard selects the contiguous part I of N of the sample index range.
+type Shard struct{ I, N int }
+
+// Range returns the sample indices [lo, hi) of a shard of n samples (the whole range if unset).
+func (s Shard) Range(n int) (lo, hi int) {
+	if s.N <= 1 {
+		return 0, n
+	}
+	return s.I * n / s.N, (s.I + 1) * n / s.N
+}
+
+// JobResult is what a job did.
+type JobResult struct {
+	Run    store.Run
+	Done   int     // images generated now (0 when everything was already done)
+	Timing Timing  // of this invocation
+	Base   *Timing // method none on the same batches, with Job.Compare
+}
+
+// Run samples every missing image of the job's shard, batch by batch: each batch is one
+// transaction (samples, timings, batch marker), so a killed run resumes at the first missing
+// image and a cancelled context stops after the batch in flight.
+func Run(ctx context.Context, job Job) (*JobResult, error) {
+	c := job.Config
+	spec := job.Model.Spec()
+	kind, err := diffusion.ParseKind(c.Sampler)
+	if err != nil {
+		return nil, err
+	}
+	sched, err := diffusion.NewSchedule(1000, c.Steps)
+	if err != nil {
+		return nil, fmt.Errorf("steps: %w", err)
+	}
+	if c.NumSamples <= 0 || job.BatchSize <= 0 {
+		return nil, fmt.Errorf("%d samples in batches of %d: both must be positive", c.NumSamples, job.BatchSize)
+	}
+	if job.Shard.N > 1 && (job.Shard.I < 0 || job.Shard.I >= job.Shard.N) {
+		return nil, fmt.Errorf("shard %d/%d: want 0 ≤ i < n", job.Shard.I, job.Shard.N)
+	}
+	for _, y := range c.Labels {
+		if y < 0 || y >= int64(spec.NumClasses) {
+			return nil, fmt.Errorf("label %d out of range [0, %d)", y, spec.NumClasses)
+		}
+	}
+	info, err := methods.Lookup(c.Method)
+	if err != nil {
+		return nil, err
+	}
+	if c.Params, err = info.Parse(job.RawParams); err != nil {
+		return nil, err
+	}
+	if c.Backend == "" {
+		c.Backend = engine.Describe(job.Model.Backend())
+	}
+	cj, err := store.CanonicalJSON(c)
+	if err != nil {
+		return nil, err
+	}
+	run, _, err := job.DB.EnsureRun(store.Run{ConfigJSON: string(cj), Method: c.Method, Model: c.Model, WeightsHash: c.Weights,
+		Sampler: c.Sampler, Steps: sched.Steps(), CFGScale: c.CFGScale, Seed: c.Seed, NumSamples: c.NumSamples,
+		BatchSize: job.BatchSize, Backend: c.Backend, Device: engine.Describe(job.Model.Backend()), GitRev: job.GitRev})
+	if err != nil {
+		return nil, err
+	}
+	res := &JobResult{Run: run}
+	done, err := job.DB.Samples(run.ID)
+	if err != nil {
+		return nil, err
+	}
+	have := map[int]bool{}
+	for _, s := range done {
+		have[s.Index] = true
+	}
+	lo, hi := job.Shard.Range(c.NumSamples)
+	batches := missingBatches(lo, hi, job.BatchSize, have)
+	total := 0
+	for _, b := range batches {
+		total += len(b)
+	}
+	if total == 0 {
+		return res, nil
+	}
+	if err := os.MkdirAll(job.OutDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := job.DB.SetStatus(run.ID, store.StatusRunning); err != nil {
+		return nil, err
+	}
+	labelOf := func(i int) int64 {
+		if c.Labels != nil {
+			return c.Labels[i%len(c.Labels)]
+		}
+		return int64(diffusion.Label(c.Seed, i, spec.NumClasses))
+	}
+	per := spec.Channels * spec.Height * spec.Width
+	full := hook.FullPlan(job.Model.Layout())
+	var base Timing
+	for _, idx := range batches {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		B := len(idx)
+		streams := make([]*diffusion.Noise, B)
+		xInit := make([]float32, B*per)
+		ys := make([]int64, B)
+		for j, i := range idx {
+			streams[j] = diffusion.NewNoise(c.Seed, i)
+			streams[j].Fill(xInit[j*per : (j+1)*per])
+			ys[j] = labelOf(i)
+		}
+		rows := B
+		if c.CFGScale > 1 {
+			rows = 2 * B
+		}
+		pol, _, err := methods.New(c.Method, job.RawParams, methods.Env{Layout: job.Model.Layout(), Steps: sched.Steps(), Rows: rows,
+			Seed: c.Seed, Samples: idx, Backend: job.Model.Backend()})
+		if err != nil {
+			return res, err
+		}
+		var cache *hook.Cache
+		if c.Method != "none" {
+			cache = hook.NewCache(job.Model.Layout())
+		}
+		var bt Timing
+		req := Request{Sampler: kind, Schedule: sched, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
+			Policy: pol, Cache: cache,
+			// Each image's stream yields its own row's noise, then its null row's: batch-independent.
+			Noise: func(_ int, dst []float32) error {
+				for j := range B {
+					streams[j].Fill(dst[j*per : (j+1)*per])
+					if len(dst) == 2*B*per {
+						streams[j].Fill(dst[(B+j)*per : (B+j+1)*per])
+					}
+				}
+				return nil
+			},
+			OnStep: func(s StepInfo) error { bt.Add(s, job.Model, full); return nil }}
+		t0 := time.Now()
+		out, err := Sample(ctx, job.Model, req)
+		if cache != nil {
+			cache.Reset()
+		}
+		if err != nil {
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+				return res, err
+			}
+			_ = job.DB.SetStatus(run.ID, store.StatusFailed)
+			return res, err
+		}
+		wall := time.Since(t0)
+		bt.Images = B
+		if job.Compare && c.Method != "none" {
+			bb, err := TimeBaseline(ctx, job.Model, req)
+			if err != nil {
+				return res, err
+			}
+			base.Merge(*bb)
+		}
+		batch := store.Batch{Index: idx[0], FirstSample: idx[0], NumSamples: B, WallMS: float64(wall.Microseconds()) / 1000, Timings: bt.StoreRows()}
+		for j, i := range idx {
+			path, hash, err := WriteSample(job.OutDir, i, out.Sample[j*per:(j+1)*per], spec.Channels, spec.Height, spec.Width)
+			if err != nil {
+				return res, err
+			}
+			label := int(ys[j])
+			batch.Samples = append(batch.Samples, store.Sample{Index: i, Label: &label, NoiseSeed: c.Seed, OutputPath: path, OutputHash: hash})
+		}
+		if err := job.DB.CommitBatch(run.ID, batch); err != nil {
+			return res, err
+		}
+		res.Done += B
+		res.Timing.Merge(bt)
+		if job.Progress != nil {
+			job.Progress(res.Done, total)
+		}
+	}
+	if job.Compare && c.Method != "none" {
+		res.Base = &base
+	}
+	if all, err := job.DB.Samples(run.ID); err == nil && len(all) == c.NumSamples {
+		return res, job.DB.SetStatus(run.ID, store.StatusDone)
+	}
+	return res, nil
+}
+
+// missingBatches groups the missing sample indices of [lo, hi) into batches of consecutive
+// indices of at most size.
+func missingBatches(lo, hi, size int, have map[int]bool) [][]int {
+	var out [][]int
+	var cur []int
+	for i := lo; i < hi; i++ {
+		if have[i] {
+			if len(cur) > 0 {
+				out, cur = append(out, cur), nil
+			}
+			continue
+		}
+		cur = append(cur, i)
+		if len(cur) == size {
+			out, cur = append(out, cur), nil
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+// TimeBaseline runs method none on the same request and returns its timing.
+func TimeBaseline(ctx context.Context, m Model, req Request) (*Timing, error) {
+	var t Timing
+	full := hook.FullPlan(m.Layout())
+	req.Policy, req.Cache = nil, nil
+	req.OnStep = func(s StepInfo) error { t.Add(s, m, full); return nil }
+	if _, err := Sample(ctx, m, req); err != nil {
+		return nil, err
+	}
+	t.Images = len(req.Labels)
+	return &t, nil
+}

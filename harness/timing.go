@@ -1,0 +1,71 @@
+package harness
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/harness/store"
+)
+
+// Timing accumulates the wall clock of sampling calls, split by where it went, and the FLOPs
+// of the plans that ran.
+type Timing struct {
+	Calls, Images             int
+	Forward, Overhead, Update time.Duration
+	FLOPs                     int64
+}
+
+// Add accounts one call.
+func (t *Timing) Add(s StepInfo, counter hook.FLOPsCounter, full *hook.Plan) {
+	t.Calls++
+	t.Forward += s.Forward
+	t.Overhead += s.Overhead
+	t.Update += s.Update
+	p := s.Plan
+	if p == nil {
+		p = full
+	}
+	for _, f := range counter.BlockFLOPs(p, s.Rows) {
+		t.FLOPs += f
+	}
+}
+
+// Merge adds another timing.
+func (t *Timing) Merge(o Timing) {
+	t.Calls += o.Calls
+	t.Images += o.Images
+	t.Forward += o.Forward
+	t.Overhead += o.Overhead
+	t.Update += o.Update
+	t.FLOPs += o.FLOPs
+}
+
+// Wall is the total measured time.
+func (t *Timing) Wall() time.Duration { return t.Forward + t.Overhead + t.Update }
+
+func ms(d time.Duration, n int) float64 { return float64(d.Microseconds()) / 1000 / float64(max(n, 1)) }
+
+// Report prints the timing of a method, and its realized speedup next to its FLOPs speedup
+// when a baseline was measured on the same inputs.
+func (t *Timing) Report(w io.Writer, method string, base *Timing) {
+	fmt.Fprintf(w, "%s: %d calls, %d images: %.3f s/image, %.2f ms/call (forward %.2f, policy overhead %.2f = %.1f%%, sampler %.2f)\n",
+		method, t.Calls, t.Images, t.Wall().Seconds()/float64(max(t.Images, 1)), ms(t.Wall(), t.Calls), ms(t.Forward, t.Calls),
+		ms(t.Overhead, t.Calls), 100*t.Overhead.Seconds()/max(t.Wall().Seconds(), 1e-9), ms(t.Update, t.Calls))
+	if base != nil && base.FLOPs > 0 && t.FLOPs > 0 {
+		fs := float64(base.FLOPs) / float64(t.FLOPs)
+		ws := base.Wall().Seconds() / t.Wall().Seconds()
+		fmt.Fprintf(w, "  FLOPs speedup %.3fx, wall-clock speedup %.3fx over none on the same inputs (ratio %.3f)\n", fs, ws, ws/fs)
+	}
+}
+
+// StoreRows turns the timing into store rows.
+func (t *Timing) StoreRows() []store.Timing {
+	return []store.Timing{
+		{Scope: "step", Name: "forward", Count: t.Calls, TotalMS: ms(t.Forward, 1)},
+		{Scope: "step", Name: "overhead:policy", Count: t.Calls, TotalMS: ms(t.Overhead, 1)},
+		{Scope: "step", Name: "sampler", Count: t.Calls, TotalMS: ms(t.Update, 1)},
+		{Scope: "image", Name: "sample", Count: t.Images, TotalMS: ms(t.Wall(), 1)},
+	}
+}
