@@ -12,8 +12,8 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if db.SchemaVersion() != 2 {
-		t.Fatalf("schema v%d, want v2", db.SchemaVersion())
+	if db.SchemaVersion() < 2 {
+		t.Fatalf("schema v%d has no metrics table (v2)", db.SchemaVersion())
 	}
 	r, _, err := db.EnsureRun(Run{ConfigJSON: `{"a":1}`})
 	if err != nil {

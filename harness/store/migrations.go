@@ -11,6 +11,7 @@ package store
 var migrations = []string{
 	1: schemaV1,
 	2: schemaV2,
+	3: schemaV3,
 }[1:]
 
 // schemaV1 creates the meta, runs, samples, batches and timings tables.
@@ -95,4 +96,39 @@ CREATE TABLE metrics (
 	created_at TEXT    NOT NULL,
 	PRIMARY KEY (run_id, name, reference, extractor)
 );
+`
+
+// schemaV3 adds step_stats: per-step feature dynamics and cache error (see schema.md).
+const schemaV3 = `
+CREATE TABLE step_stats (
+	run_id         INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+	sample         INTEGER,
+	call           INTEGER NOT NULL,
+	step           INTEGER NOT NULL,
+	timestep       INTEGER NOT NULL,
+	block          INTEGER NOT NULL,
+	module         TEXT    NOT NULL,
+	action         TEXT,
+	fresh_tokens   INTEGER,
+	flops          INTEGER,
+	dyn_rel_l1     REAL,
+	dyn_rel_l2     REAL,
+	dyn_tok_mean   REAL,
+	dyn_tok_std    REAL,
+	dyn_tok_p50    REAL,
+	dyn_tok_p90    REAL,
+	dyn_tok_p99    REAL,
+	err_rel_l1     REAL,
+	err_rel_l2     REAL,
+	err_tok_mean   REAL,
+	err_tok_std    REAL,
+	err_tok_p50    REAL,
+	err_tok_p90    REAL,
+	err_tok_p99    REAL,
+	err_fresh_rel_l2  REAL,
+	err_cached_rel_l2 REAL,
+	tokens         TEXT
+);
+CREATE INDEX step_stats_key ON step_stats (run_id, step, block, module);
+CREATE INDEX step_stats_sample ON step_stats (run_id, sample);
 `

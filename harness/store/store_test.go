@@ -96,8 +96,8 @@ func TestOpenFresh(t *testing.T) {
 			t.Errorf("table %s missing", tbl)
 		}
 	}
-	if n := queryInt(t, db.SQL(), "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'step_stats'"); n != 0 {
-		t.Error("step_stats must not exist before its migration")
+	if n := queryInt(t, db.SQL(), "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'future_stats'"); n != 0 {
+		t.Error("future_stats must not exist before its migration")
 	}
 	// A path with URI-special characters works.
 	odd := filepath.Join(t.TempDir(), "a?b#c%20d.db")
@@ -446,7 +446,7 @@ func TestNewerSchema(t *testing.T) {
 	}
 }
 
-const testV2 = `CREATE TABLE step_stats (run_id INTEGER NOT NULL REFERENCES runs (id), step INTEGER NOT NULL, fresh_tokens INTEGER);
+const testV2 = `CREATE TABLE future_stats (run_id INTEGER NOT NULL REFERENCES runs (id), step INTEGER NOT NULL, fresh_tokens INTEGER);
 ALTER TABLE runs ADD COLUMN note TEXT;`
 
 func TestMigrationToNext(t *testing.T) {
@@ -464,12 +464,12 @@ func TestMigrationToNext(t *testing.T) {
 		t.Fatalf("read-only older: %v", err)
 	}
 	// A failing migration leaves the file at v1 with nothing of v2.
-	bad := append(append([]string{}, migrations...), "CREATE TABLE step_stats (x INTEGER); SELECT * FROM no_such_table;")
+	bad := append(append([]string{}, migrations...), "CREATE TABLE future_stats (x INTEGER); SELECT * FROM no_such_table;")
 	if _, err := openWith(path, bad, false); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("migrate to schema v%d", len(migrations)+1)) {
 		t.Fatalf("bad migration: %v", err)
 	}
 	db = mustOpen(t, path)
-	if n := queryInt(t, db.SQL(), "SELECT count(*) FROM sqlite_master WHERE name = 'step_stats'"); n != 0 || db.SchemaVersion() != len(migrations) {
+	if n := queryInt(t, db.SQL(), "SELECT count(*) FROM sqlite_master WHERE name = 'future_stats'"); n != 0 || db.SchemaVersion() != len(migrations) {
 		t.Fatal("failed migration left traces")
 	}
 	db.Close()
@@ -481,7 +481,7 @@ func TestMigrationToNext(t *testing.T) {
 	if db2.SchemaVersion() != len(v2) || queryInt(t, db2.SQL(), "PRAGMA user_version") != len(v2) {
 		t.Fatalf("version %d", db2.SchemaVersion())
 	}
-	if _, err := db2.SQL().Exec("INSERT INTO step_stats (run_id, step, fresh_tokens) VALUES (?, 3, 10)", r.ID); err != nil {
+	if _, err := db2.SQL().Exec("INSERT INTO future_stats (run_id, step, fresh_tokens) VALUES (?, 3, 10)", r.ID); err != nil {
 		t.Fatal(err)
 	}
 	if s, err := db2.Samples(r.ID); err != nil || len(s) != 2 {
