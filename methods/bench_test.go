@@ -1,4 +1,4 @@
-package methods
+package methods_test
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/golden"
+	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/dit"
 )
 
@@ -51,7 +52,7 @@ func BenchmarkMethodSpeedup(b *testing.B) {
 			var flops int64
 			runs := -1 // the first run compiles this method's graph variants and is not timed
 			for runs < 0 || b.Loop() {
-				pol, _, err := New(c.method, c.params, Env{Layout: l, Steps: 50, Rows: 4, Backend: be})
+				pol, _, err := methods.New(c.method, c.params, methods.Env{Layout: l, Steps: 50, Rows: 4, Backend: be})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -1,4 +1,4 @@
-package methods
+package methods_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/golden"
+	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/dit"
 )
 
@@ -64,7 +65,7 @@ func readActions(t *testing.T, name string) goldenActions {
 
 // runGolden replays a golden caching trace on its tiny model and checks the schedule, token
 // counts, FLOPs (exact) and every state x_k (1e-5 of its scale).
-func runGolden(t *testing.T, file, method string, params map[string]string, prepare func(Method)) (*Trace, goldenActions) {
+func runGolden(t *testing.T, file, method string, params map[string]string, prepare func(methods.Method)) (*methods.Trace, goldenActions) {
 	b, err := engine.New("")
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +81,7 @@ func runGolden(t *testing.T, file, method string, params map[string]string, prep
 		t.Fatal(err)
 	}
 	l := m.Layout()
-	pol, _, err := New(method, params, Env{Layout: l, Steps: 50, Rows: 4})
+	pol, _, err := methods.New(method, params, methods.Env{Layout: l, Steps: 50, Rows: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func runGolden(t *testing.T, file, method string, params map[string]string, prep
 		prepare(pol)
 	}
 	y := golden.I64(t, g, "y")
-	tr := &Trace{Method: method}
+	tr := &methods.Trace{Method: method}
 	var worst float64
 	_, err = harness.Sample(context.Background(), m, harness.Request{
 		Sampler: diffusion.DDIM, Schedule: sched, CFGScale: 1.5, XInit: golden.F32(t, g, "x_init"), Labels: y[:2],
@@ -173,10 +174,9 @@ func TestToCaGolden(t *testing.T) {
 	g := golden.Open(t, "caching/toca.safetensors")
 	var scoreErr float64
 	var scored int
-	prepare := func(m Method) {
-		tc := m.(*toca)
-		tc.force = func(call, layer int) [][]int32 { return acts.Calls[call].Layers[layer].MLP.FreshRaw }
-		tc.engine.onScore = func(layer, call int, in [][]float32) {
+	prepare := func(m methods.Method) {
+		methods.SetForce(m, func(call, layer int) [][]int32 { return acts.Calls[call].Layers[layer].MLP.FreshRaw })
+		methods.SetOnScore(m, func(layer, call int, in [][]float32) {
 			name := fmt.Sprintf("score_in_%03d_l%d", call, layer)
 			if _, ok := g.Tensors[name]; !ok {
 				return // k = 0: the golden stores no score
@@ -186,7 +186,7 @@ func TestToCaGolden(t *testing.T) {
 				scoreErr = max(scoreErr, golden.MaxAbs(row, want[r*256:(r+1)*256]))
 			}
 			scored++
-		}
+		})
 	}
 	tr, _ := runGolden(t, "toca", "toca", map[string]string{"N": "3", "ratio": "0.07", "scheduler": "ToCa-ddim50"}, prepare)
 	if scored != 91 {
@@ -240,11 +240,11 @@ func TestSelectionRuleGolden(t *testing.T) {
 			}
 			in, want := golden.F32(t, g, "score_in_"+name), golden.F32(t, g, "score_"+name)
 			for r := range 4 {
-				s := GridBonus(in[r*256:(r+1)*256], 16, 16, 2, 0.6)
+				s := methods.GridBonus(in[r*256:(r+1)*256], 16, 16, 2, 0.6)
 				if !slices.Equal(s, want[r*256:(r+1)*256]) {
 					t.Errorf("call %d layer %d row %d: grid bonus differs from golden score", k, li, r)
 				}
-				top := TopK(s, gl.MLP.NFresh)
+				top := methods.TopK(s, gl.MLP.NFresh)
 				slices.Sort(top)
 				if !slices.Equal(top, gl.MLP.FreshSorted[r]) {
 					t.Errorf("call %d layer %d row %d: top-%d differs from fresh_sorted", k, li, r, gl.MLP.NFresh)

@@ -20,7 +20,7 @@ type tokenEngine struct {
 	softWeight float32 // λ3
 	grid       int     // grid-bonus cell side g (0 = no bonus)
 	beta       float32 // grid-bonus factor
-	score      string  // base score: attention | random
+	score      string  // base score: attention | vnorm | random
 	seed       int64
 	samples    []int // sample index of each image row (random scores derive from it)
 
@@ -77,6 +77,62 @@ func (e *tokenEngine) observeAttention(layer int, amap *tensors.Tensor) error {
 		base[r] = l2normalize(col)
 	}
 	e.base[layer] = base
+	return nil
+}
+
+// observeValueNorms stores DuCa's V-caching score from value norms [rows, heads, N]:
+// u_i = Σ_h (1 − ‖v_{i,h}‖), L2-normalised over tokens per row (spec §3.5), so the tokens with the
+// smallest value norms rank first.
+func (e *tokenEngine) observeValueNorms(layer int, vn *tensors.Tensor) error {
+	n, heads := e.layout.Tokens, e.layout.Heads
+	data, err := tensors.CopyFlatData[float32](vn)
+	if err != nil {
+		return err
+	}
+	if heads <= 0 || len(data) != e.rows*heads*n {
+		return fmt.Errorf("layer %d: value norms have %d values, want %d×%d×%d", layer, len(data), e.rows, heads, n)
+	}
+	base := make([][]float32, e.rows)
+	for r := range base {
+		u := make([]float64, n)
+		for h := range heads {
+			for i, v := range data[(r*heads+h)*n : (r*heads+h+1)*n] {
+				u[i] += 1 - float64(v)
+			}
+		}
+		base[r] = l2normalize(u)
+	}
+	e.base[layer] = base
+	return nil
+}
+
+// request asks a full attention of the layer for the side information the base score needs.
+func (e *tokenEngine) request(bp *hook.BlockPlan) {
+	bp.AttnMap = e.score == "attention"
+	bp.ValueNorms = e.score == "vnorm"
+}
+
+// observe refreshes the base score of every layer whose full attention returned side information
+// at this call (a nil cache is a dry run: there is none).
+func (e *tokenEngine) observe(p *hook.Plan, c *hook.Cache) error {
+	if c == nil {
+		return nil
+	}
+	for layer, bp := range p.Blocks {
+		if bp.Modules[0].Action != hook.Full {
+			continue
+		}
+		var err error
+		switch {
+		case bp.AttnMap && c.AttnMap(layer) != nil:
+			err = e.observeAttention(layer, c.AttnMap(layer))
+		case bp.ValueNorms && c.ValueNorms(layer) != nil:
+			err = e.observeValueNorms(layer, c.ValueNorms(layer))
+		}
+		if err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -9,9 +9,12 @@ import "github.com/cachebench/cachebench/harness/hook"
 //	              + 6BNC² + BHNd + 2BHN²d + 5BHN² + 2BHN²d + 2BNC² (attention)
 //	              + 16BNC² + 24BNC (MLP)
 //	reused attention: 0;  MLP on k tokens: 16BkC² + 24BkC (k = 0 for a reused MLP)
-//	skipped block: 0
+//	predicted module: 0, like a reused one; a block predicting both modules (TaylorSeer's Taylor
+//	              step) costs only its adaLN, BC + 6BC², as TaylorSeer's counter bills no LayerNorm there
+//	skipped block: 0 (DuCa's counter bills nothing for its aggressive, skipped blocks)
 //
-// Embedders, final layer and sampler are not counted (the papers do not count them).
+// Embedders, final layer, sampler and a method's own arithmetic (Taylor sums) are not counted (the
+// papers do not count them).
 func (c Config) BlockFLOPs(p *hook.Plan, rows int) []int64 {
 	B, N, C, H := int64(rows), int64(c.Tokens()), int64(c.Hidden), int64(c.Heads)
 	d := C / H
@@ -21,7 +24,10 @@ func (c Config) BlockFLOPs(p *hook.Plan, rows int) []int64 {
 		if attn.Action == hook.Skip && mlp.Action == hook.Skip {
 			continue
 		}
-		f := 2*B*N*C + B*C + 6*B*C*C // norms and adaLN are always recomputed
+		f := 2*B*N*C + B*C + 6*B*C*C // norms and adaLN: billed whenever the block runs
+		if attn.Action == hook.Predict && mlp.Action == hook.Predict {
+			f = B*C + 6*B*C*C // TaylorSeer's counter bills a Taylor block's adaLN only
+		}
 		if attn.Action == hook.Full {
 			f += 6*B*N*C*C + B*H*N*d + 2*B*H*N*N*d + 5*B*H*N*N + 2*B*H*N*N*d + 2*B*N*C*C
 		}

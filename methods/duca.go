@@ -1,0 +1,146 @@
+package methods
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/cachebench/cachebench/harness/hook"
+)
+
+func init() {
+	register(&Info{Name: "duca", Doc: "DuCa (Zou et al., arXiv 2412.18911): ToCa's token-wise engine with three step types per interval " +
+		"(full; conservative = ToCa partial step; aggressive = the whole block stack skipped, its last output reused), DiT code semantics. " +
+		"faithful keeps the official mid-step interval update (a full layer 0 changes T and the other layers re-test, giving steps that " +
+		"are full in layer 0 only, then conservative or aggressive); clean types each step once, with T as it was when the step began",
+		Params: []Param{
+			{Name: "N", Kind: Int, Default: "3", Min: 1, Max: 1000, Doc: "fresh threshold: nominal interval between full steps, also the staleness normaliser"},
+			{Name: "ratio", Kind: Float, Default: "0.05", Min: 0, Max: 1, Doc: "fresh ratio r0: fraction of tokens recomputed at a conservative step before the schedules"},
+			{Name: "scheduler", Kind: Enum, Default: "ToCa", Choices: []string{"ToCa", "ToCa-ddim50", "ToCa-ddpm250", "constant"},
+				Doc: "ratio schedule over steps and layers: ToCa is DuCa-DiT's name for ToCa-ddim50's weights (ws 2.0, wl −0.2); ToCa-ddpm250 and constant are not in DuCa's code"},
+			{Name: "score", Kind: Enum, Default: "attention", Choices: []string{"attention", "vnorm", "random"},
+				Doc: "base token score: attention received (s1), V-caching value norms (tokens with small ‖v‖ first), or uniform random"},
+			{Name: "soft_fresh_weight", Kind: Float, Default: "0.25", Min: 0, Max: 100, Doc: "λ3, weight of the staleness score s3"},
+			{Name: "mode", Kind: Enum, Default: "faithful", Choices: []string{"faithful", "clean"}, Doc: "faithful: official mid-step interval update; clean: one decision per step"},
+		},
+		New: func(v Values, env Env) (Method, error) {
+			name := v.String("scheduler")
+			if name == "ToCa" {
+				name = "ToCa-ddim50"
+			}
+			sched, err := tocaSchedule(name)
+			if err != nil {
+				return nil, err
+			}
+			// DuCa-DiT's grid bonus: 2×2 cells as ToCa, but β = 0.8 (spec §1.3).
+			e, err := newTokenEngine(env, v.Int("N"), v.Float("soft_fresh_weight"), 0.8, 2, v.String("score"))
+			if err != nil {
+				return nil, err
+			}
+			return &duca{env: env, n: v.Int("N"), r0: v.Float("ratio"), sched: sched, clean: v.String("mode") == "clean",
+				engine: e, t: float64(v.Int("N"))}, nil
+		}})
+}
+
+// Block types of DuCa, as the official code names them (conservative is its ToCa step).
+const (
+	ducaFull         = "full"
+	ducaConservative = "ToCa"
+	ducaAggressive   = "aggressive"
+)
+
+// duca is DuCa on DiT (spec §3.1–3.2). Its interval threshold T follows ToCa's update rule; within
+// a cycle, q = s mod T odd is a conservative step (attention reused, MLP recomputed for k tokens)
+// and q even, ≠ 0, an aggressive step: the stack's output of the last non-aggressive call replaces
+// the stack (only the final layer runs, with the current timestep). Aggressive steps advance no
+// counters.
+type duca struct {
+	env    Env
+	n      int
+	r0     float64
+	sched  ratioSchedule
+	clean  bool
+	engine *tokenEngine
+	t      float64 // current interval threshold T (N until the first update)
+	notes  []Note
+}
+
+// blockType decides one block. The official code recomputes T after every full module; all
+// of them give the same value within a step, so updating once per full block is equivalent.
+func (m *duca) blockType(layer, step int, stepFull bool) (typ string, tUsed float64) {
+	tUsed = m.t
+	first := step == m.env.Steps-1
+	if first {
+		tUsed = float64(m.n) // the first step tests with fresh_threshold itself
+	}
+	full := first || math.Mod(float64(step), m.t) == 0
+	if m.clean {
+		full = stepFull
+	}
+	if full {
+		m.t = nextThreshold(m.n, m.r0, step, m.env.Steps)
+		return ducaFull, tUsed
+	}
+	if int(math.Mod(float64(step), m.t))%2 == 1 {
+		return ducaConservative, tUsed
+	}
+	return ducaAggressive, tUsed
+}
+
+func (m *duca) Plan(call, step int) (*hook.Plan, error) {
+	l := m.env.Layout
+	p := hook.FullPlan(l)
+	m.notes = make([]Note, l.Depth)
+	stepFull := step == m.env.Steps-1 || math.Mod(float64(step), m.t) == 0
+	aggressive := -1 // first aggressive block
+	for layer := range l.Depth {
+		typ, tUsed := m.blockType(layer, step, stepFull)
+		note := Note{Type: typ, TUsed: f64(tUsed), TAfter: f64(m.t)}
+		bp := &p.Blocks[layer]
+		switch typ {
+		case ducaFull:
+			m.engine.request(bp)
+			m.engine.reset(layer)
+		case ducaConservative:
+			r := m.sched.mlpRatio(m.r0, layer, l.Depth, step, m.env.Steps)
+			k, rf := freshCount(r, l.Tokens)
+			note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
+			fresh := m.engine.choose(layer, call, k)
+			m.engine.markFresh(layer, fresh)
+			bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}
+			bp.Modules[1] = hook.ModulePlan{Action: hook.Partial, Tokens: fresh}
+		case ducaAggressive:
+			if aggressive < 0 {
+				aggressive = layer
+			}
+		}
+		if aggressive >= 0 && typ != ducaAggressive {
+			// T only changes at full blocks, so once a block is aggressive the rest of the step is too.
+			return nil, fmt.Errorf("duca: block %d is %s after aggressive block %d at step %d", layer, typ, aggressive, step)
+		}
+		m.notes[layer] = note
+	}
+	whole := hook.Span{From: 0, To: l.Depth - 1}
+	switch {
+	case aggressive < 0:
+		// Every non-aggressive call stores the stack's output for the next aggressive one.
+		p.Keep = []hook.Span{whole}
+	case aggressive == 0:
+		p.Skips = []hook.SpanSkip{{Span: whole, Mode: hook.SkipReplace}}
+	default:
+		// A full layer 0 ran first (it refreshes its caches), then blocks 1..L−2 pass their input
+		// through and the last block outputs the whole stack's stored output.
+		p.Skips = []hook.SpanSkip{{Span: hook.Span{From: aggressive, To: l.Depth - 1}, Mode: hook.SkipReplace, Source: &whole}}
+	}
+	for _, sk := range p.Skips {
+		for b := sk.From; b <= sk.To; b++ {
+			for i := range p.Blocks[b].Modules {
+				p.Blocks[b].Modules[i] = hook.ModulePlan{Action: hook.Skip}
+			}
+		}
+	}
+	return p, nil
+}
+
+func (m *duca) Observe(_, _ int, p *hook.Plan, c *hook.Cache) error { return m.engine.observe(p, c) }
+
+func (m *duca) Notes() []Note { return m.notes }
