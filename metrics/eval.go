@@ -57,6 +57,7 @@ type Report struct {
 	Precision *float64 `json:"precision,omitempty"`
 	Recall    *float64 `json:"recall,omitempty"`
 	KID       *float64 `json:"kid,omitempty"`
+	Notes     []string `json:"notes,omitempty"` // why a metric is missing
 }
 
 // Evaluate computes the metrics of generated features against a reference: FID always; sFID when
@@ -91,14 +92,20 @@ func Evaluate(gen *Features, ref *RefStats, refFeats *Features, extractor string
 		}
 		r.IS = &v
 	}
-	if refFeats != nil {
+	if refFeats == nil {
+		r.Notes = append(r.Notes, "precision/recall and KID need reference features (reference images)")
+	} else {
 		r.RefN = refFeats.N
 		a, b := dense(refFeats.Pool, refFeats.N, refFeats.PoolDim), dense(gen.Pool, gen.N, gen.PoolDim)
-		pr, err := PrecisionRecall(a, b, ADMNeighbourhood)
-		if err != nil {
-			return nil, fmt.Errorf("precision/recall: %w", err)
+		if min(refFeats.N, gen.N) <= ADMNeighbourhood {
+			r.Notes = append(r.Notes, fmt.Sprintf("precision/recall need more than k = %d images on each side (have %d generated, %d reference)", ADMNeighbourhood, gen.N, refFeats.N))
+		} else {
+			pr, err := PrecisionRecall(a, b, ADMNeighbourhood)
+			if err != nil {
+				return nil, fmt.Errorf("precision/recall: %w", err)
+			}
+			r.Precision, r.Recall = &pr.Precision, &pr.Recall
 		}
-		r.Precision, r.Recall = &pr.Precision, &pr.Recall
 		kid, err := KID(b, a, KIDConfig{})
 		if err != nil {
 			return nil, fmt.Errorf("KID: %w", err)

@@ -311,7 +311,13 @@ are stored in that run's metrics table, with the extractor and resize policy.`,
 			}
 			_ = t.Append("samples", fmt.Sprint(rep.N))
 			_ = t.Append("extractor", rep.Extractor)
-			return t.Render()
+			if err := t.Render(); err != nil {
+				return err
+			}
+			for _, n := range rep.Notes {
+				fmt.Fprintln(cmd.OutOrStdout(), "note:", n)
+			}
+			return nil
 		},
 	}
 	ef.register(cmd)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"fmt"
 	"math"
 	"os"
@@ -20,7 +21,7 @@ func run(t *testing.T, args ...string) (string, error) {
 	cmd := newRoot()
 	var out bytes.Buffer
 	cmd.SetOut(&out)
-	cmd.SetErr(&out)
+	cmd.SetErr(io.Discard) // progress bars; errors come back as the returned error
 	cmd.SetArgs(args)
 	err := cmd.Execute()
 	return out.String(), err

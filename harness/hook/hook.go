@@ -328,6 +328,10 @@ type Options struct {
 	Plan  *Plan  // nil = compute everything
 	Cache *Cache // receives module outputs; required by plans that reuse
 	Probe Probe  // receives named intermediates; nil = none (probing adds graph outputs)
+	// Modules, when set, receives every module's output as used at this call (computed, cached
+	// or predicted; nil for skipped blocks) with the action taken and the tokens recomputed per
+	// row. The tensor [B, N, D] is only valid during the call (the recorder's hook).
+	Modules func(block int, module Module, action Action, fresh int, out *tensors.Tensor)
 }
 
 // Spec is the data layout a model consumes and produces.

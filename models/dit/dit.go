@@ -257,6 +257,13 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 			}
 			release(h)
 			h = next
+			if opt.Modules != nil {
+				for sb := sk.From; sb <= sk.To; sb++ {
+					for mi, mod := range c.Layout().Modules {
+						opt.Modules(sb, mod, plan.Blocks[sb].Modules[mi].Action, 0, nil)
+					}
+				}
+			}
 			b = sk.To + 1
 			continue
 		}
@@ -385,6 +392,22 @@ func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt 
 		opt.Probe(fmt.Sprintf("block%d_mlp", b), gatedMLP)
 		for _, t := range []*tensors.Tensor{ada, gatedAttn, gatedMLP} {
 			t.MustFinalizeAll()
+		}
+	}
+	if opt.Modules != nil {
+		for mi, t := range []*tensors.Tensor{attnRaw, mlpRaw} {
+			mp := bp.Modules[mi]
+			fresh := 0
+			switch {
+			case mp.Action == hook.Full:
+				fresh = m.Tokens()
+			case mp.Action == hook.Partial && len(mp.Tokens) > 0:
+				fresh = len(mp.Tokens[0])
+			}
+			if t == nil {
+				t = cached(mi, mp)
+			}
+			opt.Modules(b, m.Layout().Modules[mi], mp.Action, fresh, t)
 		}
 	}
 	if attnRaw != nil {
