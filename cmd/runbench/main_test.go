@@ -2,8 +2,8 @@ package main
 
 import (
 	"bytes"
-	"io"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
