@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 
 	"github.com/gomlx/gomlx/backends"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
+	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/harness/store"
 )
@@ -62,6 +64,11 @@ type Recorder struct {
 	prevOut   []float32
 	prevState []float32
 	stats     []store.StepStat
+	hookTime  time.Duration
+
+	uncached                 []float32 // audit rows' state along the uncached trajectory
+	outRef, stateRef         []float32 // this call's references (shadow output, uncached state)
+	outRefRows, stateRefRows []int
 
 	diffExec, copyExec, gatherExec *Exec
 }
@@ -124,6 +131,7 @@ func (r *Recorder) auditRows() []int32 {
 // module is the model's Options.Modules hook: dynamics of every module, and a copy of the audit
 // rows of every module that was not fully computed.
 func (r *Recorder) module(block int, m hook.Module, a hook.Action, fresh int, out *tensors.Tensor) {
+	defer func(t0 time.Time) { r.hookTime += time.Since(t0) }(time.Now())
 	key := [2]int{block, int(m)}
 	row := store.StepStat{Call: r.call, Step: r.step, Timestep: r.timestep, Block: block, Module: m.String(), Action: a.String(), FreshTokens: &fresh}
 	if r.level == RecordFull && a == hook.Partial {
@@ -359,4 +367,86 @@ func subRows(x []float32, rows int, pick []int) []float32 {
 		out = append(out, x[p*n:(p+1)*n]...)
 	}
 	return out
+}
+
+// takeHookTime returns (and resets) the time spent in the module hook during the last forward.
+func (r *Recorder) takeHookTime() time.Duration {
+	d := r.hookTime
+	r.hookTime = 0
+	return d
+}
+
+// audited runs the shadow full pass on the audit rows of the model input, attaching the cache
+// error of every module that was not fully computed, and of the model output.
+func (r *Recorder) audited(m hook.Model, in []float32, t []float64, y []int64, raw []float32, spec hook.Spec) error {
+	if r.audit == 0 {
+		r.dropUsed()
+		return nil
+	}
+	rows := r.auditRows()
+	pick := make([]int, len(rows))
+	ta := make([]float64, len(rows))
+	ya := make([]int64, len(rows))
+	for j, row := range rows {
+		pick[j], ta[j], ya[j] = int(row), t[row], y[row]
+	}
+	full, err := m.Forward(subRows(in, r.rows, pick), ta, ya, hook.Options{Modules: r.shadow})
+	r.dropUsed()
+	if err != nil {
+		return err
+	}
+	r.outRef, r.outRefRows = full, pick
+	return nil
+}
+
+// trajectory advances the uncached trajectory of the audit rows by one call (same noise) and
+// keeps its state as the reference of the sampler state's deviation.
+func (r *Recorder) trajectory(m hook.Model, req Request, call, i int, t []float64, y []int64, guide int, noise []float32, spec hook.Spec, x []float32) error {
+	if r.audit == 0 {
+		return nil
+	}
+	rows := r.auditRows()
+	pick := make([]int, len(rows))
+	ta := make([]float64, len(rows))
+	ya := make([]int64, len(rows))
+	for j, row := range rows {
+		pick[j], ta[j], ya[j] = int(row), t[row], y[row]
+	}
+	if r.uncached == nil {
+		r.uncached = subRows(x, r.rows, pick) // the state before the first update: the shared noise
+	}
+	cfg := len(rows) == 2*r.audit && r.rows == 2*len(r.images)
+	per := spec.Channels * spec.Height * spec.Width
+	in := r.uncached
+	if cfg {
+		in = append(append(make([]float32, 0, len(in)), in[:r.audit*per]...), in[:r.audit*per]...)
+	}
+	out, err := m.Forward(in, ta, ya, hook.Options{})
+	if err != nil {
+		return err
+	}
+	if cfg {
+		if err := diffusion.GuideCFG(out, len(rows), spec.OutChannels(), spec.Channels, guide, req.CFGScale); err != nil {
+			return err
+		}
+	}
+	var nz []float32
+	if noise != nil {
+		nz = subRows(noise, r.rows, pick)
+	}
+	res, err := req.Schedule.Step(req.Sampler, i, r.uncached, out, len(rows), spec.Channels, spec.LearnSigma, nz)
+	if err != nil {
+		return err
+	}
+	r.uncached = res.X
+	r.stateRef, r.stateRefRows = res.X, pick
+	return nil
+}
+
+// endCall records the model output and the sampler state of the call.
+func (r *Recorder) endCall(raw, state []float32, flops int64) {
+	r.hostRow("output", raw, r.prevOut, r.outRef, r.outRefRows, nil)
+	r.hostRow("state", state, r.prevState, r.stateRef, r.stateRefRows, &flops)
+	r.prevOut, r.prevState = raw, state
+	r.outRef, r.stateRef = nil, nil
 }

@@ -36,6 +36,8 @@ type Request struct {
 	Cache  *hook.Cache
 	// OnStep receives every call's results (state after the update, predicted x₀, guided model output).
 	OnStep func(StepInfo) error
+	// Recorder, when set, measures feature dynamics and (on its audit rows) cache errors.
+	Recorder *Recorder
 }
 
 // StepInfo is what a sampling call produced.
@@ -51,6 +53,7 @@ type StepInfo struct {
 	Forward    time.Duration // wall time of the model call
 	Overhead   time.Duration // wall time of the policy's Plan and Observe (scores, top-k, side information)
 	Update     time.Duration // wall time of CFG and the sampler update (includes the guidance and noise)
+	Record     time.Duration // wall time of the recorder (dynamics, audit passes), not in the above
 }
 
 // Result is a finished batch.
@@ -125,6 +128,11 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			opt.Plan = p
 		}
 		planTime := time.Since(tPlan)
+		rec := r.Recorder
+		if rec != nil {
+			rec.begin(k, i, r.Schedule.TimestepMap[i], planOr(opt.Plan, m.Layout()), rows)
+			opt.Modules = rec.module
+		}
 		t0 := time.Now()
 		out, err := m.Forward(in, t, labels, opt)
 		if err != nil {
@@ -137,6 +145,19 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			}
 		}
 		overhead := planTime + time.Since(t0) - forward
+		var recordTime time.Duration
+		var raw []float32
+		if rec != nil {
+			tr := time.Now()
+			// The module hook ran inside Forward; take its time out of the forward.
+			recordTime = rec.takeHookTime()
+			forward -= recordTime
+			raw = append([]float32(nil), out...)
+			if err := rec.audited(m, in, t, labels, raw, spec); err != nil {
+				return Result{}, fmt.Errorf("sample: record call %d: %w", k, err)
+			}
+			recordTime += time.Since(tr)
+		}
 		t1 := time.Now()
 		if cfg {
 			if err := diffusion.GuideCFG(out, rows, spec.OutChannels(), spec.Channels, guide, r.CFGScale); err != nil {
@@ -154,14 +175,36 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("sample: call %d: %w", k, err)
 		}
-		x = res.X
 		update := time.Since(t1)
+		if rec != nil {
+			tr := time.Now()
+			if err := rec.trajectory(m, r, k, i, t, labels, guide, nz, spec, x); err != nil {
+				return Result{}, fmt.Errorf("sample: record call %d: %w", k, err)
+			}
+			var flops int64
+			if fc, ok := m.(hook.FLOPsCounter); ok {
+				for _, f := range fc.BlockFLOPs(planOr(opt.Plan, m.Layout()), rows) {
+					flops += f
+				}
+			}
+			rec.endCall(raw, res.X, flops)
+			recordTime += time.Since(tr)
+		}
+		x = res.X
 		if r.OnStep != nil {
 			if err := r.OnStep(StepInfo{Call: k, Step: i, Timestep: r.Schedule.TimestepMap[i], X: x, PredXStart: res.PredXStart, ModelOut: out,
-				Plan: opt.Plan, Rows: rows, Forward: forward, Overhead: overhead, Update: update}); err != nil {
+				Plan: opt.Plan, Rows: rows, Forward: forward, Overhead: overhead, Update: update, Record: recordTime}); err != nil {
 				return Result{}, err
 			}
 		}
 	}
 	return Result{Sample: x[:B*per], State: x}, nil
+}
+
+// planOr returns the plan, or the full plan of a layout when nil.
+func planOr(p *hook.Plan, l hook.Layout) *hook.Plan {
+	if p != nil {
+		return p
+	}
+	return hook.FullPlan(l)
 }

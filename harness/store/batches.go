@@ -32,12 +32,13 @@ type Timing struct {
 
 // Batch is one unit of work committed atomically: its samples, its timings and its done marker.
 type Batch struct {
-	Index       int      // Index is the batch index within the run.
-	FirstSample int      // FirstSample is the index of the batch's first sample.
-	NumSamples  int      // NumSamples is the number of samples the batch covers.
-	WallMS      float64  // WallMS is the wall-clock duration of the batch in milliseconds.
-	Samples     []Sample // Samples are the batch's samples; their indices must lie in [FirstSample, FirstSample+NumSamples).
-	Timings     []Timing // Timings are the batch's timings.
+	Index       int        // Index is the batch index within the run.
+	FirstSample int        // FirstSample is the index of the batch's first sample.
+	NumSamples  int        // NumSamples is the number of samples the batch covers.
+	WallMS      float64    // WallMS is the wall-clock duration of the batch in milliseconds.
+	Samples     []Sample   // Samples are the batch's samples; their indices must lie in [FirstSample, FirstSample+NumSamples).
+	Timings     []Timing   // Timings are the batch's timings.
+	StepStats   []StepStat // StepStats are the batch's recorded dynamics and cache errors.
 }
 
 // CommitBatch writes a batch's samples, timings and batch row in ONE transaction; committing a batch twice fails (ErrDuplicateBatch) and changes nothing.
@@ -121,6 +122,9 @@ func (db *DB) CommitBatch(runID int64, b Batch) error {
 		}
 	}
 	if err := insertTimings(tx, runID, b.Index, b.Timings); err != nil {
+		return fail("%w", err)
+	}
+	if err := insertStepStats(tx, runID, b.StepStats); err != nil {
 		return fail("%w", err)
 	}
 	if _, err := tx.Exec("UPDATE runs SET updated_at = ? WHERE id = ?", now, runID); err != nil {

@@ -38,3 +38,33 @@ func TestMetrics(t *testing.T) {
 		t.Error("unknown run: want an error")
 	}
 }
+
+func TestStepStatsRoundTrip(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, _, _ := db.EnsureRun(Run{ConfigJSON: `{"b":1}`})
+	one, k, fl := 0, 17, int64(99)
+	v := func(x float64) *float64 { return &x }
+	rows := []StepStat{
+		{Call: 0, Step: 9, Timestep: 999, Block: 0, Module: "attn", Action: "full", FreshTokens: &k, DynRelL2: v(0.5), DynTok: &TokenStats{1, 2, 3, 4, 5}},
+		{Sample: &one, Call: 1, Step: 8, Timestep: 900, Block: -1, Module: "state", FLOPs: &fl, ErrRelL1: v(0.1), ErrTok: &TokenStats{6, 7, 8, 9, 10},
+			ErrFreshRelL2: v(0.2), ErrCachedRelL2: v(math.NaN()), Tokens: "[[1,2]]"},
+	}
+	if err := db.CommitBatch(r.ID, Batch{Index: 0, FirstSample: 0, NumSamples: 1, StepStats: rows}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.StepStats(r.ID)
+	if err != nil || len(got) != 2 {
+		t.Fatalf("%v %v", got, err)
+	}
+	a, b := got[0], got[1]
+	if a.Sample != nil || *a.FreshTokens != 17 || *a.DynRelL2 != 0.5 || a.DynTok.P99 != 5 || a.ErrRelL2 != nil || a.Module != "attn" {
+		t.Errorf("batch row %+v", a)
+	}
+	if *b.Sample != 0 || *b.FLOPs != 99 || b.ErrTok.Mean != 6 || *b.ErrFreshRelL2 != 0.2 || b.ErrCachedRelL2 != nil || b.Tokens != "[[1,2]]" || b.Block != -1 {
+		t.Errorf("sample row %+v", b)
+	}
+}
