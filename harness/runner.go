@@ -50,6 +50,8 @@ type Job struct {
 	DB        *store.DB // where the run, its samples and timings are recorded
 	Shard     Shard     // which part of the sample index range this process does
 	Compare   bool      // also time method none on every batch (realized speedup)
+	Record    Level     // step_stats recording (RecordOff, RecordLight, RecordFull)
+	Audit     int       // images per batch audited for cache error (shadow full passes)
 	GitRev    string
 	Progress  func(done, total int)
 }
@@ -191,10 +193,18 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 				return nil
 			},
 			OnStep: func(s StepInfo) error { bt.Add(s, job.Model, full); return nil }}
+		var rec *Recorder
+		if job.Record != RecordOff {
+			rec = NewRecorder(job.Model.Backend(), job.Record, idx, job.Audit)
+			req.Recorder = rec
+		}
 		t0 := time.Now()
 		out, err := Sample(ctx, job.Model, req)
 		if cache != nil {
 			cache.Reset()
+		}
+		if rec != nil {
+			rec.Close()
 		}
 		if err != nil {
 			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -206,6 +216,7 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		wall := time.Since(t0)
 		bt.Images = B
 		if job.Compare && c.Method != "none" {
+			req.Recorder = nil
 			bb, err := TimeBaseline(ctx, job.Model, req)
 			if err != nil {
 				return res, err
@@ -213,6 +224,9 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 			base.Merge(*bb)
 		}
 		batch := store.Batch{Index: idx[0], FirstSample: idx[0], NumSamples: B, WallMS: float64(wall.Microseconds()) / 1000, Timings: bt.StoreRows()}
+		if rec != nil {
+			batch.StepStats = rec.Stats()
+		}
 		for j, i := range idx {
 			path, hash, err := WriteSample(job.OutDir, i, out.Sample[j*per:(j+1)*per], spec.Channels, spec.Height, spec.Width)
 			if err != nil {

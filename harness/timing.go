@@ -14,6 +14,7 @@ import (
 type Timing struct {
 	Calls, Images             int
 	Forward, Overhead, Update time.Duration
+	Record                    time.Duration // recorder (not in Wall: it is measurement, not sampling)
 	FLOPs                     int64
 }
 
@@ -23,6 +24,7 @@ func (t *Timing) Add(s StepInfo, counter hook.FLOPsCounter, full *hook.Plan) {
 	t.Forward += s.Forward
 	t.Overhead += s.Overhead
 	t.Update += s.Update
+	t.Record += s.Record
 	p := s.Plan
 	if p == nil {
 		p = full
@@ -39,6 +41,7 @@ func (t *Timing) Merge(o Timing) {
 	t.Forward += o.Forward
 	t.Overhead += o.Overhead
 	t.Update += o.Update
+	t.Record += o.Record
 	t.FLOPs += o.FLOPs
 }
 
@@ -53,6 +56,9 @@ func (t *Timing) Report(w io.Writer, method string, base *Timing) {
 	fmt.Fprintf(w, "%s: %d calls, %d images: %.3f s/image, %.2f ms/call (forward %.2f, policy overhead %.2f = %.1f%%, sampler %.2f)\n",
 		method, t.Calls, t.Images, t.Wall().Seconds()/float64(max(t.Images, 1)), ms(t.Wall(), t.Calls), ms(t.Forward, t.Calls),
 		ms(t.Overhead, t.Calls), 100*t.Overhead.Seconds()/max(t.Wall().Seconds(), 1e-9), ms(t.Update, t.Calls))
+	if t.Record > 0 {
+		fmt.Fprintf(w, "  recording: %.2f ms/call (%.1f%% of sampling)\n", ms(t.Record, t.Calls), 100*t.Record.Seconds()/max(t.Wall().Seconds(), 1e-9))
+	}
 	if base != nil && base.FLOPs > 0 && t.FLOPs > 0 {
 		fs := float64(base.FLOPs) / float64(t.FLOPs)
 		ws := base.Wall().Seconds() / t.Wall().Seconds()
@@ -67,5 +73,6 @@ func (t *Timing) StoreRows() []store.Timing {
 		{Scope: "step", Name: "overhead:policy", Count: t.Calls, TotalMS: ms(t.Overhead, 1)},
 		{Scope: "step", Name: "sampler", Count: t.Calls, TotalMS: ms(t.Update, 1)},
 		{Scope: "image", Name: "sample", Count: t.Images, TotalMS: ms(t.Wall(), 1)},
+		{Scope: "step", Name: "overhead:record", Count: t.Calls, TotalMS: ms(t.Record, 1)},
 	}
 }

@@ -41,6 +41,13 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	if err != nil {
 		return err
 	}
+	level, err := harness.ParseLevel(sf.record)
+	if err != nil {
+		return fmt.Errorf("--record: %w", err)
+	}
+	if sf.audit < 0 || sf.audit > sf.batch {
+		return fmt.Errorf("--audit-samples %d: want 0..--batch (%d)", sf.audit, sf.batch)
+	}
 	backendCfg, _ := cmd.Flags().GetString("backend")
 	dbPath := sf.db
 	if dbPath == "" {
@@ -60,6 +67,7 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 		Config: harness.Config{Model: m.Config.String(), Weights: weightsHash, Method: sf.method, Sampler: string(kind), Steps: sf.steps,
 			CFGScale: sf.cfg, Guide: sf.guide(), Seed: sf.seed, NumSamples: sf.numImages, Labels: labels, Backend: engine.Config(backendCfg)},
 		RawParams: raw, Model: m, BatchSize: sf.batch, OutDir: sf.outDir, DB: db, Compare: sf.compare, GitRev: gitRev(),
+		Record: level, Audit: sf.audit,
 		Progress: func(done, total int) { bar.ChangeMax(total); _ = bar.Set(done) },
 	}
 	res, err := harness.Run(ctx, job)

@@ -34,6 +34,8 @@ type sampleFlags struct {
 	params    []string
 	trace     string
 	compare   bool
+	record    string
+	audit     int
 }
 
 // policy builds the method of one batch (a fresh instance: methods keep per-batch state) and its
@@ -127,6 +129,8 @@ Without --replay, --num images are generated: the noise and label of image i dep
 	cmd.Flags().StringArrayVar(&sf.params, "param", nil, "method parameter name=value (repeatable)")
 	cmd.Flags().StringVar(&sf.trace, "trace", "", "with --replay: write the per-call action log (actions, fresh token indices, FLOPs) as JSON")
 	cmd.Flags().BoolVar(&sf.compare, "compare", false, "also time method none on the same inputs and report the wall-clock speedup next to the FLOPs speedup")
+	cmd.Flags().StringVar(&sf.record, "record", "light", "step_stats recording: off, light (batch-level dynamics, cache error, tokens, FLOPs) or full (also per sample, with token indices)")
+	cmd.Flags().IntVar(&sf.audit, "audit-samples", 0, "images per batch audited for cache error: a shadow full pass and an uncached trajectory each (costs about 2 images' compute per audited image)")
 	cmd.Flags().StringVar(&sf.db, "db", "", "SQLite results database to record the run in (default: OUT-DIR/runs.db)")
 	return cmd
 }
