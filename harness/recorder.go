@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
@@ -61,6 +62,11 @@ type Recorder struct {
 
 	prev      map[[2]int]*tensors.Tensor // each module's output at the previous call (device copy)
 	used      map[[2]int]*tensors.Tensor // this call's used outputs of the audit rows, for the error
+	// On the pure-Go backend device memory is host memory: reductions in Go loops beat graph
+	// calls of single-threaded elementwise ops, so previous outputs are kept as host slices.
+	host     bool
+	prevHost map[[2]int][]float32
+	usedHost map[[2]int][]float32
 	prevOut   []float32
 	prevState []float32
 	stats     []store.StepStat
@@ -77,7 +83,8 @@ type Recorder struct {
 // audit > 0 audits the first audit images with shadow computations.
 func NewRecorder(b backends.Backend, level Level, images []int, audit int) *Recorder {
 	r := &Recorder{level: level, backend: b, images: images, audit: min(audit, len(images)),
-		prev: map[[2]int]*tensors.Tensor{}, used: map[[2]int]*tensors.Tensor{}}
+		prev: map[[2]int]*tensors.Tensor{}, used: map[[2]int]*tensors.Tensor{},
+		host: b.String() == "go", prevHost: map[[2]int][]float32{}, usedHost: map[[2]int][]float32{}}
 	// (a, b) → per (row, token): Σ|a−b|, Σ|b|, Σ(a−b)², Σb² over channels.
 	r.diffExec = MustNewExec(b, func(in []*Node) []*Node {
 		a, bb := in[0], in[1]
@@ -106,6 +113,7 @@ func (r *Recorder) dropUsed() {
 		t.MustFinalizeAll()
 		delete(r.used, k)
 	}
+	clear(r.usedHost)
 }
 
 // begin starts a call.
@@ -144,6 +152,22 @@ func (r *Recorder) module(block int, m hook.Module, a hook.Action, fresh int, ou
 		return
 	}
 	var perRow []sums
+	if r.host {
+		cur := tensors.MustCopyFlatData[float32](out)
+		if p, ok := r.prevHost[key]; ok {
+			perRow = hostSums(cur, p, out.Shape().Dimensions)
+		}
+		r.prevHost[key] = cur
+		if r.audit > 0 && a != hook.Full {
+			pick := make([]int, 0, len(r.auditRows()))
+			for _, row := range r.auditRows() {
+				pick = append(pick, int(row))
+			}
+			r.usedHost[key] = subRows(cur, r.rows, pick)
+		}
+		r.emit(row, perRow, nil, true)
+		return
+	}
 	if p, ok := r.prev[key]; ok {
 		perRow = r.diff(out, p)
 		p.MustFinalizeAll()
@@ -155,17 +179,57 @@ func (r *Recorder) module(block int, m hook.Module, a hook.Action, fresh int, ou
 	}
 }
 
+// hostSums reduces (a − b) over channels per (row, token) for [rows, N, D] host arrays.
+func hostSums(a, b []float32, dims []int) []sums {
+	rows, n, d := dims[0], dims[1], dims[2]
+	out := make([]sums, rows)
+	var wg sync.WaitGroup
+	for r := range rows {
+		wg.Go(func() {
+			s := sums{make([]float32, n), make([]float32, n), make([]float32, n), make([]float32, n)}
+			for t := range n {
+				var ad, ar, sd, sr float32
+				base := (r*n + t) * d
+				bs, as := b[base:base+d], a[base:base+d]
+				for i, bv := range bs {
+					df := as[i] - bv
+					ar += abs32(bv)
+					sr += bv * bv
+					ad += abs32(df)
+					sd += df * df
+				}
+				s.absD[t], s.absR[t], s.sqD[t], s.sqR[t] = ad, ar, sd, sr
+			}
+			out[r] = s
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
+
 // shadow is the Options.Modules hook of the shadow full pass on the audit rows: the error of the
 // output the real call used against the full computation.
 func (r *Recorder) shadow(block int, m hook.Module, a hook.Action, _ int, out *tensors.Tensor) {
 	key := [2]int{block, int(m)}
-	used, ok := r.used[key]
-	if !ok || out == nil {
-		return
+	var perRow []sums
+	if r.host {
+		used, ok := r.usedHost[key]
+		if !ok || out == nil {
+			return
+		}
+		perRow = hostSums(used, tensors.MustCopyFlatData[float32](out), out.Shape().Dimensions)
+		delete(r.usedHost, key)
+	} else {
+		used, ok := r.used[key]
+		if !ok || out == nil {
+			return
+		}
+		perRow = r.diff(used, out)
+		delete(r.used, key)
+		used.MustFinalizeAll()
 	}
-	perRow := r.diff(used, out)
-	delete(r.used, key)
-	used.MustFinalizeAll()
 	// Find the row already emitted for this module at this call and attach the error.
 	for i := len(r.stats) - 1; i >= 0; i-- {
 		s := &r.stats[i]
