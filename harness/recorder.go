@@ -60,13 +60,13 @@ type Recorder struct {
 	rows       int
 	plan       *hook.Plan
 
-	prev      map[[2]int]*tensors.Tensor // each module's output at the previous call (device copy)
-	used      map[[2]int]*tensors.Tensor // this call's used outputs of the audit rows, for the error
+	prev map[[2]int]*tensors.Tensor // each module's output at the previous call (device copy)
+	used map[[2]int]*tensors.Tensor // this call's used outputs of the audit rows, for the error
 	// On the pure-Go backend device memory is host memory: reductions in Go loops beat graph
 	// calls of single-threaded elementwise ops, so previous outputs are kept as host slices.
-	host     bool
-	prevHost map[[2]int][]float32
-	usedHost map[[2]int][]float32
+	host      bool
+	prevHost  map[[2]int][]float32
+	usedHost  map[[2]int][]float32
 	prevOut   []float32
 	prevState []float32
 	stats     []store.StepStat
