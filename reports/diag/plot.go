@@ -1,0 +1,199 @@
+package diag
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"math"
+	"path/filepath"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/palette/moreland"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/cachebench/cachebench/harness/store"
+)
+
+// grid is a dense call × block (or row × column) matrix for heat maps; NaN cells are blank.
+type grid struct {
+	z      [][]float64 // [c][r]
+	xs, ys []float64
+}
+
+func (g grid) Dims() (c, r int)   { return len(g.xs), len(g.ys) }
+func (g grid) Z(c, r int) float64 { return g.z[c][r] }
+func (g grid) X(c int) float64    { return g.xs[c] }
+func (g grid) Y(r int) float64    { return g.ys[r] }
+
+func newGrid(c, r int) grid {
+	g := grid{z: make([][]float64, c), xs: make([]float64, c), ys: make([]float64, r)}
+	for i := range g.z {
+		g.z[i] = make([]float64, r)
+		for j := range g.z[i] {
+			g.z[i][j] = math.NaN()
+		}
+		g.xs[i] = float64(i)
+	}
+	for j := range g.ys {
+		g.ys[j] = float64(j)
+	}
+	return g
+}
+
+// Heatmap plots a module's relative L2 dynamics ("dyn") or cache error ("err") over call × block.
+func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, error) {
+	calls, blocks := 0, 0
+	for _, s := range stats {
+		if s.Sample == nil && s.Block >= 0 && s.Module == module {
+			calls, blocks = max(calls, s.Call+1), max(blocks, s.Block+1)
+		}
+	}
+	if calls == 0 {
+		return nil, fmt.Errorf("no %s rows to plot", module)
+	}
+	g := newGrid(calls, blocks)
+	lo, hi, any := math.Inf(1), math.Inf(-1), false
+	for _, s := range stats {
+		if s.Sample != nil || s.Block < 0 || s.Module != module {
+			continue
+		}
+		v := s.DynRelL2
+		if field == "err" {
+			v = s.ErrRelL2
+		}
+		if v != nil && !math.IsNaN(*v) {
+			g.z[s.Call][s.Block] = *v
+			lo, hi, any = min(lo, *v), max(hi, *v), true
+		}
+	}
+	if !any {
+		return nil, fmt.Errorf("no %s values for %s (cache error needs --audit-samples > 0)", field, module)
+	}
+	pal := moreland.SmoothBlueRed()
+	pal.SetMin(lo)
+	pal.SetMax(math.Max(hi, lo+1e-12))
+	h := plotter.NewHeatMap(g, pal.Palette(64))
+	h.NaN = color.Gray{Y: 235} // not measured (e.g. no cache error on a fully computed step)
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("%s (blue %.3g → red %.3g; grey: none)", title, lo, hi)
+	p.X.Label.Text = "model call (0 = pure noise)"
+	p.Y.Label.Text = "block"
+	p.Add(h)
+	return p, nil
+}
+
+// ErrorAccumulation plots the sampler state's relative deviation from the uncached trajectory
+// over calls, one line per labelled run.
+func ErrorAccumulation(runs map[string][]store.StepStat, order []string) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = "deviation from the uncached trajectory"
+	p.X.Label.Text = "model call"
+	p.Y.Label.Text = "relative L2 of the sampler state"
+	n := 0
+	for i, label := range order {
+		var pts plotter.XYs
+		for _, s := range runs[label] {
+			if s.Sample == nil && s.Module == "state" && s.ErrRelL2 != nil {
+				pts = append(pts, plotter.XY{X: float64(s.Call), Y: *s.ErrRelL2})
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(pts)
+		if err != nil {
+			return nil, err
+		}
+		l.Color = palette(i)
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(label, l)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("no state error rows (record with --audit-samples > 0)")
+	}
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	return p, nil
+}
+
+// TokenRefresh plots how often each token of the gridH × gridW grid was recomputed on partial
+// steps (from the token indices of a full recording), summed over calls, blocks and rows.
+func TokenRefresh(stats []store.StepStat, gridH, gridW int, module string) (*plot.Plot, error) {
+	g := newGrid(gridW, gridH)
+	for c := range g.z {
+		for r := range g.z[c] {
+			g.z[c][r] = 0
+		}
+	}
+	found := false
+	for _, s := range stats {
+		if s.Sample != nil || s.Tokens == "" || s.Module != module {
+			continue
+		}
+		var rows [][]int32
+		if err := json.Unmarshal([]byte(s.Tokens), &rows); err != nil {
+			return nil, fmt.Errorf("call %d block %d: token indices: %w", s.Call, s.Block, err)
+		}
+		for _, row := range rows {
+			for _, t := range row {
+				if int(t) < gridH*gridW {
+					// Row 0 of the token grid at the top: y counts down (see the tick labels).
+					g.z[int(t)%gridW][gridH-1-int(t)/gridW]++
+					found = true
+				}
+			}
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("no recomputed token indices (record with --record full and a token-wise method)")
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for c := range g.z {
+		for _, v := range g.z[c] {
+			lo, hi = min(lo, v), max(hi, v)
+		}
+	}
+	pal := moreland.SmoothBlueRed()
+	pal.SetMin(lo)
+	pal.SetMax(math.Max(hi, lo+1))
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("times each token's %s was recomputed (blue %.0f → red %.0f)", module, lo, hi)
+	p.X.Label.Text = "token column"
+	p.Y.Label.Text = "token row"
+	p.Y.Tick.Marker = plot.TickerFunc(func(min, max float64) []plot.Tick {
+		var ts []plot.Tick
+		for y := 0; y < gridH; y++ {
+			label := ""
+			if (gridH-1-y)%max1(gridH/4) == 0 {
+				label = fmt.Sprint(gridH - 1 - y)
+			}
+			ts = append(ts, plot.Tick{Value: float64(y), Label: label})
+		}
+		return ts
+	})
+	p.Add(plotter.NewHeatMap(g, pal.Palette(64)))
+	return p, nil
+}
+
+func max1(v int) int { return max(v, 1) }
+
+func palette(i int) plotColor {
+	cols := []plotColor{{31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {255, 127, 14}, {148, 103, 189}, {140, 86, 75}}
+	return cols[i%len(cols)]
+}
+
+// Save writes a plot as PNG and SVG next to each other: dir/name.png, dir/name.svg.
+func Save(p *plot.Plot, dir, name string) ([]string, error) {
+	var out []string
+	for _, ext := range []string{".png", ".svg"} {
+		path := filepath.Join(dir, name+ext)
+		if err := p.Save(7*vg.Inch, 4*vg.Inch, path); err != nil {
+			return nil, err
+		}
+		out = append(out, path)
+	}
+	return out, nil
+}
