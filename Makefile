@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin/runbench
 
-.PHONY: all build setup test bench lint fuzz gpu-build clean
+.PHONY: all build setup test bench lint fuzz gpu-build clean docs-figures
 
 all: build
 
@@ -43,3 +43,14 @@ gpu-build:
 
 clean:
 	rm -rf bin out
+
+# docs-figures regenerates the diagnostics figures shown in the README (golden tiny model, ~1 min).
+docs-figures: build
+	rm -rf docs/figures /tmp/cachebench-docs && mkdir -p docs/figures
+	$(BIN) sample --weights testdata/caching/weights.safetensors --heads 4 --sampler ddim --steps 50 --cfg 1.5 \
+		--num 2 --batch 2 --method toca --param N=3 --record full --audit-samples 1 \
+		--db /tmp/cachebench-docs/diag.db --out-dir /tmp/cachebench-docs/toca
+	$(BIN) sample --weights testdata/caching/weights.safetensors --heads 4 --sampler ddim --steps 50 --cfg 1.5 \
+		--num 2 --batch 2 --method fora --param N=3 --record light --audit-samples 1 \
+		--db /tmp/cachebench-docs/diag.db --out-dir /tmp/cachebench-docs/fora
+	$(BIN) inspect 1 2 --db /tmp/cachebench-docs/diag.db --plots docs/figures --format md
