@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/cachebench/cachebench/internal/gx"
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
@@ -208,7 +209,7 @@ func (m *Model) run(key string, fn func([]*Node) []*Node, args []any) (res [][]f
 	m.mu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	err = tryCatch(func() {
+	err = gx.Catch(func() {
 		if e.exec == nil {
 			e.exec = MustNewExec(m.backend, fn).WithName("clip/" + key)
 			// Shapes vary only with the batch (at most BatchSize distinct sizes).
@@ -224,21 +225,6 @@ func (m *Model) run(key string, fn func([]*Node) []*Node, args []any) (res [][]f
 		return nil, fmt.Errorf("clip: %s graph: %w", key, err)
 	}
 	return res, nil
-}
-
-// tryCatch runs fn, converting a GoMLX panic (graph construction or execution error) into an error.
-func tryCatch(fn func()) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if e, ok := r.(error); ok {
-				err = e
-			} else {
-				err = fmt.Errorf("%v", r)
-			}
-		}
-	}()
-	fn()
-	return nil
 }
 
 func asArgs(ts []*tensors.Tensor) []any {

@@ -125,7 +125,7 @@ func TestFormulaWeightsChecksums(t *testing.T) {
 	for p, name := range names {
 		k := keys.Keys[p]
 		x := sd.Tensors[name]
-		if k.P != p || k.Key != name || !sameShape(k.Shape, x.Shape) {
+		if k.P != p || k.Key != name || !slices.Equal(k.Shape, x.Shape) {
 			t.Fatalf("key %d: %s %v, want %s %v (p=%d)", p, name, x.Shape, k.Key, k.Shape, k.P)
 		}
 		data := x.Data.([]float32)
@@ -339,7 +339,7 @@ func TestHFMapping(t *testing.T) {
 	}
 	for k, want := range sd.Tensors {
 		got, ok := back[k]
-		if !ok || !sameShape(got.Shape, want.Shape) || !slices.Equal(got.Data.([]float32), want.Data.([]float32)) {
+		if !ok || !slices.Equal(got.Shape, want.Shape) || !slices.Equal(got.Data.([]float32), want.Data.([]float32)) {
 			t.Errorf("round trip changed %q", k)
 		}
 	}

@@ -2,9 +2,10 @@ package clip
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -84,7 +85,7 @@ func HFToOpenAI(src map[string]*checkpoint.Tensor) (map[string]*checkpoint.Tenso
 	}
 	out := map[string]*checkpoint.Tensor{}
 	qkv := map[string]*[3]*checkpoint.Tensor{} // OpenAI in_proj key → q, k, v parts
-	for _, name := range sortedNames(src) {
+	for _, name := range slices.Sorted(maps.Keys(src)) {
 		t := src[name]
 		if hfBuffers[name] {
 			continue
@@ -140,7 +141,7 @@ func HFToOpenAI(src map[string]*checkpoint.Tensor) (map[string]*checkpoint.Tenso
 			}
 			if shape == nil {
 				shape = append([]int(nil), p.Shape...)
-			} else if !sameShape(p.Shape, shape) {
+			} else if !slices.Equal(p.Shape, shape) {
 				return nil, fmt.Errorf("%s: q, k and v projections have different shapes (%v, %v)", key, shape, p.Shape)
 			}
 			data = append(data, p.Data.([]float32)...)
@@ -158,7 +159,7 @@ func HFToOpenAI(src map[string]*checkpoint.Tensor) (map[string]*checkpoint.Tenso
 // projections to Linear weights. Every tensor of the result is F32.
 func OpenAIToHF(src map[string]*checkpoint.Tensor) (map[string]*checkpoint.Tensor, error) {
 	out := map[string]*checkpoint.Tensor{}
-	for _, name := range sortedNames(src) {
+	for _, name := range slices.Sorted(maps.Keys(src)) {
 		t := src[name]
 		if jitScalars[name] {
 			continue
@@ -273,16 +274,16 @@ func transpose2D(name string, t *checkpoint.Tensor) (*checkpoint.Tensor, error) 
 func (c Config) checkWeights(path string, sd map[string]*checkpoint.Tensor) error {
 	want := c.ExpectedShapes()
 	var problems []string
-	for _, k := range sortedNames(want) {
+	for _, k := range slices.Sorted(maps.Keys(want)) {
 		t, ok := sd[k]
 		switch {
 		case !ok:
 			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", k, want[k]))
-		case !sameShape(t.Shape, want[k]):
+		case !slices.Equal(t.Shape, want[k]):
 			problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", k, t.Shape, want[k]))
 		}
 	}
-	for _, k := range sortedNames(sd) {
+	for _, k := range slices.Sorted(maps.Keys(sd)) {
 		if _, ok := want[k]; !ok {
 			problems = append(problems, fmt.Sprintf("unexpected tensor %q (shape %v) for %s", k, sd[k].Shape, c))
 		}
@@ -415,7 +416,7 @@ func Load(b backends.Backend, path string, cfg Config) (*Model, error) {
 func FormulaWeights(c Config, seed uint64) *checkpoint.File {
 	shapes := c.ExpectedShapes()
 	f := &checkpoint.File{Path: fmt.Sprintf("formula(seed=%d)", seed), Tensors: map[string]*checkpoint.Tensor{}}
-	for p, key := range sortedNames(shapes) {
+	for p, key := range slices.Sorted(maps.Keys(shapes)) {
 		shape := shapes[key]
 		n := 1
 		for _, d := range shape {
@@ -467,25 +468,4 @@ func formulaU(s uint64, p, i int) float64 {
 	z = (z ^ (z >> 27)) * 0x94D049BB133111EB
 	z ^= z >> 31
 	return float64(z>>11)*0x1p-52 - 1
-}
-
-func sortedNames[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

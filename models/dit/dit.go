@@ -32,6 +32,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/ml/layers/activations"
 
 	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/internal/gx"
 )
 
 // FreqEmbedSize is the width of the sinusoidal timestep features (fixed in the reference).
@@ -189,26 +190,11 @@ func (m *Model) Forward(x []float32, t []float64, y []int64, opt Options) ([]flo
 		return nil, fmt.Errorf("forward: %w", err)
 	}
 	var out []float32
-	err := TryCatch(func() { out = m.forward(x, t, labels, plan, opt) })
+	err := gx.Catch(func() { out = m.forward(x, t, labels, plan, opt) })
 	if err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
 	}
 	return out, nil
-}
-
-// TryCatch runs fn, converting a GoMLX panic (graph construction or execution error) into an error.
-func TryCatch(fn func()) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if e, ok := r.(error); ok {
-				err = e
-			} else {
-				err = fmt.Errorf("%v", r)
-			}
-		}
-	}()
-	fn()
-	return nil
 }
 
 func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Plan, opt Options) []float32 {

@@ -1,8 +1,10 @@
 package dit
 
 import (
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/cachebench/cachebench/models/checkpoint"
 )
@@ -34,7 +36,7 @@ func RandomWeights(c Config, seed uint64) *checkpoint.File {
 	rng := rand.New(rand.NewPCG(seed, 0xd17))
 	f := &checkpoint.File{Path: "random", Tensors: map[string]*checkpoint.Tensor{}}
 	shapes := c.ExpectedShapes()
-	for _, k := range sortedKeys(shapes) {
+	for _, k := range slices.Sorted(maps.Keys(shapes)) {
 		shape := shapes[k]
 		n := 1
 		for _, d := range shape {

@@ -2,8 +2,9 @@ package dit
 
 import (
 	"fmt"
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -132,12 +133,12 @@ func InferConfig(f *checkpoint.File, heads int) (Config, error) {
 func (c Config) CheckWeights(f *checkpoint.File) error {
 	want := c.ExpectedShapes()
 	var problems []string
-	for _, k := range sortedKeys(want) {
+	for _, k := range slices.Sorted(maps.Keys(want)) {
 		t, ok := f.Tensors[k]
 		switch {
 		case !ok:
 			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", k, want[k]))
-		case !sameShape(t.Shape, want[k]):
+		case !slices.Equal(t.Shape, want[k]):
 			problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", k, t.Shape, want[k]))
 		}
 	}
@@ -233,25 +234,4 @@ func Load(b backends.Backend, path string, heads int) (*Model, error) {
 		return nil, err
 	}
 	return New(b, c, f)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

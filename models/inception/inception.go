@@ -14,9 +14,10 @@ package inception
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"runtime"
-	"sort"
+	"slices"
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
@@ -25,6 +26,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
+	"github.com/cachebench/cachebench/internal/gx"
 	"github.com/cachebench/cachebench/models/checkpoint"
 )
 
@@ -91,12 +93,12 @@ func Load(b backends.Backend, path string) (*Net, error) {
 func CheckWeights(f *checkpoint.File) error {
 	want := ExpectedShapes()
 	var problems []string
-	for _, k := range sortedKeys(want) {
+	for _, k := range slices.Sorted(maps.Keys(want)) {
 		t, ok := f.Tensors[k]
 		switch {
 		case !ok || t == nil:
 			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %s)", k, describeShape(want[k])))
-		case !sameShape(t.Shape, want[k]):
+		case !slices.Equal(t.Shape, want[k]):
 			problems = append(problems, fmt.Sprintf("tensor %q has shape %s, want %s", k, describeShape(t.Shape), describeShape(want[k])))
 		}
 	}
@@ -258,7 +260,7 @@ func (n *Net) Extract(images []uint8, count, h, w int, opt Options) (*Features, 
 	per := h * w * 3
 	for start := 0; start < count; start += bs {
 		m := min(bs, count-start)
-		err := tryCatch(func() {
+		err := gx.Catch(func() {
 			x := tensors.FromShape(shapes.Make(dtypes.Float32, m, InputSize, InputSize, 3))
 			tensors.MustMutableFlatData(x, func(flat []float32) {
 				preprocess(flat, images[start*per:(start+m)*per], m, h, w)
@@ -404,40 +406,4 @@ func (n *Net) exec(md mode) *Exec {
 	e.SetMaxCache(-1)
 	n.execs[md] = e
 	return e
-}
-
-// tryCatch runs fn, converting a GoMLX panic (graph construction or execution error) into an error.
-func tryCatch(fn func()) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			if e, ok := r.(error); ok {
-				err = e
-			} else {
-				err = fmt.Errorf("%v", r)
-			}
-		}
-	}()
-	fn()
-	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

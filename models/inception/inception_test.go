@@ -1,7 +1,9 @@
 package inception
 
 import (
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -95,7 +97,7 @@ func TestGoldenForward(t *testing.T) {
 			}
 			var worst float64
 			worstName := ""
-			for _, name := range sortedKeys(got.Traces) {
+			for _, name := range slices.Sorted(maps.Keys(got.Traces)) {
 				if _, ok := want.Tensors[name]; !ok {
 					t.Errorf("golden has no %s", name)
 					continue
