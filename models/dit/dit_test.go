@@ -1,4 +1,4 @@
-package dit
+package dit_test
 
 import (
 	"context"
@@ -15,15 +15,16 @@ import (
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/golden"
 	"github.com/cachebench/cachebench/models/checkpoint"
+	"github.com/cachebench/cachebench/models/dit"
 )
 
-func goldenModel(t testing.TB, file string) *Model {
+func goldenModel(t testing.TB, file string) *dit.Model {
 	t.Helper()
 	b, err := engine.New("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(b, golden.Path(file), 4)
+	m, err := dit.Load(b, golden.Path(file), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestForwardGolden(t *testing.T) {
 	probes := map[string][]float32{}
 	probe := func(name string, x *tensors.Tensor) { probes[name] = tensors.MustCopyFlatData[float32](x) }
 	t64 := toF64(golden.I64(t, g, "t"))
-	out, err := m.Forward(golden.F32(t, g, "x"), t64, golden.I64(t, g, "y"), Options{Probe: probe})
+	out, err := m.Forward(golden.F32(t, g, "x"), t64, golden.I64(t, g, "y"), dit.Options{Probe: probe})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +72,7 @@ func TestForwardGolden(t *testing.T) {
 
 	// CFG batch: forward on the combined batch, then guidance on channels 0–2.
 	xcfg := golden.F32(t, g, "x_cfg")
-	raw, err := m.Forward(xcfg, toF64(golden.I64(t, g, "t_cfg")), golden.I64(t, g, "y_cfg"), Options{})
+	raw, err := m.Forward(xcfg, toF64(golden.I64(t, g, "t_cfg")), golden.I64(t, g, "y_cfg"), dit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestCheckpointFormatsAgree(t *testing.T) {
 	var ref []float32
 	for _, file := range []string{"dit/weights.safetensors", "checkpoint/weights.pt", "checkpoint/train_checkpoint.pt"} {
 		m := goldenModel(t, file)
-		out, err := m.Forward(golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y"), Options{})
+		out, err := m.Forward(golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y"), dit.Options{})
 		if err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}
@@ -157,7 +158,7 @@ func TestPartialPlanInvariants(t *testing.T) {
 	x, ts, y := golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y")
 	l := m.Layout()
 	cache := hook.NewCache(l)
-	full, err := m.Forward(x, ts, y, Options{Cache: cache})
+	full, err := m.Forward(x, ts, y, dit.Options{Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,14 +180,14 @@ func TestPartialPlanInvariants(t *testing.T) {
 		}
 		return p
 	}
-	reuse, err := m.Forward(x, ts, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Reuse}), Cache: cache})
+	reuse, err := m.Forward(x, ts, y, dit.Options{Plan: plan(hook.ModulePlan{Action: hook.Reuse}), Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := golden.MaxAbs(reuse, full); e != 0 {
 		t.Errorf("reusing the caches of the same inputs changed the output by %.3g", e)
 	}
-	empty, err := m.Forward(x, ts, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: make([][]int32, 3)}), Cache: cache})
+	empty, err := m.Forward(x, ts, y, dit.Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: make([][]int32, 3)}), Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func TestPartialPlanInvariants(t *testing.T) {
 	}
 	// Partial refresh at a different timestep: selected rows change, others keep the cache.
 	ts2 := []float64{100, 200, 300} // differs from ts in every row
-	if _, err := m.Forward(x, ts2, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: rows(5)}), Cache: cache}); err != nil {
+	if _, err := m.Forward(x, ts2, y, dit.Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: rows(5)}), Cache: cache}); err != nil {
 		t.Fatal(err)
 	}
 	after := tensors.MustCopyFlatData[float32](cache.Out(1, 1))
@@ -227,15 +228,15 @@ func TestPartialPlanInvariants(t *testing.T) {
 	}
 	c1, c2 := hook.NewCache(l), hook.NewCache(l)
 	for _, c := range []*hook.Cache{c1, c2} {
-		if _, err := m.Forward(x, ts, y, Options{Cache: c}); err != nil {
+		if _, err := m.Forward(x, ts, y, dit.Options{Cache: c}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	a, err := m.Forward(x, ts2, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: all}), Cache: c1})
+	a, err := m.Forward(x, ts2, y, dit.Options{Plan: plan(hook.ModulePlan{Action: hook.Partial, Tokens: all}), Cache: c1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bOut, err := m.Forward(x, ts2, y, Options{Plan: plan(hook.ModulePlan{Action: hook.Full}), Cache: c2})
+	bOut, err := m.Forward(x, ts2, y, dit.Options{Plan: plan(hook.ModulePlan{Action: hook.Full}), Cache: c2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,14 +260,14 @@ func TestForwardErrors(t *testing.T) {
 		{x, []float64{1, 2}, []int64{1}, "2 timesteps and 1 labels"},
 		{append([]float32{float32(math.NaN())}, x[1:]...), []float64{1}, []int64{1}, "non-finite"},
 	} {
-		_, err := m.Forward(c.x, c.t, c.y, Options{})
+		_, err := m.Forward(c.x, c.t, c.y, dit.Options{})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("want error containing %q, got %v", c.want, err)
 		}
 	}
 	p := hook.FullPlan(m.Layout())
 	p.Blocks[2].Modules[0].Action = hook.Reuse
-	if _, err := m.Forward(x, []float64{1}, []int64{1}, Options{Plan: p}); err == nil || !strings.Contains(err.Error(), "block 2 attn") {
+	if _, err := m.Forward(x, []float64{1}, []int64{1}, dit.Options{Plan: p}); err == nil || !strings.Contains(err.Error(), "block 2 attn") {
 		t.Errorf("reuse without cache: got %v", err)
 	}
 }
@@ -276,7 +277,7 @@ func TestWeightErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := InferConfig(f, 4)
+	c, err := dit.InferConfig(f, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,20 +291,20 @@ func TestWeightErrors(t *testing.T) {
 	}
 	missing := clone()
 	delete(missing.Tensors, "blocks.3.mlp.fc2.bias")
-	if _, err := New(b, c, missing); err == nil || !strings.Contains(err.Error(), `missing tensor "blocks.3.mlp.fc2.bias"`) {
+	if _, err := dit.New(b, c, missing); err == nil || !strings.Contains(err.Error(), `missing tensor "blocks.3.mlp.fc2.bias"`) {
 		t.Errorf("missing tensor: %v", err)
 	}
 	extra := clone()
 	extra.Tensors["blocks.9.attn.qkv.weight"] = f.Tensors["blocks.0.attn.qkv.weight"]
-	if _, err := New(b, c, extra); err == nil || !strings.Contains(err.Error(), "unexpected tensor") {
+	if _, err := dit.New(b, c, extra); err == nil || !strings.Contains(err.Error(), "unexpected tensor") {
 		t.Errorf("extra tensor: %v", err)
 	}
 	bad := clone()
 	bad.Tensors["blocks.1.attn.proj.weight"] = checkpoint.NewF32(make([]float32, 64*32), 64, 32)
-	if _, err := New(b, c, bad); err == nil || !strings.Contains(err.Error(), "[64 32], want [64 64]") {
+	if _, err := dit.New(b, c, bad); err == nil || !strings.Contains(err.Error(), "[64 32], want [64 64]") {
 		t.Errorf("misshapen tensor: %v", err)
 	}
-	if _, err := InferConfig(f, 5); err == nil {
+	if _, err := dit.InferConfig(f, 5); err == nil {
 		t.Error("64 hidden / 5 heads: want error")
 	}
 }
@@ -311,12 +312,12 @@ func TestWeightErrors(t *testing.T) {
 // Other sizes run through the same code: patch 4, 3 channels, no learned sigma, 7 classes.
 func TestOtherConfigs(t *testing.T) {
 	b, _ := engine.New("")
-	for _, c := range []Config{
+	for _, c := range []dit.Config{
 		{InputSize: 16, PatchSize: 4, InChannels: 3, Hidden: 32, Depth: 2, Heads: 2, MLPRatio: 2, NumClasses: 7, LearnSigma: false},
 		{InputSize: 8, PatchSize: 2, InChannels: 1, Hidden: 48, Depth: 3, Heads: 3, MLPRatio: 4, NumClasses: 3, LearnSigma: true},
 	} {
-		f := RandomWeights(c, 1)
-		m, err := New(b, c, f)
+		f := dit.RandomWeights(c, 1)
+		m, err := dit.New(b, c, f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,9 +334,9 @@ func TestOtherConfigs(t *testing.T) {
 			t.Errorf("%s: sample has %d values", c, len(res.Sample))
 		}
 		// The architecture is recoverable from the weights alone (heads given).
-		got, err := InferConfig(f, c.Heads)
+		got, err := dit.InferConfig(f, c.Heads)
 		if err != nil || got != c {
-			t.Errorf("InferConfig = %+v, %v; want %+v", got, err, c)
+			t.Errorf("dit.InferConfig = %+v, %v; want %+v", got, err, c)
 		}
 	}
 }
@@ -358,7 +359,7 @@ func TestSkipAndPredict(t *testing.T) {
 	all, mid := hook.Span{From: 0, To: l.Depth - 1}, hook.Span{From: 1, To: 2}
 	p := hook.FullPlan(l)
 	p.Keep = []hook.Span{all, mid}
-	full, err := m.Forward(x, ts, y, Options{Plan: p, Cache: cache})
+	full, err := m.Forward(x, ts, y, dit.Options{Plan: p, Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +381,7 @@ func TestSkipAndPredict(t *testing.T) {
 		{"replace all blocks", skipPlan(all, hook.SkipReplace), 0},
 		{"residual of blocks 1-2", skipPlan(mid, hook.SkipResidual), 1e-6},
 	} {
-		out, err := m.Forward(x, ts, y, Options{Plan: c.plan, Cache: cache})
+		out, err := m.Forward(x, ts, y, dit.Options{Plan: c.plan, Cache: cache})
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
@@ -389,7 +390,7 @@ func TestSkipAndPredict(t *testing.T) {
 		}
 	}
 	// Cached spans survive the calls that used them.
-	if _, err := m.Forward(x, ts, y, Options{Plan: skipPlan(all, hook.SkipReplace), Cache: cache}); err != nil {
+	if _, err := m.Forward(x, ts, y, dit.Options{Plan: skipPlan(all, hook.SkipReplace), Cache: cache}); err != nil {
 		t.Fatalf("second replace: %v", err)
 	}
 	q := hook.FullPlan(l)
@@ -398,7 +399,7 @@ func TestSkipAndPredict(t *testing.T) {
 			q.Blocks[b].Modules[i] = hook.ModulePlan{Action: hook.Predict, Value: cache.Out(b, i)}
 		}
 	}
-	out, err := m.Forward(x, ts, y, Options{Plan: q, Cache: cache})
+	out, err := m.Forward(x, ts, y, dit.Options{Plan: q, Cache: cache})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +408,7 @@ func TestSkipAndPredict(t *testing.T) {
 		t.Errorf("predicting the cached values differs from the full call by %.3g", e)
 	}
 	bad := skipPlan(mid, hook.SkipResidual)
-	if _, err := m.Forward(x, ts, y, Options{Plan: bad, Cache: hook.NewCache(l)}); err == nil || !strings.Contains(err.Error(), "needs that range's cached") {
+	if _, err := m.Forward(x, ts, y, dit.Options{Plan: bad, Cache: hook.NewCache(l)}); err == nil || !strings.Contains(err.Error(), "needs that range's cached") {
 		t.Errorf("skip without a cached range: %v", err)
 	}
 }
@@ -417,19 +418,19 @@ func TestProbeAfterPlainCalls(t *testing.T) {
 	m := goldenModel(t, "dit/weights.safetensors")
 	g := golden.Open(t, "dit/forward.safetensors")
 	x, ts, y := golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y")
-	plain, err := m.Forward(x, ts, y, Options{})
+	plain, err := m.Forward(x, ts, y, dit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
-	probed, err := m.Forward(x, ts, y, Options{Probe: func(string, *tensors.Tensor) { n++ }})
+	probed, err := m.Forward(x, ts, y, dit.Options{Probe: func(string, *tensors.Tensor) { n++ }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if e := golden.MaxAbs(plain, probed); e != 0 || n == 0 {
 		t.Errorf("probed output differs by %.3g (%d probes)", e, n)
 	}
-	if _, err := m.Forward(x, ts, y, Options{}); err != nil {
+	if _, err := m.Forward(x, ts, y, dit.Options{}); err != nil {
 		t.Fatal(err)
 	}
 }
