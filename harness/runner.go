@@ -14,6 +14,7 @@ import (
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/methods"
+	"github.com/cachebench/cachebench/metrics"
 )
 
 // Model is what the runner samples: a denoiser that also counts the FLOPs of its plans.
@@ -38,6 +39,9 @@ type Config struct {
 	NumSamples int            `json:"num_samples"`
 	Labels     []int64        `json:"labels,omitempty"` // cycled over the samples; nil = drawn from (seed, index)
 	Backend    string         `json:"backend"`
+	// Features names the feature extractor whose output is stored with every sample (nil: none);
+	// the stored features are results too, so another extractor is another run.
+	Features *FeatureSpec `json:"features,omitempty"`
 }
 
 // Job is one configuration to sample into a results database.
@@ -52,8 +56,12 @@ type Job struct {
 	Compare   bool      // also time method none on every batch (realized speedup)
 	Record    Level     // step_stats recording (RecordOff, RecordLight, RecordFull)
 	Audit     int       // images per batch audited for cache error (shadow full passes)
-	GitRev    string
-	Progress  func(done, total int)
+	// Extractor computes the features of every batch's images (Config.Features names it).
+	Extractor metrics.Extractor
+	// DiscardOutputs deletes each sample's file once hashed (the row keeps the hash; large sweeps).
+	DiscardOutputs bool
+	GitRev         string
+	Progress       func(done, total int)
 }
 
 // Shard selects the contiguous part I of N of the sample index range.
@@ -100,17 +108,13 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 			return nil, fmt.Errorf("label %d out of range [0, %d)", y, spec.NumClasses)
 		}
 	}
-	info, err := methods.Lookup(c.Method)
-	if err != nil {
-		return nil, err
-	}
-	if c.Params, err = info.Parse(job.RawParams); err != nil {
-		return nil, err
-	}
 	if c.Backend == "" {
 		c.Backend = engine.Describe(job.Model.Backend())
 	}
-	cj, err := store.CanonicalJSON(c)
+	if err := checkFeatures(c.Features, job.Extractor, spec); err != nil {
+		return nil, err
+	}
+	c, cj, err := ResolveConfig(c, job.RawParams)
 	if err != nil {
 		return nil, err
 	}
@@ -121,13 +125,13 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		return nil, err
 	}
 	res := &JobResult{Run: run}
-	done, err := job.DB.Samples(run.ID)
+	done, err := job.DB.SampleIndices(run.ID)
 	if err != nil {
 		return nil, err
 	}
 	have := map[int]bool{}
-	for _, s := range done {
-		have[s.Index] = true
+	for _, i := range done {
+		have[i] = true
 	}
 	lo, hi := job.Shard.Range(c.NumSamples)
 	batches := missingBatches(lo, hi, job.BatchSize, have)
@@ -199,7 +203,9 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 			req.Recorder = rec
 		}
 		t0 := time.Now()
-		out, err := Sample(ctx, job.Model, req)
+		// The batch in flight finishes even when ctx ends (SIGINT): its work is committed below
+		// and the loop stops before the next batch.
+		out, err := Sample(context.WithoutCancel(ctx), job.Model, req)
 		if cache != nil {
 			cache.Reset()
 		}
@@ -217,23 +223,39 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		bt.Images = B
 		if job.Compare && c.Method != "none" {
 			req.Recorder = nil
-			bb, err := TimeBaseline(ctx, job.Model, req)
+			bb, err := TimeBaseline(context.WithoutCancel(ctx), job.Model, req)
 			if err != nil {
 				return res, err
 			}
 			base.Merge(*bb)
 		}
-		batch := store.Batch{Index: idx[0], FirstSample: idx[0], NumSamples: B, WallMS: float64(wall.Microseconds()) / 1000, Timings: bt.StoreRows()}
+		batch := store.Batch{Index: idx[0], FirstSample: idx[0], NumSamples: B, WallMS: float64(wall.Microseconds()) / 1000, Timings: bt.StoreRows(),
+			FLOPs: bt.FLOPs}
 		if rec != nil {
 			batch.StepStats = rec.Stats()
+		}
+		feats, err := batchFeatures(job.Extractor, c.Features, out.Sample, B, spec)
+		if err != nil {
+			_ = job.DB.SetStatus(run.ID, store.StatusFailed)
+			return res, err
 		}
 		for j, i := range idx {
 			path, hash, err := WriteSample(job.OutDir, i, out.Sample[j*per:(j+1)*per], spec.Channels, spec.Height, spec.Width)
 			if err != nil {
 				return res, err
 			}
+			if job.DiscardOutputs {
+				if err := os.Remove(path); err != nil {
+					return res, err
+				}
+				path = ""
+			}
 			label := int(ys[j])
-			batch.Samples = append(batch.Samples, store.Sample{Index: i, Label: &label, NoiseSeed: c.Seed, OutputPath: path, OutputHash: hash})
+			s := store.Sample{Index: i, Label: &label, NoiseSeed: c.Seed, OutputPath: path, OutputHash: hash}
+			if feats != nil {
+				s.Features = feats[j]
+			}
+			batch.Samples = append(batch.Samples, s)
 		}
 		if err := job.DB.CommitBatch(run.ID, batch); err != nil {
 			return res, err
@@ -247,10 +269,25 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 	if job.Compare && c.Method != "none" {
 		res.Base = &base
 	}
-	if all, err := job.DB.Samples(run.ID); err == nil && len(all) == c.NumSamples {
+	if all, err := job.DB.SampleIndices(run.ID); err == nil && len(all) == c.NumSamples {
 		return res, job.DB.SetStatus(run.ID, store.StatusDone)
 	}
 	return res, nil
+}
+
+// ResolveConfig validates a configuration's method parameters into c.Params (defaults filled in,
+// so equal settings hash equally however they were written) and returns it with its canonical
+// JSON, whose hash keys the run.
+func ResolveConfig(c Config, raw map[string]string) (Config, []byte, error) {
+	info, err := methods.Lookup(c.Method)
+	if err != nil {
+		return c, nil, err
+	}
+	if c.Params, err = info.Parse(raw); err != nil {
+		return c, nil, err
+	}
+	cj, err := store.CanonicalJSON(c)
+	return c, cj, err
 }
 
 // missingBatches groups the missing sample indices of [lo, hi) into batches of consecutive

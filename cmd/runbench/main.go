@@ -24,6 +24,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("backend", "", `GoMLX backend ("go:ops_sequential" by default, "xla:cuda" in an -tags xla build); also $GOMLX_BACKEND`)
-	root.AddCommand(newForwardCmd(), newSampleCmd(), newFlopsCmd(), newMethodsCmd(), newFIDCmd(), newStatsCmd(), newMetricsCmd(), newClipScoreCmd(), newTokenizeCmd(), newFeaturesCmd())
+	root.AddCommand(newForwardCmd(), newSampleCmd(), newFlopsCmd(), newMethodsCmd(), newFIDCmd(), newStatsCmd(), newMetricsCmd(), newClipScoreCmd(), newTokenizeCmd(), newFeaturesCmd(), newInspectCmd(), newReportCmd(), newRunCmd(), newMergeCmd())
 	return root
 }

@@ -36,6 +36,7 @@ type Batch struct {
 	FirstSample int        // FirstSample is the index of the batch's first sample.
 	NumSamples  int        // NumSamples is the number of samples the batch covers.
 	WallMS      float64    // WallMS is the wall-clock duration of the batch in milliseconds.
+	FLOPs       int64      // FLOPs is what the batch's model calls executed, all rows (0 = not counted, stored as NULL).
 	Samples     []Sample   // Samples are the batch's samples; their indices must lie in [FirstSample, FirstSample+NumSamples).
 	Timings     []Timing   // Timings are the batch's timings.
 	StepStats   []StepStat // StepStats are the batch's recorded dynamics and cache errors.
@@ -57,6 +58,8 @@ func (db *DB) CommitBatch(runID int64, b Batch) error {
 		return fail("sample range overflows")
 	case !finite(b.WallMS) || b.WallMS < 0:
 		return fail("invalid wall_ms %v", b.WallMS)
+	case b.FLOPs < 0:
+		return fail("negative flops %d", b.FLOPs)
 	}
 	end := b.FirstSample + b.NumSamples
 	for _, s := range b.Samples {
@@ -96,8 +99,8 @@ func (db *DB) CommitBatch(runID int64, b Batch) error {
 	}
 
 	now := fmtTime(time.Now())
-	if _, err := tx.Exec(`INSERT INTO batches (run_id, batch_index, first_sample, num_samples, wall_ms, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?)`, runID, b.Index, b.FirstSample, b.NumSamples, b.WallMS, now); err != nil {
+	if _, err := tx.Exec(`INSERT INTO batches (run_id, batch_index, first_sample, num_samples, wall_ms, finished_at, flops)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`, runID, b.Index, b.FirstSample, b.NumSamples, b.WallMS, now, nullInt(b.FLOPs)); err != nil {
 		return fail("insert batch: %w", err)
 	}
 	if len(b.Samples) > 0 {

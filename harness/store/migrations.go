@@ -12,6 +12,7 @@ var migrations = []string{
 	1: schemaV1,
 	2: schemaV2,
 	3: schemaV3,
+	4: schemaV4,
 }[1:]
 
 // schemaV1 creates the meta, runs, samples, batches and timings tables.
@@ -131,4 +132,19 @@ CREATE TABLE step_stats (
 );
 CREATE INDEX step_stats_key ON step_stats (run_id, step, block, module);
 CREATE INDEX step_stats_sample ON step_stats (run_id, sample);
+`
+
+// schemaV4 records FLOPs: what each batch executed (from the plans that ran) and, per run, the
+// planned FLOPs per image with the speedup over method none (the papers' convention).
+const schemaV4 = `
+ALTER TABLE batches ADD COLUMN flops INTEGER CHECK (flops IS NULL OR flops >= 0);
+
+CREATE TABLE run_flops (
+	run_id                   INTEGER PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+	flops_per_image          INTEGER NOT NULL CHECK (flops_per_image >= 0),
+	baseline_flops_per_image INTEGER NOT NULL CHECK (baseline_flops_per_image >= 0),
+	speedup                  REAL    NOT NULL,
+	rows_per_image           INTEGER NOT NULL CHECK (rows_per_image > 0),
+	convention               TEXT    NOT NULL
+);
 `

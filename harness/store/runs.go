@@ -84,16 +84,7 @@ func (db *DB) EnsureRun(r Run) (Run, bool, error) {
 	case !errors.Is(err, sql.ErrNoRows):
 		return Run{}, false, db.errf("ensure run: %w", err)
 	}
-	res, err := tx.Exec(`INSERT INTO runs (config_hash, config_json, method, model, weights_hash, sampler, steps,
-		cfg_scale, seed, num_samples, batch_size, backend, device, git_rev, status, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.ConfigHash, r.ConfigJSON, nullStr(r.Method), nullStr(r.Model), nullStr(r.WeightsHash), nullStr(r.Sampler),
-		r.Steps, r.CFGScale, r.Seed, r.NumSamples, r.BatchSize, nullStr(r.Backend), nullStr(r.Device), nullStr(r.GitRev),
-		r.Status, fmtTime(r.CreatedAt), fmtTime(r.UpdatedAt))
-	if err != nil {
-		return Run{}, false, db.errf("ensure run: insert: %w", err)
-	}
-	id, err := res.LastInsertId()
+	id, err := insertRun(tx, r)
 	if err != nil {
 		return Run{}, false, db.errf("ensure run: %w", err)
 	}
@@ -169,6 +160,20 @@ func (db *DB) SetStatus(runID int64, status string) error {
 		return db.errf("set status of run %d: %w", runID, ErrNotFound)
 	}
 	return nil
+}
+
+// insertRun inserts a run row (its ID is ignored) and returns the new ID.
+func insertRun(tx *sql.Tx, r Run) (int64, error) {
+	res, err := tx.Exec(`INSERT INTO runs (config_hash, config_json, method, model, weights_hash, sampler, steps,
+		cfg_scale, seed, num_samples, batch_size, backend, device, git_rev, status, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ConfigHash, r.ConfigJSON, nullStr(r.Method), nullStr(r.Model), nullStr(r.WeightsHash), nullStr(r.Sampler),
+		r.Steps, r.CFGScale, r.Seed, r.NumSamples, r.BatchSize, nullStr(r.Backend), nullStr(r.Device), nullStr(r.GitRev),
+		r.Status, fmtTime(r.CreatedAt), fmtTime(r.UpdatedAt))
+	if err != nil {
+		return 0, fmt.Errorf("insert: %w", err)
+	}
+	return res.LastInsertId()
 }
 
 func validStatus(s string) bool {

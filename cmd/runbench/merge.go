@@ -1,0 +1,115 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cachebench/cachebench/experiments"
+	"github.com/cachebench/cachebench/harness"
+	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/harness/store"
+)
+
+func newMergeCmd() *cobra.Command {
+	var metricsFrom string
+	cmd := &cobra.Command{
+		Use:   "merge OUT.db IN.db... [--metrics EXPERIMENT.toml]",
+		Short: "Combine shard databases into one (refusing mismatched configurations); optionally compute metrics",
+		Long: `Copies every run of each IN.db into OUT.db (created if absent), each input in one transaction.
+Runs are matched by config hash; the same hash with a different configuration is refused, and so
+is a sample index present in both files with a different output hash, label, noise seed or
+features. A batch already present with identical samples is skipped, so merging a file twice
+changes nothing. Runs that hold all their samples afterwards are marked done.
+
+The result equals the unsharded run's file in everything results depend on (runbench's
+ResultRows: runs, samples with their output hashes and features, covered sample ranges,
+metrics, planned FLOPs); ids, times, timings and batch boundaries differ.
+
+--metrics EXPERIMENT computes, for every complete run with stored features, the metrics of the
+experiment's [metrics] section from those features (metrics that need all samples, such as FID,
+are only meaningful after the merge). Running ` + "`runbench run EXPERIMENT --db OUT.db`" + ` does the same.`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			out, ins := args[0], args[1:]
+			if err := mkdirFor(out); err != nil {
+				return err
+			}
+			db, err := store.Open(out)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			for _, in := range ins {
+				st, err := db.Merge(in)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d runs (%d new), %d batches with %d samples copied, %d batches already present, %d metrics\n",
+					in, st.Runs, st.NewRuns, st.Batches, st.Samples, st.Duplicates, st.Metrics)
+			}
+			runs, err := db.Runs()
+			if err != nil {
+				return err
+			}
+			done := 0
+			for _, r := range runs {
+				if r.Status == store.StatusDone {
+					done++
+				}
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d runs, %d complete\n", out, len(runs), done)
+			if metricsFrom == "" {
+				return nil
+			}
+			return mergeMetrics(cmd, db, runs, metricsFrom)
+		},
+	}
+	cmd.Flags().StringVar(&metricsFrom, "metrics", "", "experiment file whose [metrics] to compute for every complete run with stored features")
+	return cmd
+}
+
+// mergeMetrics computes an experiment's metrics for every complete run of db with stored features.
+func mergeMetrics(cmd *cobra.Command, db *store.DB, runs []store.Run, path string) error {
+	e, err := loadExperiment(path, experiments.Overrides{MetricsOnly: true})
+	if err != nil {
+		return err
+	}
+	if e.Metrics == nil {
+		return fmt.Errorf("--metrics %s: the file has no [metrics] section", path)
+	}
+	backend, _ := cmd.Flags().GetString("backend")
+	if backend == "" {
+		backend = e.Model.Backend
+	}
+	ex, spec, err := openMetrics(e.Metrics, engine.Config(backend))
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, r := range runs {
+		var c harness.Config
+		if err := json.Unmarshal([]byte(r.ConfigJSON), &c); err != nil || c.Features == nil || r.Status != store.StatusDone {
+			continue
+		}
+		if c.Features.Extractor != ex.ID() {
+			fmt.Fprintf(cmd.ErrOrStderr(), "run %d (%s): features from %s, not %s; skipped\n", r.ID, short(r.ConfigHash), c.Features.Extractor, ex.ID())
+			continue
+		}
+		ms, err := harness.EvaluateRun(db, r, *spec)
+		if err != nil {
+			return fmt.Errorf("run %d (%s): %w", r.ID, short(r.ConfigHash), err)
+		}
+		line := fmt.Sprintf("run %d (%s, %s)", r.ID, short(r.ConfigHash), r.Method)
+		for _, m := range ms {
+			line += fmt.Sprintf("  %s %.4f", m.Name, m.Value)
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), line)
+		n++
+	}
+	if n == 0 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "no complete run with stored features: nothing to compute (latent models store no features yet)")
+	}
+	return nil
+}

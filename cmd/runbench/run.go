@@ -1,0 +1,482 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/cachebench/cachebench/datasets"
+	"github.com/cachebench/cachebench/experiments"
+	"github.com/cachebench/cachebench/harness"
+	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/metrics"
+	"github.com/cachebench/cachebench/models/checkpoint"
+	"github.com/cachebench/cachebench/models/dit"
+	"github.com/cachebench/cachebench/models/inception"
+)
+
+// randomWeightsHash is what a run records as its weights when it has none (dit.RandomWeights
+// with seed 0), the same as `runbench sample`, so both find each other's runs.
+const randomWeightsHash = "random-seed-0"
+
+// sweepFlags are the flags of `runbench run`.
+type sweepFlags struct {
+	db, shard, out string
+	samples, batch int
+	randomWeights  bool
+	noMetrics      bool
+	list           bool
+}
+
+func newRunCmd() *cobra.Command {
+	var f sweepFlags
+	cmd := &cobra.Command{
+		Use:   "run EXPERIMENT.toml [--db DB] [--samples N] [--shard i/n]",
+		Short: "Run an experiment file: every method and parameter point, resumable, shardable",
+		Long: `Runs every configuration of an experiment file (experiments/README.md documents the format)
+into one SQLite file. Every configuration sees the same (noise, label) for each sample index.
+A configuration already finished is skipped; one that was killed resumes at its first missing
+batch. Ctrl-C finishes the batch in flight, commits it and exits (a second Ctrl-C aborts at once,
+losing only that batch).
+
+--shard i/n (0 ≤ i < n) samples the i-th contiguous part of every configuration's sample range
+into its own file (default OUTPUT/results-shard-i-of-n.db); combine the files with
+` + "`runbench merge`" + `, which also computes the metrics that need all samples.
+
+--samples, --batch, --random-weights and --no-metrics make a smoke test of a full-size file, e.g.
+  runbench run experiments/toca_dit_ddim50.toml --samples 8 --random-weights --no-metrics
+(a different sample count is a different configuration, so it never mixes with the full run).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return runExperiment(cmd, args[0], f) },
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.db, "db", "", "results database (default OUTPUT/results.db, or OUTPUT/results-shard-i-of-n.db with --shard)")
+	fl.StringVar(&f.shard, "shard", "", "i/n: sample only part i (0-based) of n of every configuration's sample indices")
+	fl.StringVar(&f.out, "out", "", "output folder (overrides the file's output)")
+	fl.IntVar(&f.samples, "samples", 0, "samples per configuration (overrides sampling.samples; for smoke tests)")
+	fl.IntVar(&f.batch, "batch", 0, "samples per model call (overrides sampling.batch; changes no result)")
+	fl.BoolVar(&f.randomWeights, "random-weights", false, "ignore model.weights and use random weights (smoke tests; needs model.preset or model.arch)")
+	fl.BoolVar(&f.noMetrics, "no-metrics", false, "ignore the [metrics] section")
+	fl.BoolVar(&f.list, "list", false, "print the configurations and their state, run nothing")
+	return cmd
+}
+
+// parseShard reads "i/n" with 0 ≤ i < n.
+func parseShard(s string) (harness.Shard, error) {
+	if s == "" {
+		return harness.Shard{}, nil
+	}
+	var sh harness.Shard
+	var rest string
+	if n, _ := fmt.Sscanf(s, "%d/%d%s", &sh.I, &sh.N, &rest); n != 2 || sh.N < 1 || sh.I < 0 || sh.I >= sh.N {
+		return harness.Shard{}, fmt.Errorf("--shard %q: want i/n with 0 ≤ i < n, e.g. 0/4", s)
+	}
+	return sh, nil
+}
+
+// sweepDBPath is where a run (or one shard of it) is recorded by default.
+func sweepDBPath(e *experiments.Experiment, sh harness.Shard) string {
+	if sh.N > 1 {
+		return filepath.Join(e.Output, fmt.Sprintf("results-shard-%d-of-%d.db", sh.I, sh.N))
+	}
+	return filepath.Join(e.Output, "results.db")
+}
+
+// loadExperiment loads a file and turns its problems into one error listing all of them.
+func loadExperiment(path string, o experiments.Overrides) (*experiments.Experiment, error) {
+	e, err := experiments.Load(path, o)
+	var probs experiments.Problems
+	if errors.As(err, &probs) {
+		return nil, fmt.Errorf("%d problem(s) in %s:\n%s", len(probs), path, probs.Error())
+	}
+	return e, err
+}
+
+// resolvedModel is an experiment's model without its weights on a device yet.
+type resolvedModel struct {
+	cfg     dit.Config
+	weights string // weights hash recorded in the configurations
+	load    func(backend string) (*dit.Model, error)
+}
+
+// resolveModel works out an experiment's architecture and weights hash, and how to build it:
+// a preset or arch is known without reading the weights; weights with heads only are read now.
+func resolveModel(m experiments.Model) (*resolvedModel, error) {
+	random := func(c dit.Config) *resolvedModel {
+		return &resolvedModel{cfg: c, weights: randomWeightsHash, load: func(backend string) (*dit.Model, error) {
+			b, err := engine.New(backend)
+			if err != nil {
+				return nil, err
+			}
+			return dit.New(b, c, dit.RandomWeights(c, 0))
+		}}
+	}
+	if m.Arch != nil {
+		return random(*m.Arch), nil
+	}
+	var preset *dit.Config
+	if m.Preset != "" {
+		c, err := dit.Preset(m.Preset, m.ImageSize)
+		if err != nil {
+			return nil, fmt.Errorf("model.preset: %w", err)
+		}
+		preset = &c
+	}
+	if m.Weights == "" {
+		if preset == nil {
+			return nil, fmt.Errorf("model: give a preset, an arch or weights")
+		}
+		return random(*preset), nil
+	}
+	hash, err := checkpoint.FileHash(m.Weights)
+	if err != nil {
+		return nil, err
+	}
+	heads := m.Heads
+	if heads == 0 && preset != nil {
+		heads = preset.Heads
+	}
+	infer := func() (*checkpoint.File, dit.Config, error) {
+		file, err := checkpoint.Load(m.Weights)
+		if err != nil {
+			return nil, dit.Config{}, err
+		}
+		c, err := dit.InferConfig(file, heads)
+		if err != nil {
+			return nil, dit.Config{}, err
+		}
+		if preset != nil && c.String() != preset.String() {
+			return nil, dit.Config{}, fmt.Errorf("%s holds %s, which is not model.preset %s at image_size %d (%s)", m.Weights, c, m.Preset, m.ImageSize, *preset)
+		}
+		return file, c, nil
+	}
+	rm := &resolvedModel{weights: hash}
+	var file *checkpoint.File
+	if preset != nil {
+		rm.cfg = *preset // checked against the weights when they are loaded
+	} else if file, rm.cfg, err = infer(); err != nil {
+		return nil, err
+	}
+	rm.load = func(backend string) (*dit.Model, error) {
+		if file == nil {
+			var err error
+			if file, _, err = infer(); err != nil {
+				return nil, err
+			}
+		}
+		b, err := engine.New(backend)
+		if err != nil {
+			return nil, err
+		}
+		return dit.New(b, rm.cfg, file)
+	}
+	return rm, nil
+}
+
+// sweepMetrics opens the extractor and the reference of an experiment's [metrics] (nil, nil
+// and a reason when the model's outputs are latents, which have no image features yet).
+func sweepMetrics(e *experiments.Experiment, c dit.Config, backend string) (*lazyInception, *harness.MetricsSpec, string, error) {
+	if e.Metrics == nil {
+		return nil, nil, "", nil
+	}
+	if c.InChannels != 3 {
+		return nil, nil, fmt.Sprintf("metrics skipped: the model outputs %d-channel %dx%d latents; image features need a VAE decoder, "+
+			"which cachebench does not have yet (the latents are stored, so metrics can be computed once it exists)",
+			c.InChannels, c.InputSize, c.InputSize), nil
+	}
+	ex, spec, err := openMetrics(e.Metrics, backend)
+	return ex, spec, "", err
+}
+
+// lazyInception is the Inception extractor whose network is loaded at its first use: a rerun
+// of a finished sweep, or metrics from stored features, never pays for compiling it.
+type lazyInception struct {
+	id, weights, backend string
+	once                 sync.Once
+	inner                *inceptionExtractor
+	err                  error
+}
+
+// ID names the network and its weights hash.
+func (l *lazyInception) ID() string { return l.id }
+
+// Extract loads the network once, then extracts.
+func (l *lazyInception) Extract(pix []uint8, n, h, w int, progress func(done, total int)) (*metrics.Features, error) {
+	l.once.Do(func() {
+		b, err := engine.New(l.backend)
+		if err != nil {
+			l.err = err
+			return
+		}
+		net, err := inception.Load(b, l.weights)
+		if err != nil {
+			l.err = fmt.Errorf("metrics.weights: %w", err)
+			return
+		}
+		l.inner = &inceptionExtractor{net: net, id: l.id, batch: inception.DefaultBatchSize}
+	})
+	if l.err != nil {
+		return nil, l.err
+	}
+	return l.inner.Extract(pix, n, h, w, progress)
+}
+
+// inceptionFeatures is the stored feature layout of an Inception extractor.
+func inceptionFeatures(id string) *harness.FeatureSpec {
+	return &harness.FeatureSpec{Extractor: id, Pool: inception.Pool3Dim, Spatial: inception.SpatialDim, Logits: inception.NumLogits}
+}
+
+// openMetrics prepares the Inception extractor and the reference statistics of a [metrics]
+// section; reference images are read and extracted only when a metric needs them.
+func openMetrics(em *experiments.Metrics, backend string) (*lazyInception, *harness.MetricsSpec, error) {
+	hash, err := checkpoint.FileHash(em.Weights)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics.weights: %w", err)
+	}
+	ex := &lazyInception{id: "pytorch-fid-inception-v3@" + hash[:16], weights: em.Weights, backend: backend}
+	ref, err := metrics.ReadRefStats(em.Reference)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics.reference: %w", err)
+	}
+	spec := &harness.MetricsSpec{Names: em.Names, Ref: ref, Reference: em.Reference, Resize: resizeInception}
+	if p := em.ReferenceImages; p != "" {
+		var once sync.Once
+		var feats *metrics.Features
+		var ferr error
+		spec.RefFeatures = func() (*metrics.Features, error) {
+			once.Do(func() {
+				im, err := datasets.ReadImages(p)
+				if err != nil {
+					ferr = fmt.Errorf("metrics.reference_images: %w", err)
+					return
+				}
+				feats, ferr = ex.Extract(im.Pix, im.N, im.H, im.W, nil)
+			})
+			return feats, ferr
+		}
+	}
+	return ex, spec, nil
+}
+
+// interruptContext is cancelled by the first SIGINT or SIGTERM (the sweep finishes its batch in
+// flight; SIGTERM is what Slurm sends on preemption and scancel); a second signal exits at once,
+// which loses only that batch (every batch is one transaction).
+func interruptContext(w io.Writer) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		n := 0
+		for range ch {
+			n++
+			if n == 1 {
+				fmt.Fprintln(w, "\ninterrupt: finishing the batch in flight, then stopping (Ctrl-C again to stop now)")
+				cancel()
+				continue
+			}
+			fmt.Fprintln(w, "\ninterrupt: stopping now; the batch in flight is lost, committed batches are kept")
+			os.Exit(130)
+		}
+	}()
+	return ctx, func() { signal.Stop(ch); close(ch); cancel() }
+}
+
+func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
+	sh, err := parseShard(f.shard)
+	if err != nil {
+		return err
+	}
+	if f.samples < 0 || f.batch < 0 {
+		return fmt.Errorf("--samples %d and --batch %d must be positive", f.samples, f.batch)
+	}
+	e, err := loadExperiment(path, experiments.Overrides{Samples: f.samples, Batch: f.batch, Output: f.out,
+		RandomWeights: f.randomWeights, NoMetrics: f.noMetrics})
+	if err != nil {
+		return err
+	}
+	stderr := cmd.ErrOrStderr()
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) }
+	backendFlag, _ := cmd.Flags().GetString("backend")
+	if backendFlag == "" {
+		backendFlag = e.Model.Backend
+	}
+	backend := engine.Config(backendFlag)
+	rm, err := resolveModel(e.Model)
+	if err != nil {
+		return err
+	}
+	level, err := harness.ParseLevel(e.Record)
+	if err != nil {
+		return fmt.Errorf("%s: record: %w", path, err)
+	}
+	dbPath := f.db
+	if dbPath == "" {
+		dbPath = sweepDBPath(e, sh)
+	}
+	var db *store.DB
+	if _, statErr := os.Stat(dbPath); !f.list || statErr == nil { // listing creates nothing
+		if err := mkdirFor(dbPath); err != nil {
+			return err
+		}
+		if db, err = store.Open(dbPath); err != nil {
+			return err
+		}
+		defer db.Close()
+	}
+
+	var ex *lazyInception
+	var mspec *harness.MetricsSpec
+	var features *harness.FeatureSpec
+	if !f.list {
+		var why string
+		if ex, mspec, why, err = sweepMetrics(e, rm.cfg, backend); err != nil {
+			return err
+		}
+		if why != "" {
+			logf("%s", why)
+		}
+		if ex != nil {
+			features = inceptionFeatures(ex.ID())
+		}
+	} else if e.Metrics != nil && rm.cfg.InChannels == 3 {
+		// Listing must show the same hashes as running: the features are part of the configuration.
+		hash, err := checkpoint.FileHash(e.Metrics.Weights)
+		if err != nil {
+			return err
+		}
+		features = inceptionFeatures("pytorch-fid-inception-v3@" + hash[:16])
+	}
+	items := harness.ExperimentItems(e, rm.cfg.String(), rm.weights, backend, features)
+	if f.list {
+		return listSweep(cmd.OutOrStdout(), db, items)
+	}
+	sw := harness.Sweep{Items: items, Arch: rm.cfg, DB: db, OutDir: filepath.Join(e.Output, "samples"), BatchSize: e.Sampling.Batch,
+		Shard: sh, Record: level, Audit: e.Audit, DiscardOutputs: e.Outputs == experiments.OutputsHash, Metrics: mspec, GitRev: gitRev(),
+		Log: func(msg string) { logf("%s", msg) }}
+	if ex != nil {
+		sw.Extractor = ex
+	}
+	var model *dit.Model
+	sw.Load = func() (harness.Model, error) {
+		logf("loading %s (%s) on %s", rm.cfg, rm.weights, backend)
+		m, err := rm.load(backend)
+		model = m
+		return m, err
+	}
+	var bar *progressbar.ProgressBar
+	cur := -1
+	sw.Progress = func(p harness.SweepProgress) {
+		if p.Item != cur {
+			if bar != nil {
+				_ = bar.Finish()
+				fmt.Fprintln(stderr)
+			}
+			cur = p.Item
+			bar = progressbar.NewOptions(p.Total, progressbar.OptionSetWriter(stderr), progressbar.OptionShowCount(),
+				progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionSetWidth(20),
+				progressbar.OptionThrottle(200*time.Millisecond))
+		}
+		eta := "?"
+		if p.AllDone > 0 {
+			left := time.Duration(float64(time.Since(p.AllStart)) / float64(p.AllDone) * float64(p.AllTotal-p.AllDone))
+			eta = left.Round(time.Second).String()
+		}
+		bar.Describe(fmt.Sprintf("[%d/%d] %s | all %d/%d, ETA %s |", p.Item+1, p.Items, p.Label, p.AllDone, p.AllTotal, eta))
+		_ = bar.Set(p.Done)
+	}
+	ctx, stop := interruptContext(stderr)
+	defer stop()
+	logf("%s: %d configurations × %d samples (shard %s) → %s", path, len(items), e.Sampling.Samples, shardName(sh), dbPath)
+	res, err := harness.RunSweep(ctx, sw)
+	if bar != nil {
+		_ = bar.Finish()
+		fmt.Fprintln(stderr)
+	}
+	if res != nil {
+		printSweep(cmd.OutOrStdout(), res)
+	}
+	if model != nil {
+		logf("%d graph families compiled", model.GraphCount())
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			args := []string{"runbench", "run", path}
+			for _, fl := range []string{"db", "shard", "out", "samples", "batch", "random-weights", "no-metrics", "backend"} {
+				if x := cmd.Flag(fl); x != nil && x.Changed {
+					args = append(args, "--"+fl+"="+x.Value.String())
+				}
+			}
+			return fmt.Errorf("interrupted: finished batches are committed in %s; resume with: %s", dbPath, strings.Join(args, " "))
+		}
+		return err
+	}
+	return nil
+}
+
+func shardName(sh harness.Shard) string {
+	if sh.N <= 1 {
+		return "all"
+	}
+	return fmt.Sprintf("%d/%d", sh.I, sh.N)
+}
+
+// listSweep prints every configuration with its hash and how many samples the file holds.
+func listSweep(w io.Writer, db *store.DB, items []harness.SweepItem) error {
+	for k, it := range items {
+		h, err := harness.ItemHash(it)
+		if err != nil {
+			return err
+		}
+		have := 0
+		if db != nil { // nil: no database yet
+			if r, err := db.RunByHash(h); err == nil {
+				s, err := db.SampleIndices(r.ID)
+				if err != nil {
+					return err
+				}
+				have = len(s)
+			}
+		}
+		fmt.Fprintf(w, "%3d  %s  %-40s  steps %-6s %d/%d samples\n", k+1, h[:12], it.Label, it.Config.Steps, have, it.Config.NumSamples)
+	}
+	return nil
+}
+
+// printSweep prints one line per configuration: samples, FLOPs speedup, time per image, metrics.
+func printSweep(w io.Writer, res []harness.ItemResult) {
+	for _, r := range res {
+		line := fmt.Sprintf("%s  %-40s  %d/%d samples", short(r.Hash), r.Item.Label, r.Have, r.Item.Config.NumSamples)
+		if r.Done > 0 {
+			line += fmt.Sprintf(" (%d now, %.3f s/image)", r.Done, r.Timing.Wall().Seconds()/float64(max(r.Timing.Images, 1)))
+		}
+		if r.FLOPs != nil {
+			line += fmt.Sprintf("  %.4g TFLOPs/image, %.2fx", float64(r.FLOPs.PerImage)/1e12, r.FLOPs.Speedup)
+		}
+		for _, m := range r.Metrics {
+			line += fmt.Sprintf("  %s %.4f", m.Name, m.Value)
+		}
+		if r.NoMetric != "" {
+			line += "  (no metrics: " + r.NoMetric + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/models/inception/inceptiontest"
+)
+
+// The whole metrics path through the real Inception code (formula weights) on a 3-channel
+// random DiT: features are stored per sample, metrics computed when all samples are there, and
+// `merge --metrics` recomputes exactly the same values from the stored features. A latent
+// model's run says why it has no metrics.
+func TestRunMetricsCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs Inception-v3 on 2 images (~10 s); skipped with -short")
+	}
+	dir := t.TempDir()
+	weights := filepath.Join(dir, "inception.safetensors")
+	if err := inceptiontest.WriteFormulaWeights(weights); err != nil {
+		t.Fatal(err)
+	}
+	ref := filepath.Join(dir, "ref.npz")
+	mu := make([]float64, 2048)
+	for i := range mu {
+		mu[i] = 0.01 * float64(i%7)
+	}
+	writeStats(t, ref, mu, 0.5)
+	exp := filepath.Join(dir, "rgb.toml")
+	body := fmt.Sprintf(`output = %q
+outputs = "hash"
+[model]
+arch = { input_size = 8, patch_size = 4, in_channels = 3, hidden = 16, depth = 1, heads = 2, num_classes = 10 }
+[sampling]
+sampler = "ddim"
+steps = 2
+samples = 2
+batch = 2
+[methods.none]
+[metrics]
+extractor = "inception"
+weights = %q
+reference = %q
+names = ["fid", "is"]
+`, filepath.Join(dir, "out"), weights, ref)
+	if err := os.WriteFile(exp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	whole := filepath.Join(dir, "whole.db")
+	out := mustRunbench(t, "run", exp, "--db", whole)
+	if !strings.Contains(out, "fid ") || !strings.Contains(out, "is ") {
+		t.Fatalf("no metrics after a complete run:\n%s", out)
+	}
+	if pngs, _ := filepath.Glob(filepath.Join(dir, "out", "samples", "*", "*.png")); len(pngs) != 0 {
+		t.Errorf(`outputs = "hash" kept %d files`, len(pngs))
+	}
+	// Shards carry no metrics (a shard cannot compute FID); here the complete run is copied
+	// without its metrics, and merge --metrics recomputes them from the stored features.
+	// (Sharded sampling with features equals the unsharded run: harness TestSweepFeaturesShardsMerge.)
+	copied := filepath.Join(dir, "copy.db")
+	mustRunbench(t, "merge", copied, whole)
+	cdb, _ := store.Open(copied)
+	if _, err := cdb.SQL().Exec("DELETE FROM metrics"); err != nil {
+		t.Fatal(err)
+	}
+	cdb.Close()
+	merged := filepath.Join(dir, "merged.db")
+	out = mustRunbench(t, "merge", merged, copied, "--metrics", exp)
+	if !strings.Contains(out, "fid ") {
+		t.Errorf("merge --metrics:\n%s", out)
+	}
+	if d := diffRows(resultRowsOf(t, merged), resultRowsOf(t, whole)); d != "" {
+		t.Fatalf("recomputed metrics differ from the run's:\n%s", d)
+	}
+	if out := mustRunbench(t, "run", exp, "--db", whole, "--shard", "1/2"); !strings.Contains(out, "2/2 samples") {
+		t.Errorf("a shard of a finished run:\n%s", out)
+	}
+	db, _ := store.Open(whole)
+	runs, _ := db.Runs()
+	ms, _ := db.Metrics(runs[0].ID)
+	db.Close()
+	if len(ms) != 2 || ms[0].N != 2 || !strings.HasPrefix(ms[0].Extractor, "pytorch-fid-inception-v3@") || ms[0].Reference != ref {
+		t.Errorf("stored metrics %+v", ms)
+	}
+
+	// A latent model: the run goes on and says why there are no metrics.
+	latent := strings.Replace(body, "in_channels = 3", "in_channels = 4", 1)
+	if err := os.WriteFile(exp, []byte(latent), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out = mustRunbench(t, "run", exp, "--db", filepath.Join(dir, "latent.db"))
+	if !strings.Contains(out, "metrics skipped: the model outputs 4-channel 8x8 latents") {
+		t.Errorf("latent run:\n%s", out)
+	}
+}

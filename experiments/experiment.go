@@ -1,0 +1,521 @@
+// Package experiments reads experiment files: TOML descriptions of a sweep (model, sampler,
+// class set, methods with parameter grids, metrics, recording level, output folder). A file is
+// validated as a whole, so that every problem is reported at once with its file and line, and
+// expanded into the points the harness runs. README.md beside this file documents the schema.
+package experiments
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/cachebench/cachebench/harness/diffusion"
+	"github.com/cachebench/cachebench/models/dit"
+)
+
+// What is kept of every sample's file besides its database row (outputs = ...).
+const (
+	// OutputsKeep keeps every sample's file (PNG, or safetensors for latents).
+	OutputsKeep = "keep"
+	// OutputsHash writes each file only to hash it, then deletes it (large sweeps).
+	OutputsHash = "hash"
+)
+
+// RecordLevels are the step-statistics recording levels (record = ...), as harness.ParseLevel reads them.
+var RecordLevels = []string{"off", "light", "full"}
+
+// Guidance channel choices of sampling.guide.
+const (
+	// GuideDiT guides ε channels 0–2, as DiT's sample.py.
+	GuideDiT = "dit"
+	// GuideAll guides every ε channel, as diffusers.
+	GuideAll = "all"
+)
+
+// Experiment is a validated experiment file.
+type Experiment struct {
+	Path        string // the file it was read from
+	Name        string // name, default the file's base name without extension
+	Description string
+	Output      string // folder of the results database and the samples
+	Outputs     string // OutputsKeep or OutputsHash
+	Record      string // step statistics: one of RecordLevels
+	Audit       int    // images per batch audited for cache error (with record light or full)
+	Model       Model
+	Sampling    Sampling
+	Methods     []MethodEntry // in file order
+	Metrics     *Metrics      // nil when the file has no [metrics] (or --no-metrics)
+	Notes       []string      // things worth telling the user that are not errors
+}
+
+// Model says which network to load.
+type Model struct {
+	Preset    string      // named architecture, e.g. "DiT-XL/2" ("" = none)
+	ImageSize int         // image size in pixels for the preset (latent = size/8)
+	Weights   string      // checkpoint path ("" = random weights, seed 0)
+	Heads     int         // attention heads (0 = from the preset or arch)
+	Arch      *dit.Config // a custom random-weights architecture ([model.arch]); nil = none
+	Backend   string      // GoMLX backend configuration ("" = the command line's or the default)
+}
+
+// Config is the architecture the model section describes, when it can be known without
+// loading the weights (a preset or an arch); ok is false for weights given with heads only.
+func (m Model) Config() (c dit.Config, ok bool) {
+	switch {
+	case m.Arch != nil:
+		return *m.Arch, true
+	case m.Preset != "":
+		c, err := dit.Preset(m.Preset, m.ImageSize)
+		return c, err == nil
+	}
+	return dit.Config{}, false
+}
+
+// Sampling is the sampler and the sample set every configuration shares.
+type Sampling struct {
+	Sampler string  // ddim or ddpm
+	Steps   string  // respacing spec: "50", "ddim50", "10,15,25"
+	CFG     float64 // guidance scale (≤ 1: off)
+	Guide   string  // GuideDiT or GuideAll
+	Samples int     // number of samples per configuration
+	Seed    int64   // sample i's noise and label depend on (seed, i) only
+	Batch   int     // samples per model call (changes no result)
+	Labels  []int64 // class labels cycled over the samples; nil = drawn uniformly from (seed, i)
+}
+
+// MethodEntry is one [methods.NAME] table: a method with a grid of parameters and/or
+// explicit points.
+type MethodEntry struct {
+	Name   string              // the table's name
+	Method string              // registered method name (default: Name)
+	Line   int                 // where the entry starts
+	Axes   []Axis              // grid axes in file order (a scalar is a one-value axis)
+	Points []map[string]string // explicit points (nil = one empty point)
+}
+
+// Axis is one parameter of a grid with its values, as methods.Info.Parse takes them.
+type Axis struct {
+	Param  string
+	Values []string
+}
+
+// Metrics are the metrics computed from every configuration's samples.
+type Metrics struct {
+	Extractor       string   // feature network: "inception"
+	Weights         string   // its weights file
+	Reference       string   // reference statistics (.npz: mu, sigma[, mu_s, sigma_s])
+	ReferenceImages string   // reference images for precision, recall and KID ("" = none)
+	Names           []string // metrics to store, among fid, sfid, is, precision, recall, kid
+}
+
+// Overrides change a loaded experiment for a smoke test or a cluster job; zero values change nothing.
+type Overrides struct {
+	Samples       int    // number of samples per configuration
+	Batch         int    // samples per model call
+	Output        string // output folder
+	RandomWeights bool   // ignore model.weights and use random weights (needs a preset or arch)
+	NoMetrics     bool   // drop the [metrics] section (and the checks of its files)
+	MetricsOnly   bool   // only [metrics] will be used (runbench merge --metrics): model.weights need not exist here
+}
+
+// Problem is one thing wrong with an experiment file.
+type Problem struct {
+	File  string
+	Line  int    // 0 when unknown
+	Field string // dotted key, e.g. methods.toca.N ("" for the whole file)
+	Msg   string
+}
+
+// String formats the problem as file:line: field: message.
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d", p.Line)
+	}
+	b.WriteString(": ")
+	if p.Field != "" {
+		b.WriteString(p.Field + ": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Problems is every problem found in an experiment file, one per line when printed.
+type Problems []Problem
+
+// Error lists the problems, one per line.
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads, overrides and validates an experiment file. Its error, when not a read error, is
+// Problems: every problem of the file.
+func Load(path string, o Overrides) (*Experiment, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("experiment %s: %w", path, err)
+	}
+	return Parse(path, src, o)
+}
+
+// Parse validates the text of an experiment file (path names it in problems).
+func Parse(path string, src []byte, o Overrides) (*Experiment, error) {
+	r, top, err := newReader(path, src)
+	if err != nil {
+		return nil, err
+	}
+	e := &Experiment{Path: path}
+	doc := r.newTable("", 0, top)
+	e.read(doc, o)
+	if len(r.probs) > 0 {
+		sort.SliceStable(r.probs, func(i, j int) bool { return r.probs[i].Line < r.probs[j].Line })
+		return nil, r.probs
+	}
+	return e, nil
+}
+
+func (e *Experiment) read(doc *table, o Overrides) {
+	base := strings.TrimSuffix(filepath.Base(e.Path), filepath.Ext(e.Path))
+	e.Name = base
+	if s, ok := doc.str("name"); ok {
+		if s == "" {
+			doc.errf("name", "want a non-empty name")
+		}
+		e.Name = s
+	}
+	e.Description, _ = doc.str("description")
+	e.Output = filepath.Join("results", e.Name)
+	if s, ok := doc.pathValue("output"); ok {
+		e.Output = s
+	}
+	if o.Output != "" {
+		e.Output = o.Output
+	}
+	e.Outputs = OutputsKeep
+	if s, ok := doc.str("outputs"); ok {
+		switch s {
+		case OutputsKeep, OutputsHash:
+			e.Outputs = s
+		default:
+			doc.errf("outputs", "%q: want %q (keep every sample's file) or %q (keep only its hash)", s, OutputsKeep, OutputsHash)
+		}
+	}
+	e.Record = "off"
+	if s, ok := doc.str("record"); ok {
+		if !slices.Contains(RecordLevels, s) {
+			doc.errf("record", "%q: want off, light (per-step dynamics and cache error per batch) or full (also per sample)", s)
+		}
+		e.Record = s
+	}
+	if n, ok := doc.integer("audit"); ok {
+		if n < 0 || n > 1<<20 {
+			doc.errf("audit", "want a number of images ≥ 0, got %d", n)
+		}
+		if e.Record == "off" && n > 0 {
+			doc.errf("audit", "auditing cache error records step statistics: set record = \"light\" or \"full\"")
+		}
+		e.Audit = int(n)
+	}
+	if m := doc.sub("model"); m != nil {
+		e.readModel(m, o)
+	} else if !doc.has("model") {
+		doc.errf("", "missing [model] section (preset, weights, heads)")
+	}
+	if s := doc.sub("sampling"); s != nil {
+		e.readSampling(s, o)
+	} else if !doc.has("sampling") {
+		doc.errf("", "missing [sampling] section (sampler, steps, samples)")
+	}
+	if m := doc.sub("methods"); m != nil {
+		e.readMethods(m)
+	} else if !doc.has("methods") {
+		doc.errf("", "missing [methods.NAME] sections: give at least one method")
+	}
+	if m := doc.sub("metrics"); m != nil && !o.NoMetrics {
+		e.readMetrics(m)
+	}
+	doc.unknown("name", "description", "output", "outputs", "record", "audit", "model", "sampling", "methods", "metrics")
+}
+
+func (e *Experiment) readModel(t *table, o Overrides) {
+	m := &e.Model
+	m.Preset, _ = t.str("preset")
+	m.ImageSize = 256
+	if n, ok := t.integer("image_size"); ok {
+		if m.Preset == "" {
+			t.errf("image_size", "only meaningful with model.preset")
+		}
+		m.ImageSize = int(n)
+	}
+	if m.Preset != "" {
+		if _, err := dit.Preset(m.Preset, m.ImageSize); err != nil {
+			key := "preset"
+			if strings.Contains(err.Error(), "image size") {
+				key = "image_size"
+			}
+			t.errf(key, "%v", err)
+		}
+	}
+	hasWeights := t.has("weights")
+	if o.RandomWeights {
+		t.used["weights"] = true
+	} else if w, ok := t.pathValue("weights"); ok {
+		m.Weights = w
+		st, err := os.Stat(w)
+		switch {
+		case o.MetricsOnly: // the model is not built
+		case err != nil:
+			t.errf("weights", "%s does not exist or cannot be read (give the checkpoint path, or --random-weights for a smoke test)", w)
+		case st.IsDir():
+			t.errf("weights", "%s is a folder, want a checkpoint file (.safetensors or .pt)", w)
+		}
+	}
+	if n, ok := t.integer("heads"); ok {
+		if n <= 0 {
+			t.errf("heads", "want a positive number of attention heads, got %d", n)
+		}
+		m.Heads = int(n)
+	}
+	if a := t.sub("arch"); a != nil {
+		m.Arch = readArch(a)
+	}
+	m.Backend, _ = t.str("backend")
+	t.unknown("preset", "image_size", "weights", "heads", "arch", "backend")
+
+	switch {
+	case m.Arch != nil && m.Preset != "":
+		t.errf("arch", "give model.preset or model.arch, not both")
+	case m.Arch != nil && hasWeights && !o.RandomWeights:
+		t.errf("arch", "model.arch describes a random-weights model; with model.weights give heads (or a preset) instead")
+	case m.Arch == nil && m.Preset == "" && !hasWeights:
+		t.errf("", "give model.preset (with weights, or random weights without), model.weights with model.heads, or model.arch")
+	case m.Arch == nil && m.Preset == "" && o.RandomWeights:
+		t.errf("weights", "--random-weights needs model.preset or model.arch to know the architecture")
+	case m.Arch == nil && m.Preset == "" && m.Heads == 0:
+		t.errf("weights", "model.heads is required with model.weights (it cannot be read off the weights), or give model.preset")
+	}
+	if c, err := dit.Preset(m.Preset, m.ImageSize); m.Preset != "" && err == nil && m.Heads != 0 && m.Heads != c.Heads {
+		t.errf("heads", "%d contradicts preset %s (%d heads)", m.Heads, m.Preset, c.Heads)
+	}
+	if m.Arch != nil && m.Heads != 0 && m.Heads != m.Arch.Heads {
+		t.errf("heads", "%d contradicts model.arch.heads %d", m.Heads, m.Arch.Heads)
+	}
+}
+
+// readArch reads [model.arch], a custom DiT for random weights (tests and smoke runs).
+func readArch(t *table) *dit.Config {
+	c := &dit.Config{MLPRatio: 4, LearnSigma: true}
+	ok := true
+	for _, f := range []struct {
+		key string
+		dst *int
+	}{{"input_size", &c.InputSize}, {"patch_size", &c.PatchSize}, {"in_channels", &c.InChannels}, {"hidden", &c.Hidden},
+		{"depth", &c.Depth}, {"heads", &c.Heads}, {"num_classes", &c.NumClasses}} {
+		n, has := t.integer(f.key)
+		switch {
+		case !t.has(f.key):
+			t.errf("", "missing %s.%s (an integer)", t.path, f.key)
+			ok = false
+		case !has:
+			ok = false
+		case n <= 0 || n > 1<<20:
+			t.errf(f.key, "want a positive integer, got %d", n)
+			ok = false
+		default:
+			*f.dst = int(n)
+		}
+	}
+	if v, has := t.number("mlp_ratio"); has {
+		c.MLPRatio = v
+	}
+	if v, has := t.boolean("learn_sigma"); has {
+		c.LearnSigma = v
+	}
+	t.unknown("input_size", "patch_size", "in_channels", "hidden", "depth", "heads", "num_classes", "mlp_ratio", "learn_sigma")
+	if !ok {
+		return nil
+	}
+	if err := c.Validate(); err != nil {
+		t.errf("", "%v", err)
+		return nil
+	}
+	return c
+}
+
+func (e *Experiment) readSampling(t *table, o Overrides) {
+	s := &e.Sampling
+	if v, ok := t.str("sampler"); ok {
+		if _, err := diffusion.ParseKind(v); err != nil {
+			t.errf("sampler", "%q: want ddim or ddpm", v)
+		}
+		s.Sampler = v
+	} else if !t.has("sampler") {
+		t.errf("", "missing sampling.sampler (ddim or ddpm)")
+	}
+	if v, ok := t.raw("steps"); ok {
+		switch n := v.(type) {
+		case int64:
+			s.Steps = fmt.Sprint(n)
+		case string:
+			s.Steps = n
+		default:
+			t.errf("steps", "want a step count (50) or a respacing string (\"ddim50\", \"10,15,25\"), got %s", typeName(v))
+		}
+		if s.Steps != "" {
+			if err := checkSteps(s.Steps); err != nil {
+				t.errf("steps", "%v", err)
+			}
+		}
+	} else {
+		t.errf("", "missing sampling.steps (e.g. 50)")
+	}
+	s.CFG = 1.5
+	if v, ok := t.number("cfg"); ok {
+		if v < 0 {
+			t.errf("cfg", "%g: want a guidance scale ≥ 0 (≤ 1 turns guidance off)", v)
+		}
+		s.CFG = v
+	}
+	s.Guide = GuideDiT
+	if g, ok := t.str("guide"); ok {
+		if g != GuideDiT && g != GuideAll {
+			t.errf("guide", "%q: want %q (ε channels 0-2, DiT's sample.py) or %q (every channel, diffusers)", g, GuideDiT, GuideAll)
+		}
+		s.Guide = g
+	}
+	if n, ok := t.integer("samples"); ok {
+		if n <= 0 || n > 1<<31 {
+			t.errf("samples", "want a positive number of samples, got %d", n)
+		}
+		s.Samples = int(n)
+	} else if !t.has("samples") && o.Samples == 0 {
+		t.errf("", "missing sampling.samples (e.g. 50000)")
+	}
+	if o.Samples > 0 {
+		s.Samples = o.Samples
+	}
+	s.Seed, _ = t.integer("seed")
+	s.Batch = 8
+	if n, ok := t.integer("batch"); ok {
+		if n <= 0 || n > 1<<20 {
+			t.errf("batch", "want a positive batch size, got %d", n)
+		}
+		s.Batch = int(n)
+	}
+	if o.Batch > 0 {
+		s.Batch = o.Batch
+	}
+	if v, ok := t.raw("labels"); ok {
+		s.Labels = readLabels(t, v, e.Model)
+	}
+	if t.has("prompts") {
+		t.used["prompts"] = true
+		t.errf("prompts", "prompt sets need a text-conditioned model; the DiT models here are class-conditional (use sampling.labels)")
+	}
+	t.unknown("sampler", "steps", "cfg", "guide", "samples", "seed", "batch", "labels")
+}
+
+// readLabels reads sampling.labels: "random" (nil) or a list of class indices.
+func readLabels(t *table, v any, m Model) []int64 {
+	classes := 0
+	if c, ok := m.Config(); ok {
+		classes = c.NumClasses
+	}
+	switch l := v.(type) {
+	case string:
+		if l != "random" {
+			t.errf("labels", "%q: want \"random\" (drawn from (seed, index)) or a list of class indices", l)
+		}
+		return nil
+	case []any:
+		if len(l) == 0 {
+			t.errf("labels", "empty list: want class indices, or \"random\"")
+			return nil
+		}
+		out := make([]int64, 0, len(l))
+		for i, x := range l {
+			n, ok := x.(int64)
+			switch {
+			case !ok:
+				t.errf("labels", "element %d is %s, want a class index", i, typeName(x))
+			case n < 0 || (classes > 0 && n >= int64(classes)):
+				t.errf("labels", "element %d = %d is not a class in [0, %d)", i, n, classes)
+			default:
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	t.errf("labels", "want \"random\" or a list of class indices, got %s", typeName(v))
+	return nil
+}
+
+func (e *Experiment) readMetrics(t *table) {
+	m := &Metrics{}
+	if v, ok := t.str("extractor"); ok {
+		if v != "inception" {
+			t.errf("extractor", "%q: only inception (pytorch-fid's FID Inception-v3) is available", v)
+		}
+		m.Extractor = v
+	} else if !t.has("extractor") {
+		t.errf("", "missing metrics.extractor (inception)")
+	}
+	file := func(key string, required bool, what string) string {
+		if !t.has(key) {
+			if required {
+				t.errf("", "missing metrics.%s (%s)", key, what)
+			}
+			return ""
+		}
+		p, ok := t.pathValue(key)
+		if !ok {
+			return ""
+		}
+		if _, err := os.Stat(p); err != nil {
+			t.errf(key, "%s does not exist or cannot be read (want %s; or run with --no-metrics)", p, what)
+		}
+		return p
+	}
+	m.Weights = file("weights", true, "Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+	m.Reference = file("reference", true, "reference statistics .npz with mu, sigma")
+	m.ReferenceImages = file("reference_images", false, "reference images, a folder or an .npz with arr_0")
+	known := map[string]bool{"fid": true, "sfid": true, "is": true, "precision": true, "recall": true, "kid": true}
+	if v, ok := t.raw("names"); ok {
+		l, isList := v.([]any)
+		if !isList || len(l) == 0 {
+			t.errf("names", "want a non-empty list of metric names (fid, sfid, is, precision, recall, kid)")
+		}
+		seen := map[string]bool{}
+		for i, x := range l {
+			s, isStr := x.(string)
+			switch {
+			case !isStr:
+				t.errf("names", "element %d is %s, want a metric name", i, typeName(x))
+			case !known[s]:
+				t.errf("names", "unknown metric %q (known: fid, sfid, is, precision, recall, kid)", s)
+			case seen[s]:
+				t.errf("names", "%q is listed twice", s)
+			case (s == "precision" || s == "recall" || s == "kid") && !t.has("reference_images"):
+				t.errf("names", "%s needs reference features: give metrics.reference_images", s)
+			default:
+				seen[s] = true
+				m.Names = append(m.Names, s)
+			}
+		}
+	} else {
+		m.Names = []string{"fid", "sfid", "is"}
+		if t.has("reference_images") {
+			m.Names = append(m.Names, "precision", "recall", "kid")
+		}
+	}
+	t.unknown("extractor", "weights", "reference", "reference_images", "names")
+	e.Metrics = m
+}

@@ -1,0 +1,185 @@
+package experiments
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// siteFiles points the shipped experiments' environment variables at placeholder files.
+func siteFiles(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"DiT-XL-2-256x256.pt", "pt_inception.pth", "VIRTUAL_imagenet256_labeled.npz"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("CACHEBENCH_WEIGHTS", dir)
+	t.Setenv("CACHEBENCH_INCEPTION", filepath.Join(dir, "pt_inception.pth"))
+	t.Setenv("CACHEBENCH_REFS", dir)
+}
+
+// Every shipped experiment validates with its files present, and as a smoke test without them.
+func TestShippedExperiments(t *testing.T) {
+	want := map[string][]string{
+		"toca_dit_ddim50.toml":       {"none", "deltadit N=3", "fora N=3", "toca N=3 ratio=0.07 scheduler=ToCa-ddim50 soft_fresh_weight=0.25"},
+		"toca_dit_ddpm250.toml":      {"none", "fora N=3", "fora N=4", "fora N=5", "toca N=3 ratio=0.07 scheduler=ToCa-ddpm250 soft_fresh_weight=0.25", "toca N=4 ratio=0.07 scheduler=ToCa-ddpm250 soft_fresh_weight=0.25", "toca N=5 ratio=0.07 scheduler=ToCa-ddpm250 soft_fresh_weight=0.25"},
+		"taylorseer_dit_ddim50.toml": {"none", "fora N=3", "fora N=5", "duca N=3 ratio=0.05", "duca N=5 ratio=0.05", "taylorseer N=3 order=3", "taylorseer N=5 order=3", "taylorseer N=4 order=4"},
+		"duca_dit_ddim50.toml":       {"none", "duca N=3 ratio=0.05 score=attention", "duca N=3 ratio=0.05 score=vnorm", "duca N=3 ratio=0.05 score=random", "taylorseer N=3 order=1", "fora N=3", "toca N=3 ratio=0.07 scheduler=ToCa-ddim50"},
+	}
+	files, _ := filepath.Glob("*.toml")
+	if len(files) != len(want) {
+		t.Errorf("shipped experiments %v, want %d", files, len(want))
+	}
+	t.Run("smoke", func(t *testing.T) {
+		for _, f := range files {
+			e, err := Load(f, Overrides{Samples: 8, RandomWeights: true, NoMetrics: true})
+			if err != nil {
+				t.Fatalf("%s as a smoke test: %v", f, err)
+			}
+			if e.Sampling.Samples != 8 || e.Model.Weights != "" || e.Metrics != nil {
+				t.Errorf("%s: overrides not applied: %+v", f, e.Sampling)
+			}
+		}
+	})
+	siteFiles(t)
+	for _, f := range files {
+		e, err := Load(f, Overrides{})
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		var labels []string
+		for _, p := range e.Points() {
+			labels = append(labels, p.Label())
+		}
+		if strings.Join(labels, "|") != strings.Join(want[f], "|") {
+			t.Errorf("%s points:\n%s\nwant\n%s", f, strings.Join(labels, "\n"), strings.Join(want[f], "\n"))
+		}
+		if e.Sampling.Samples != 50000 || e.Sampling.CFG != 1.5 || e.Model.Preset != "DiT-XL/2" || e.Metrics == nil || e.Sampling.Guide != GuideDiT {
+			t.Errorf("%s: protocol %+v %+v", f, e.Sampling, e.Model)
+		}
+	}
+}
+
+// A malformed file reports every problem at once, each at its line.
+func TestMalformed(t *testing.T) {
+	_, err := Load(filepath.Join("testdata", "malformed.toml"), Overrides{})
+	var probs Problems
+	if !errors.As(err, &probs) {
+		t.Fatalf("want Problems, got %v", err)
+	}
+	want := []struct {
+		line        int
+		field, text string
+	}{
+		{2, "outputs", `"everything"`},
+		{3, "colour", "unknown key"},
+		{7, "model.weights", "does not exist"},
+		{8, "model.heads", "contradicts preset DiT-XL/2"},
+		{11, "sampling.sampler", `"euler"`},
+		{12, "sampling.steps", "5000"},
+		{13, "sampling.cfg", "want a number, got a string"},
+		{14, "sampling.samples", "positive"},
+		{15, "sampling.batch", "want an integer, got a float"},
+		{16, "sampling.labels", "5000 is not a class in [0, 1000)"},
+		{18, "methods.tocca", `unknown method "tocca"`},
+		{22, "methods.toca.N", "element 1: bad value"},
+		{22, "methods.toca.N", `element 2: want a number, got the string "four"`},
+		{23, "methods.toca.ratio", "empty list"},
+		{24, "methods.toca.speed", `no parameter "speed"`},
+		{27, "methods.fora.N", "want an integer, got the float 3.5"},
+		{31, "methods.fora_points.points", `point 1: method fora has no parameter "M"`},
+		{33, "metrics", "missing metrics.weights"},
+		{33, "metrics", "missing metrics.reference"},
+		{34, "metrics.extractor", `"clip"`},
+		{35, "metrics.names", "precision needs reference features"},
+		{35, "metrics.names", `unknown metric "ssim"`},
+	}
+	for _, w := range want {
+		found := false
+		for _, p := range probs {
+			if p.Line == w.line && p.Field == w.field && strings.Contains(p.Msg, w.text) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("missing testdata/malformed.toml:%d: %s: ...%s...", w.line, w.field, w.text)
+		}
+	}
+	if len(probs) != len(want) {
+		t.Errorf("%d problems, want %d:\n%v", len(probs), len(want), err)
+	}
+	if !strings.HasPrefix(probs[0].String(), filepath.Join("testdata", "malformed.toml")+":2: outputs: ") {
+		t.Errorf("format: %s", probs[0])
+	}
+}
+
+const base = `
+[model]
+arch = { input_size = 8, patch_size = 2, in_channels = 4, hidden = 32, depth = 2, heads = 2, num_classes = 10 }
+[sampling]
+sampler = "ddim"
+steps = 10
+samples = 4
+`
+
+// Grids, explicit points and the fewer-steps baseline expand in file order.
+func TestPoints(t *testing.T) {
+	e, err := Parse("x.toml", []byte(base+`
+[methods.toca]
+ratio = [0.05, 0.1]
+N = [2, 3]
+mode = "clean"
+[methods.taylorseer]
+order = 2
+points = [{ N = 2 }, { N = 3 }]
+[methods.half]
+method = "steps"
+steps = 5
+`), Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range e.Points() {
+		got = append(got, p.Label()+" @"+p.Steps)
+	}
+	want := []string{"toca ratio=0.05 N=2 mode=clean @10", "toca ratio=0.05 N=3 mode=clean @10", "toca ratio=0.1 N=2 mode=clean @10",
+		"toca ratio=0.1 N=3 mode=clean @10", "taylorseer order=2 N=2 @10", "taylorseer order=2 N=3 @10", "half steps=5 @5"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("points:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// Each snippet is wrong in one way and says so, at the right place.
+func TestProblems(t *testing.T) {
+	for _, c := range []struct{ name, src, want string }{
+		{"syntax", base + "[methods.none\n", "TOML syntax: expected '.' or ']' to end table name"},
+		{"no methods", base, "missing [methods.NAME]"},
+		{"duplicate point", base + "[methods.fora]\nN = 3\n[methods.fora3]\nmethod = \"fora\"\nN = [3]\n", `x.toml:10: methods.fora3: point "fora3 N=3" is the same configuration as "fora N=3"`},
+		{"defaults collide", base + "[methods.toca]\n[methods.toca2]\nmethod = \"toca\"\nN = 3\n", "same configuration"},
+		{"grid repeat", base + "[methods.fora]\nN = [3, 3]\n", "element 1 repeats the value 3"},
+		{"axis and point", base + "[methods.fora]\nN = [3]\npoints = [{ N = 2 }]\n", "N is also given outside points"},
+		{"list in point", base + "[methods.fora]\npoints = [{ N = [2, 3] }]\n", "want one value per point"},
+		{"nested list", base + "[methods.fora]\nN = [[2]]\n", "element 0: want a number or a list of them, got an array"},
+		{"enum as number", base + "[methods.toca]\nscheduler = 3\n", "want one of ToCa-ddim50"},
+		{"method rejects", base + "[methods.deltadit]\nboundary = 50\n", "methods.deltadit: point deltadit boundary=50"},
+		{"unknown env", "output = \"${CACHEBENCH_NO_SUCH_VAR}/x\"\n" + base + "[methods.none]\n", "CACHEBENCH_NO_SUCH_VAR, which is not set"},
+		{"arch and preset", strings.Replace(base, "[model]\n", "[model]\npreset = \"DiT-S/2\"\n", 1) + "[methods.none]\n", "not both"},
+		{"weights no heads", "[model]\nweights = \"x.toml\"\n[sampling]\nsampler = \"ddim\"\nsteps = 10\nsamples = 4\n[methods.none]\n", "model.heads is required"},
+		{"arch missing key", strings.Replace(base, "depth = 2, ", "", 1) + "[methods.none]\n", "missing model.arch.depth"},
+		{"label range", base + "labels = [3, 10]\n[methods.none]\n", "element 1 = 10 is not a class in [0, 10)"},
+		{"prompts", strings.Replace(base, "samples = 4\n", "samples = 4\nprompts = \"coco.txt\"\n", 1) + "[methods.none]\n", "need a text-conditioned model"},
+		{"audit without record", "audit = 2\n" + base + "[methods.none]\n", `set record = "light"`},
+		{"method as number", base + "[methods.x]\nmethod = 3\n", "want a string, got an integer"},
+		{"methods not tables", base + "[methods]\nfora = 3\n", "methods.fora: want a table, got an integer"},
+	} {
+		_, err := Parse("x.toml", []byte(c.src), Overrides{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want ...%s...", c.name, err, c.want)
+		}
+	}
+}

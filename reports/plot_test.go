@@ -1,0 +1,134 @@
+package reports
+
+import (
+	"bytes"
+	"encoding/xml"
+	"errors"
+	"image"
+	"image/png"
+	"io"
+	"strings"
+	"testing"
+)
+
+func TestParetoFront(t *testing.T) {
+	pts := []Point{{Speedup: 1, Quality: 2.4}, {Speedup: 2.3, Quality: 3.0}, {Speedup: 2.8, Quality: 3.9},
+		{Speedup: 2.7, Quality: 3.5}, {Speedup: 2.0, Quality: 3.1}, {Speedup: 4.5, Quality: 6.6}, {Speedup: 2.3, Quality: 3.0}}
+	front := ParetoFront(pts, LowerIsBetter)
+	var got []float64
+	for _, p := range front {
+		got = append(got, p.Speedup)
+	}
+	// 2.0 (beaten by 2.3 at better FID) is off the front; the duplicate 2.3 points both stay.
+	want := []float64{1, 2.3, 2.3, 2.7, 2.8, 4.5}
+	if len(got) != len(want) {
+		t.Fatalf("front %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("front %v, want %v", got, want)
+		}
+	}
+	hi := ParetoFront([]Point{{Speedup: 1, Quality: 240}, {Speedup: 2, Quality: 230}, {Speedup: 1.5, Quality: 220}}, HigherIsBetter)
+	if len(hi) != 2 || hi[0].Quality != 240 || hi[1].Quality != 230 {
+		t.Errorf("IS front %+v, want 240 and 230", hi)
+	}
+	if ParetoFront(pts, NoDirection) != nil {
+		t.Error("a metric without a direction has no front")
+	}
+}
+
+func TestFigures(t *testing.T) {
+	d := loadFixture(t, Options{FLOPs: fixtureFLOPs})
+	figs, skipped := NewFigures(d.Groups[0], "1-dit")
+	if len(figs) != 10 {
+		t.Fatalf("%d figures, want 5 metrics × 2 speedups", len(figs))
+	}
+	f := figs[0]
+	if f.Name != "1-dit-fid-vs-flops" || f.Metric != "fid" || f.Axis != FLOPsAxis || len(f.Series) != 4 || len(skipped) != 0 {
+		t.Errorf("first figure %s (%s, %v, %d series), skipped %q", f.Name, f.Metric, f.Axis, len(f.Series), skipped)
+	}
+	// FID vs FLOPs speedup: every run is on the front (each faster one is worse), in speedup order.
+	var front []string
+	for _, p := range f.Front {
+		front = append(front, p.Row.Method+" "+p.Row.Setting)
+	}
+	if got, want := strings.Join(front, "|"), "none |toca N=3, ratio=0.07, ratio_scheduler=ToCa-ddim50|steps steps=20|fora N=3|fora N=5"; got != want {
+		t.Errorf("front %q, want %q", got, want)
+	}
+	// The second group has one run with a FLOPs speedup and none with a latency speedup: nothing to plot.
+	if figs2, skipped2 := NewFigures(d.Groups[1], "2-dit"); len(figs2) != 0 || len(skipped2) != 4 {
+		t.Errorf("group 2: %d figures, skipped %q", len(figs2), skipped2)
+	}
+
+	for _, f := range figs[:2] {
+		var pb bytes.Buffer
+		if err := f.Render(&pb, "png"); err != nil {
+			t.Fatal(err)
+		}
+		checkPNG(t, f.Name, pb.Bytes())
+		var sb bytes.Buffer
+		if err := f.Render(&sb, "svg"); err != nil {
+			t.Fatal(err)
+		}
+		checkSVG(t, f.Name, sb.Bytes())
+	}
+	if err := f.Render(io.Discard, "gif"); err == nil {
+		t.Error("gif: want an error")
+	}
+}
+
+// checkPNG decodes a PNG and checks that something was drawn on it.
+func checkPNG(t *testing.T, name string, data []byte) {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(data))
+	if err != nil {
+		t.Fatalf("%s.png: %v", name, err)
+	}
+	b := img.Bounds()
+	if b.Dx() < 100 || b.Dy() < 100 {
+		t.Fatalf("%s.png is %v", name, b)
+	}
+	if uniform(img) {
+		t.Fatalf("%s.png is blank", name)
+	}
+}
+
+func uniform(img image.Image) bool {
+	b := img.Bounds()
+	r0, g0, b0, _ := img.At(b.Min.X, b.Min.Y).RGBA()
+	for y := b.Min.Y; y < b.Max.Y; y += 3 {
+		for x := b.Min.X; x < b.Max.X; x += 3 {
+			if r, g, bb, _ := img.At(x, y).RGBA(); r != r0 || g != g0 || bb != b0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// checkSVG parses an SVG document as XML and checks its root element.
+func checkSVG(t *testing.T, name string, data []byte) {
+	t.Helper()
+	dec := xml.NewDecoder(bytes.NewReader(data))
+	root := ""
+	elems := 0
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s.svg: %v", name, err)
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			if root == "" {
+				root = se.Name.Local
+			}
+			elems++
+		}
+	}
+	if root != "svg" || elems < 10 {
+		t.Fatalf("%s.svg: root <%s>, %d elements", name, root, elems)
+	}
+}
