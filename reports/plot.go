@@ -68,6 +68,8 @@ type Figure struct {
 	Axis   Axis     // Axis is the speedup on the x axis.
 	Series []Series // Series are the families, in the group's row order.
 	Front  []Point  // Front is the Pareto front ordered by speedup (empty when the metric has no better direction).
+	// Custom, when set, is a ready plot (the step_stats diagnostics) drawn instead of a trade-off.
+	Custom *plot.Plot
 }
 
 // minFigurePoints is the fewest runs worth a trade-off figure.
@@ -161,6 +163,9 @@ var frontColor = color.RGBA{A: 255}
 
 // Plot draws the figure with gonum/plot.
 func (f Figure) Plot() (*plot.Plot, error) {
+	if f.Custom != nil {
+		return f.Custom, nil
+	}
 	p := plot.New()
 	p.Title.Text = f.Title
 	p.X.Label.Text = f.Axis.label()

@@ -65,6 +65,18 @@ func TestInspectCLI(t *testing.T) {
 			}
 		}
 	}
+	// The report embeds the diagnostics of the recorded runs.
+	rep := filepath.Join(dir, "report")
+	mustRun(t, "report", db, "--out", rep)
+	md, err := os.ReadFile(filepath.Join(rep, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"MLP cache error", "deviation from the uncached trajectory"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report.md has no %q figure", want)
+		}
+	}
 	for _, bad := range [][]string{{"inspect", "9", "--db", db}, {"inspect", "1"}, {"inspect", "zz", "--db", db}, {"inspect", "1", "--db", db, "--format", "xml"}} {
 		if _, err := run(t, bad...); err == nil {
 			t.Errorf("runbench %v: want an error", bad)

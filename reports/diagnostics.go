@@ -1,0 +1,58 @@
+package reports
+
+import (
+	"fmt"
+
+	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/reports/diag"
+)
+
+// AddDiagnostics is the Builder of the step_stats figures of a group: the deviation of every
+// run from its uncached trajectory on one axes, and per cached run the step × block heatmap of
+// its MLP cache error (or, without audited rows, of its MLP dynamics). Runs recorded with
+// --record off contribute nothing; the section notes it.
+func AddDiagnostics(s *Section) error {
+	all := map[string][]store.StepStat{}
+	var labels []string
+	without := 0
+	for i, r := range s.Group.Rows {
+		db, err := store.OpenReadOnly(r.Source)
+		if err != nil {
+			return err
+		}
+		stats, err := db.StepStats(r.Run.ID)
+		db.Close()
+		if err != nil {
+			return err
+		}
+		if len(stats) == 0 {
+			without++
+			continue
+		}
+		label := fmt.Sprintf("%s %s", r.Method, r.Setting)
+		all[label], labels = stats, append(labels, label)
+		if r.Method == "none" {
+			continue
+		}
+		title := fmt.Sprintf("%s %s: MLP cache error", r.Method, r.Setting)
+		p, err := diag.Heatmap(stats, "err", "mlp", title)
+		if err != nil {
+			title = fmt.Sprintf("%s %s: MLP dynamics", r.Method, r.Setting)
+			if p, err = diag.Heatmap(stats, "dyn", "mlp", title); err != nil {
+				continue
+			}
+		}
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("%s-diag-%d", s.ID, i), Title: title, Custom: p})
+	}
+	if without > 0 {
+		s.Notes = append(s.Notes, fmt.Sprintf("%d run(s) have no step statistics (sampled with --record off)", without))
+	}
+	if len(labels) > 0 {
+		if p, err := diag.ErrorAccumulation(all, labels); err == nil {
+			s.Figures = append(s.Figures, Figure{Name: s.ID + "-diag-accumulation", Title: "deviation from the uncached trajectory", Custom: p})
+		} else {
+			s.Notes = append(s.Notes, "no error-accumulation figure: "+err.Error())
+		}
+	}
+	return nil
+}
