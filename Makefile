@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin/runbench
 
-.PHONY: all build setup test bench lint fuzz gpu-build clean docs-figures
+.PHONY: all build setup test bench gobench lint fuzz gpu-build clean docs-figures
 
 all: build
 
@@ -23,9 +23,17 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
-# bench runs the Go benchmarks (timings are compared as ratios within one run).
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime 3x -timeout 60m $(PKGS)
+# bench is the embedded default: every method on the tiny Fashion-MNIST DiT (experiments/default.toml),
+# FID-FMNIST, class accuracy, PSNR/SSIM against the uncached samples, and the report in out/default/.
+bench: build
+	@start=$$(date +%s); \
+	$(BIN) run experiments/default.toml && \
+	$(BIN) report out/default/results.db --out out/default/report && \
+	echo "make bench: $$(( $$(date +%s) - start )) s wall; report in out/default/report/report.md"
+
+# gobench runs the Go benchmarks (timings are compared as ratios within one run).
+gobench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m $(PKGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -104,11 +104,14 @@ type Axis struct {
 
 // Metrics are the metrics computed from every configuration's samples.
 type Metrics struct {
-	Extractor       string   // feature network: "inception"
+	Extractor       string   // feature network: "inception" or "fmnist"
 	Weights         string   // its weights file
 	Reference       string   // reference statistics (.npz: mu, sigma[, mu_s, sigma_s])
 	ReferenceImages string   // reference images for precision, recall and KID ("" = none)
-	Names           []string // metrics to store, among fid, sfid, is, precision, recall, kid
+	// Names are the metrics to store, among fid, sfid, is, precision, recall, kid, class_acc (does
+	// the sample show its class, by the extractor's classifier), psnr_vs_none and ssim_vs_none
+	// (paired fidelity to the none configuration's sample from the same noise).
+	Names []string
 }
 
 // Overrides change a loaded experiment for a smoke test or a cluster job; zero values change nothing.
@@ -461,12 +464,12 @@ func readLabels(t *table, v any, m Model) []int64 {
 func (e *Experiment) readMetrics(t *table) {
 	m := &Metrics{}
 	if v, ok := t.str("extractor"); ok {
-		if v != "inception" {
-			t.errf("extractor", "%q: only inception (pytorch-fid's FID Inception-v3) is available", v)
+		if v != "inception" && v != "fmnist" {
+			t.errf("extractor", "%q: want inception (pytorch-fid's FID Inception-v3) or fmnist (the Fashion-MNIST classifier of the embedded default)", v)
 		}
 		m.Extractor = v
 	} else if !t.has("extractor") {
-		t.errf("", "missing metrics.extractor (inception)")
+		t.errf("", "missing metrics.extractor (inception or fmnist)")
 	}
 	file := func(key string, required bool, what string) string {
 		if !t.has(key) {
@@ -484,10 +487,15 @@ func (e *Experiment) readMetrics(t *table) {
 		}
 		return p
 	}
-	m.Weights = file("weights", true, "Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+	if m.Extractor == "fmnist" {
+		m.Weights = file("weights", true, "the Fashion-MNIST classifier's weights (assets/fmnist_classifier.safetensors)")
+	} else {
+		m.Weights = file("weights", true, "Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth")
+	}
 	m.Reference = file("reference", true, "reference statistics .npz with mu, sigma")
 	m.ReferenceImages = file("reference_images", false, "reference images, a folder or an .npz with arr_0")
-	known := map[string]bool{"fid": true, "sfid": true, "is": true, "precision": true, "recall": true, "kid": true}
+	known := map[string]bool{"fid": true, "sfid": true, "is": true, "precision": true, "recall": true, "kid": true,
+		"class_acc": true, "psnr_vs_none": true, "ssim_vs_none": true}
 	if v, ok := t.raw("names"); ok {
 		l, isList := v.([]any)
 		if !isList || len(l) == 0 {
@@ -500,7 +508,9 @@ func (e *Experiment) readMetrics(t *table) {
 			case !isStr:
 				t.errf("names", "element %d is %s, want a metric name", i, typeName(x))
 			case !known[s]:
-				t.errf("names", "unknown metric %q (known: fid, sfid, is, precision, recall, kid)", s)
+				t.errf("names", "unknown metric %q (known: fid, sfid, is, precision, recall, kid, class_acc, psnr_vs_none, ssim_vs_none)", s)
+			case s == "sfid" && m.Extractor == "fmnist":
+				t.errf("names", "sfid needs Inception's spatial features; the fmnist extractor has none")
 			case seen[s]:
 				t.errf("names", "%q is listed twice", s)
 			case (s == "precision" || s == "recall" || s == "kid") && !t.has("reference_images"):
@@ -510,6 +520,8 @@ func (e *Experiment) readMetrics(t *table) {
 				m.Names = append(m.Names, s)
 			}
 		}
+	} else if m.Extractor == "fmnist" {
+		m.Names = []string{"fid", "is", "class_acc", "psnr_vs_none", "ssim_vs_none"}
 	} else {
 		m.Names = []string{"fid", "sfid", "is"}
 		if t.has("reference_images") {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -31,6 +32,9 @@ func TestShippedExperiments(t *testing.T) {
 		"duca_dit_ddim50.toml":       {"none", "duca N=3 ratio=0.05 score=attention", "duca N=3 ratio=0.05 score=vnorm", "duca N=3 ratio=0.05 score=random", "taylorseer N=3 order=1", "fora N=3", "toca N=3 ratio=0.07 scheduler=ToCa-ddim50"},
 	}
 	files, _ := filepath.Glob("*.toml")
+	// default.toml is the embedded default: its files ship in the repository and its paths are
+	// relative to the repository root, where `make bench` runs it (TestDefaultExperiment).
+	files = slices.DeleteFunc(files, func(f string) bool { return f == "default.toml" })
 	if len(files) != len(want) {
 		t.Errorf("shipped experiments %v, want %d", files, len(want))
 	}
@@ -181,5 +185,25 @@ func TestProblems(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want ...%s...", c.name, err, c.want)
 		}
+	}
+}
+
+// The embedded default validates from the repository root with its shipped assets.
+func TestDefaultExperiment(t *testing.T) {
+	t.Chdir("..")
+	e, err := Load("experiments/default.toml", Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var labels []string
+	for _, p := range e.Points() {
+		labels = append(labels, p.Label())
+	}
+	want := "none|steps steps=20|fora N=3|deltadit N=3|toca N=3 ratio=0.07 scheduler=ToCa-ddim50|toca N=5 ratio=0.07 scheduler=ToCa-ddim50|duca N=3 ratio=0.05|duca N=5 ratio=0.05|taylorseer N=3 order=2|taylorseer N=5 order=2"
+	if got := strings.Join(labels, "|"); got != want {
+		t.Errorf("points\n%s\nwant\n%s", got, want)
+	}
+	if e.Metrics == nil || e.Metrics.Extractor != "fmnist" || e.Sampling.Samples != 500 {
+		t.Errorf("metrics %+v, samples %d", e.Metrics, e.Sampling.Samples)
 	}
 }

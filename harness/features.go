@@ -21,8 +21,8 @@ type FeatureSpec struct {
 // Len is the length of one stored feature vector.
 func (f FeatureSpec) Len() int { return f.Pool + f.Spatial + f.Logits }
 
-// ErrLatentFeatures reports features asked of a model whose outputs are not RGB images.
-var ErrLatentFeatures = errors.New("features need 3-channel images")
+// ErrLatentFeatures reports features asked of a model whose outputs are not images.
+var ErrLatentFeatures = errors.New("features need 1- or 3-channel images")
 
 // checkFeatures checks that a job's extractor and feature spec agree and suit the model.
 func checkFeatures(fs *FeatureSpec, ex metrics.Extractor, spec hook.Spec) error {
@@ -35,7 +35,7 @@ func checkFeatures(fs *FeatureSpec, ex metrics.Extractor, spec hook.Spec) error 
 		return fmt.Errorf("features: the configuration names extractor %s but the job's is %s", fs.Extractor, ex.ID())
 	case fs.Pool <= 0 || fs.Spatial < 0 || fs.Logits < 0:
 		return fmt.Errorf("features: %+v has no pool features", *fs)
-	case spec.Channels != 3:
+	case spec.Channels != 3 && spec.Channels != 1:
 		return fmt.Errorf("%w; this model outputs %d-channel %dx%d samples (latents need a VAE decoder, which does not exist yet)",
 			ErrLatentFeatures, spec.Channels, spec.Height, spec.Width)
 	}

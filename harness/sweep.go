@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cachebench/cachebench/experiments"
@@ -253,7 +254,45 @@ func RunSweep(ctx context.Context, s Sweep) ([]ItemResult, error) {
 			res[k].Metrics = ms
 		}
 	}
+	if s.Metrics != nil && (slices.Contains(s.Metrics.Names, "psnr_vs_none") || slices.Contains(s.Metrics.Names, "ssim_vs_none")) {
+		pairFidelity(s, s.Items, res, logf)
+	}
 	return res, nil
+}
+
+// isPaired tells the metrics computed against the none configuration rather than a reference.
+func isPaired(name string) bool { return name == "psnr_vs_none" || name == "ssim_vs_none" }
+
+// pairFidelity stores, for every finished configuration, the mean PSNR and SSIM of its samples
+// against the none configuration's samples from the same noise (the sweep's uncached run).
+func pairFidelity(s Sweep, items []SweepItem, res []ItemResult, logf func(string, ...any)) {
+	base := -1
+	for k, it := range items {
+		if it.Config.Method == "none" && res[k].Have == it.Config.NumSamples {
+			base = k
+		}
+	}
+	if base < 0 {
+		logf("paired fidelity skipped: the sweep has no finished none configuration")
+		return
+	}
+	for k, it := range items {
+		if res[k].Have < it.Config.NumSamples {
+			continue
+		}
+		psnr, ssim, n, err := PairedFidelity(s.DB, res[k].Run, res[base].Run)
+		if err != nil {
+			logf("%s: paired fidelity not computed: %v", it.Label, err)
+			continue
+		}
+		ref := fmt.Sprintf("run %d (none, same noise)", res[base].Run.ID)
+		ms := []store.Metric{{Name: "psnr_vs_none", Value: psnr, N: n, Reference: ref}, {Name: "ssim_vs_none", Value: ssim, N: n, Reference: ref}}
+		if err := s.DB.PutMetrics(res[k].Run.ID, ms); err != nil {
+			logf("%s: %v", it.Label, err)
+			continue
+		}
+		res[k].Metrics = append(res[k].Metrics, ms...)
+	}
 }
 
 // storedMetrics returns a run's metrics when every one asked for is already stored against the
@@ -266,8 +305,9 @@ func storedMetrics(db *store.DB, runID int64, m MetricsSpec, extractor string) (
 	var out []store.Metric
 	for _, name := range m.Names {
 		found := false
+		name = metricName(name, extractor)
 		for _, x := range all {
-			if x.Name == name && x.Reference == m.Reference && x.Extractor == extractor {
+			if x.Name == name && (x.Reference == m.Reference || isPaired(name)) && (x.Extractor == extractor || isPaired(name)) {
 				out, found = append(out, x), true
 				break
 			}
@@ -359,13 +399,19 @@ func EvaluateRun(db *store.DB, run store.Run, m MetricsSpec) ([]store.Metric, er
 	if err != nil {
 		return nil, err
 	}
+	var acc *float64
+	if want["class_acc"] {
+		if acc, err = classAccuracy(gen, samples); err != nil {
+			return nil, fmt.Errorf("run %d: %w", run.ID, err)
+		}
+	}
 	var out []store.Metric
 	for _, v := range []struct {
 		name string
 		v    *float64
-	}{{"fid", &rep.FID}, {"sfid", rep.SFID}, {"is", rep.IS}, {"precision", rep.Precision}, {"recall", rep.Recall}, {"kid", rep.KID}} {
+	}{{"fid", &rep.FID}, {"sfid", rep.SFID}, {"is", rep.IS}, {"precision", rep.Precision}, {"recall", rep.Recall}, {"kid", rep.KID}, {"class_acc", acc}} {
 		if want[v.name] && v.v != nil {
-			out = append(out, store.Metric{Name: v.name, Value: *v.v, N: rep.N, Reference: m.Reference, Extractor: rep.Extractor, Resize: m.Resize})
+			out = append(out, store.Metric{Name: metricName(v.name, rep.Extractor), Value: *v.v, N: rep.N, Reference: m.Reference, Extractor: rep.Extractor, Resize: m.Resize})
 		}
 	}
 	if err := db.PutMetrics(run.ID, out); err != nil {

@@ -82,7 +82,9 @@ func AddTradeoffFigures(s *Section) error {
 }
 
 // DefaultBuilders are the builders of a report when New is given none: tables, then figures.
-func DefaultBuilders() []Builder { return []Builder{AddTable, AddTradeoffFigures, AddDiagnostics} }
+func DefaultBuilders() []Builder {
+	return []Builder{AddTable, AddTradeoffFigures, AddSampleGrids, AddDiagnostics}
+}
 
 // Report is a report ready to render: one section per group.
 type Report struct {

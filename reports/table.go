@@ -68,6 +68,12 @@ var metricColumns = []metricColumn{
 	{"recall", Column{Name: "Recall", Kind: KindNumber, Digits: 2, Better: HigherIsBetter}},
 	{"kid", Column{Name: "KID", Kind: KindNumber, Digits: 4, Better: LowerIsBetter}},
 	{"clip_score", Column{Name: "CLIP", Kind: KindNumber, Digits: 2, Better: HigherIsBetter}},
+	// The embedded default's metrics: Fashion-MNIST classifier features, never Inception's.
+	{"fid_fmnist", Column{Name: "FID-FMNIST", Kind: KindNumber, Digits: 2, Better: LowerIsBetter}},
+	{"is_fmnist", Column{Name: "IS-FMNIST", Kind: KindNumber, Digits: 2, Better: HigherIsBetter}},
+	{"class_acc", Column{Name: "Class acc.", Kind: KindNumber, Digits: 3, Better: HigherIsBetter}},
+	{"psnr_vs_none", Column{Name: "PSNR vs none", Kind: KindNumber, Digits: 2, Better: HigherIsBetter}},
+	{"ssim_vs_none", Column{Name: "SSIM vs none", Kind: KindNumber, Digits: 3, Better: HigherIsBetter}},
 }
 
 // metricColumnOf returns the column of a metric name; names the papers do not use are shown as stored.

@@ -24,6 +24,7 @@ import (
 	"github.com/cachebench/cachebench/metrics"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
+	"github.com/cachebench/cachebench/models/fmnist"
 	"github.com/cachebench/cachebench/models/inception"
 )
 
@@ -187,11 +188,11 @@ func resolveModel(m experiments.Model) (*resolvedModel, error) {
 
 // sweepMetrics opens the extractor and the reference of an experiment's [metrics] (nil, nil
 // and a reason when the model's outputs are latents, which have no image features yet).
-func sweepMetrics(e *experiments.Experiment, c dit.Config, backend string) (*lazyInception, *harness.MetricsSpec, string, error) {
+func sweepMetrics(e *experiments.Experiment, c dit.Config, backend string) (metrics.Extractor, *harness.MetricsSpec, string, error) {
 	if e.Metrics == nil {
 		return nil, nil, "", nil
 	}
-	if c.InChannels != 3 {
+	if c.InChannels != 3 && (c.InChannels != 1 || e.Metrics.Extractor != "fmnist") {
 		return nil, nil, fmt.Sprintf("metrics skipped: the model outputs %d-channel %dx%d latents; image features need a VAE decoder, "+
 			"which cachebench does not have yet (the latents are stored, so metrics can be computed once it exists)",
 			c.InChannels, c.InputSize, c.InputSize), nil
@@ -238,19 +239,43 @@ func inceptionFeatures(id string) *harness.FeatureSpec {
 	return &harness.FeatureSpec{Extractor: id, Pool: inception.Pool3Dim, Spatial: inception.SpatialDim, Logits: inception.NumLogits}
 }
 
+// resizeFMNIST is the input policy of the Fashion-MNIST classifier (recorded with every metric).
+const resizeFMNIST = "none: 32x32 gray, x/127.5−1 (tools/fmnist_common.py)"
+
+// featuresOf is the stored feature layout of an extractor, by its ID.
+func featuresOf(id string) *harness.FeatureSpec {
+	if strings.HasPrefix(id, fmnist.IDPrefix) {
+		return &harness.FeatureSpec{Extractor: id, Pool: fmnist.FeatureDim, Logits: fmnist.NumClasses}
+	}
+	return inceptionFeatures(id)
+}
+
 // openMetrics prepares the Inception extractor and the reference statistics of a [metrics]
 // section; reference images are read and extracted only when a metric needs them.
-func openMetrics(em *experiments.Metrics, backend string) (*lazyInception, *harness.MetricsSpec, error) {
+func openMetrics(em *experiments.Metrics, backend string) (metrics.Extractor, *harness.MetricsSpec, error) {
 	hash, err := checkpoint.FileHash(em.Weights)
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics.weights: %w", err)
 	}
-	ex := &lazyInception{id: "pytorch-fid-inception-v3@" + hash[:16], weights: em.Weights, backend: backend}
+	var ex metrics.Extractor
+	resize := resizeInception
+	if em.Extractor == "fmnist" {
+		b, err := engine.New(backend)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ex, err = fmnist.NewExtractor(b, em.Weights); err != nil {
+			return nil, nil, fmt.Errorf("metrics.weights: %w", err)
+		}
+		resize = resizeFMNIST
+	} else {
+		ex = &lazyInception{id: "pytorch-fid-inception-v3@" + hash[:16], weights: em.Weights, backend: backend}
+	}
 	ref, err := metrics.ReadRefStats(em.Reference)
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics.reference: %w", err)
 	}
-	spec := &harness.MetricsSpec{Names: em.Names, Ref: ref, Reference: em.Reference, Resize: resizeInception}
+	spec := &harness.MetricsSpec{Names: em.Names, Ref: ref, Reference: em.Reference, Resize: resize}
 	if p := em.ReferenceImages; p != "" {
 		var once sync.Once
 		var feats *metrics.Features
@@ -336,7 +361,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		defer db.Close()
 	}
 
-	var ex *lazyInception
+	var ex metrics.Extractor
 	var mspec *harness.MetricsSpec
 	var features *harness.FeatureSpec
 	if !f.list {
@@ -348,15 +373,19 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 			logf("%s", why)
 		}
 		if ex != nil {
-			features = inceptionFeatures(ex.ID())
+			features = featuresOf(ex.ID())
 		}
-	} else if e.Metrics != nil && rm.cfg.InChannels == 3 {
+	} else if e.Metrics != nil && (rm.cfg.InChannels == 3 || (rm.cfg.InChannels == 1 && e.Metrics.Extractor == "fmnist")) {
 		// Listing must show the same hashes as running: the features are part of the configuration.
 		hash, err := checkpoint.FileHash(e.Metrics.Weights)
 		if err != nil {
 			return err
 		}
-		features = inceptionFeatures("pytorch-fid-inception-v3@" + hash[:16])
+		if e.Metrics.Extractor == "fmnist" {
+			features = featuresOf(fmnist.IDPrefix + hash[:16])
+		} else {
+			features = inceptionFeatures("pytorch-fid-inception-v3@" + hash[:16])
+		}
 	}
 	items := harness.ExperimentItems(e, rm.cfg.String(), rm.weights, backend, features)
 	if f.list {
