@@ -104,10 +104,10 @@ type Axis struct {
 
 // Metrics are the metrics computed from every configuration's samples.
 type Metrics struct {
-	Extractor       string   // feature network: "inception" or "fmnist"
-	Weights         string   // its weights file
-	Reference       string   // reference statistics (.npz: mu, sigma[, mu_s, sigma_s])
-	ReferenceImages string   // reference images for precision, recall and KID ("" = none)
+	Extractor       string // feature network: "inception" or "fmnist"
+	Weights         string // its weights file
+	Reference       string // reference statistics (.npz: mu, sigma[, mu_s, sigma_s])
+	ReferenceImages string // reference images for precision, recall and KID ("" = none)
 	// Names are the metrics to store, among fid, sfid, is, precision, recall, kid, class_acc (does
 	// the sample show its class, by the extractor's classifier), psnr_vs_none and ssim_vs_none
 	// (paired fidelity to the none configuration's sample from the same noise).
