@@ -31,6 +31,9 @@ func (f *Features) Stats() (*RefStats, error) {
 	if f.N < 2 {
 		return nil, fmt.Errorf("statistics need at least 2 images, got %d", f.N)
 	}
+	if f.PoolDim < 1 || (f.Spatial != nil && f.SpatialDim < 1) {
+		return nil, fmt.Errorf("features of dimension %d (spatial %d): want at least 1", f.PoolDim, f.SpatialDim)
+	}
 	s := NewStats(f.PoolDim)
 	if err := s.AddRows(f.Pool, f.N); err != nil {
 		return nil, err
