@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -104,7 +103,7 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			if err != nil {
 				return err
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			ctx, stop := interruptContext(cmd.ErrOrStderr())
 			defer stop()
 			if sf.replay != "" {
 				return replay(ctx, m, kind, sched, sf)
