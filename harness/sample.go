@@ -128,6 +128,7 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			opt.Plan = p
 		}
 		planTime := time.Since(tPlan)
+		pickTime := timePicks(opt.Plan)
 		rec := r.Recorder
 		if rec != nil {
 			rec.begin(k, i, r.Schedule.TimestepMap[i], planOr(opt.Plan, m.Layout()), rows)
@@ -138,7 +139,7 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("sample: call %d (t=%d): %w", k, r.Schedule.TimestepMap[i], err)
 		}
-		forward := time.Since(t0)
+		forward := time.Since(t0) - *pickTime
 		if r.Policy != nil {
 			if err := r.Policy.Observe(k, i, opt.Plan, r.Cache); err != nil {
 				return Result{}, fmt.Errorf("sample: observe call %d: %w", k, err)
@@ -207,4 +208,30 @@ func planOr(p *hook.Plan, l hook.Layout) *hook.Plan {
 		return p
 	}
 	return hook.FullPlan(l)
+}
+
+// timePicks wraps the token choices a plan defers into the forward so that the method's part of
+// them (staleness, bonus, top-k) is timed as policy overhead; the model's score of the module's
+// input is forward time.
+func timePicks(p *hook.Plan) *time.Duration {
+	var total time.Duration
+	if p == nil {
+		return &total
+	}
+	for b := range p.Blocks {
+		for i, mp := range p.Blocks[b].Modules {
+			if mp.Choose == nil || mp.Choose.Pick == nil {
+				continue
+			}
+			ch := *mp.Choose
+			pick := ch.Pick
+			ch.Pick = func(score [][]float32) ([][]int32, error) {
+				t := time.Now()
+				defer func() { total += time.Since(t) }()
+				return pick(score)
+			}
+			p.Blocks[b].Modules[i].Choose = &ch
+		}
+	}
+	return &total
 }

@@ -17,6 +17,9 @@ func DryRun(m Method, env Env, counter hook.FLOPsCounter, timesteps []int64) (*T
 		if err != nil {
 			return nil, fmt.Errorf("call %d: %w", call, err)
 		}
+		if err := resolve(p, env.Rows, env.Layout.Tokens); err != nil {
+			return nil, fmt.Errorf("call %d: %w", call, err)
+		}
 		if err := m.Observe(call, step, p, nil); err != nil {
 			return nil, fmt.Errorf("call %d: %w", call, err)
 		}

@@ -17,8 +17,8 @@ func init() {
 			{Name: "ratio", Kind: Float, Default: "0.05", Min: 0, Max: 1, Doc: "fresh ratio r0: fraction of tokens recomputed at a conservative step before the schedules"},
 			{Name: "scheduler", Kind: Enum, Default: "ToCa", Choices: []string{"ToCa", "ToCa-ddim50", "ToCa-ddpm250", "constant"},
 				Doc: "ratio schedule over steps and layers: ToCa is DuCa-DiT's name for ToCa-ddim50's weights (ws 2.0, wl −0.2); ToCa-ddpm250 and constant are not in DuCa's code"},
-			{Name: "score", Kind: Enum, Default: "attention", Choices: []string{"attention", "vnorm", "random"},
-				Doc: "base token score: attention received (s1), V-caching value norms (tokens with small ‖v‖ first), or uniform random"},
+			{Name: "score", Kind: Enum, Default: "attention", Choices: []string{"attention", "vnorm", "random", "similarity", "norm"},
+				Doc: "base token score: attention received (s1), V-caching value norms (tokens with small ‖v‖ first), uniform random, 1 − cos(MLP input, cached MLP output), or ‖MLP input‖"},
 			{Name: "soft_fresh_weight", Kind: Float, Default: "0.25", Min: 0, Max: 100, Doc: "λ3, weight of the staleness score s3"},
 			{Name: "mode", Kind: Enum, Default: "faithful", Choices: []string{"faithful", "clean"}, Doc: "faithful: official mid-step interval update; clean: one decision per step"},
 		},
@@ -104,10 +104,12 @@ func (m *duca) Plan(call, step int) (*hook.Plan, error) {
 			r := m.sched.mlpRatio(m.r0, layer, l.Depth, step, m.env.Steps)
 			k, rf := freshCount(r, l.Tokens)
 			note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
-			fresh := m.engine.choose(layer, call, k)
-			m.engine.markFresh(layer, fresh)
+			mlp, err := m.engine.plan(layer, call, k, nil)
+			if err != nil {
+				return nil, err
+			}
 			bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}
-			bp.Modules[1] = hook.ModulePlan{Action: hook.Partial, Tokens: fresh}
+			bp.Modules[1] = mlp
 		case ducaAggressive:
 			if aggressive < 0 {
 				aggressive = layer

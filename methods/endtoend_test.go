@@ -261,3 +261,43 @@ func TestDeltaDiTTiny(t *testing.T) {
 		t.Errorf("x_k %.3g from the uncached run", worst)
 	}
 }
+
+// ToCa and DuCa with the scores of the MLP's current input (`similarity`, `norm`), chosen inside
+// the forward: the plan carries the choice after the call, the run stays close to the uncached
+// one, and each score chooses differently from the attention score.
+func TestInputScoresTiny(t *testing.T) {
+	for _, method := range []string{"toca", "duca"} {
+		chosen := map[string][][]int32{}
+		for _, score := range []string{"attention", "similarity", "norm"} {
+			partial := 0
+			_, worst := runTiny(t, method, map[string]string{"N": "3", "ratio": "0.07", "score": score},
+				func(c tinyCall, _ *dit.Model, _ []float32) {
+					mp := c.plan.Blocks[3].Modules[1]
+					if deferred := mp.Choose != nil && mp.Tokens == nil; mp.Action == hook.Partial && deferred != (score != "attention") {
+						t.Errorf("%s %s call %d: choice deferred %t before the call", method, score, c.call, deferred)
+					}
+				},
+				func(c tinyCall, _ *dit.Model, _ []float32) {
+					if mp := c.plan.Blocks[3].Modules[1]; mp.Action == hook.Partial {
+						if mp.Tokens == nil {
+							t.Fatalf("%s %s call %d: no tokens in the plan after the call", method, score, c.call)
+						}
+						partial++
+						chosen[score] = append(chosen[score], methods.SortedRows(mp.Tokens)...)
+					}
+				})
+			if partial == 0 {
+				t.Errorf("%s %s: no partial step", method, score)
+			}
+			if worst > 0.05 {
+				t.Errorf("%s %s: x_k %.3g from the uncached run", method, score, worst)
+			}
+		}
+		for _, pair := range [][2]string{{"attention", "similarity"}, {"attention", "norm"}, {"similarity", "norm"}} {
+			a, b := chosen[pair[0]], chosen[pair[1]]
+			if len(a) == 0 || len(a) != len(b) || slices.EqualFunc(a, b, slices.Equal) {
+				t.Errorf("%s: scores %s and %s chose the same tokens (%d selections)", method, pair[0], pair[1], len(a))
+			}
+		}
+	}
+}

@@ -14,7 +14,8 @@ func init() {
 			{Name: "ratio", Kind: Float, Default: "0.07", Min: 0, Max: 1, Doc: "fresh ratio r0: fraction of tokens recomputed at a partial step before the schedules"},
 			{Name: "scheduler", Kind: Enum, Default: "ToCa-ddim50", Choices: []string{"ToCa-ddim50", "ToCa-ddpm250", "constant"}, Doc: "ratio schedule over steps and layers (constant: r = r0 everywhere; not in the official code)"},
 			{Name: "soft_fresh_weight", Kind: Float, Default: "0.25", Min: 0, Max: 100, Doc: "λ3, weight of the staleness score s3"},
-			{Name: "score", Kind: Enum, Default: "attention", Choices: []string{"attention", "random"}, Doc: "base score: s1 attention received (paper) or uniform random"},
+			{Name: "score", Kind: Enum, Default: "attention", Choices: []string{"attention", "random", "similarity", "norm"},
+				Doc: "base score: s1 attention received (paper), uniform random, 1 − cos(MLP input, cached MLP output), or ‖MLP input‖ (the last two chosen inside the forward)"},
 			{Name: "mode", Kind: Enum, Default: "faithful", Choices: []string{"faithful", "clean"}, Doc: "faithful keeps the official mid-step interval update (layers after a full layer 0 re-test with the new interval); clean decides full steps once per step"},
 		},
 		New: func(v Values, env Env) (Method, error) {
@@ -117,7 +118,8 @@ func (m *toca) Plan(call, step int) (*hook.Plan, error) {
 		if full && layer == 0 {
 			m.t = nextThreshold(m.n, m.r0, step, m.env.Steps)
 		}
-		note := Note{TUsed: f64(tUsed), TAfter: f64(m.t)}
+		m.notes[layer] = Note{TUsed: f64(tUsed), TAfter: f64(m.t)}
+		note := &m.notes[layer]
 		bp := &p.Blocks[layer]
 		if full {
 			note.Type = "full"
@@ -128,15 +130,20 @@ func (m *toca) Plan(call, step int) (*hook.Plan, error) {
 			r := m.sched.mlpRatio(m.r0, layer, l.Depth, step, m.env.Steps)
 			k, rf := freshCount(r, l.Tokens)
 			note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
-			fresh := m.engine.choose(layer, call, k)
+			var override func([][]int32) [][]int32
 			if m.force != nil {
-				note.Own, fresh = fresh, m.force(call, layer)
+				override = func(own [][]int32) [][]int32 {
+					m.notes[layer].Own = own
+					return m.force(call, layer)
+				}
 			}
-			m.engine.markFresh(layer, fresh) // counters follow the tokens actually recomputed
+			mlp, err := m.engine.plan(layer, call, k, override)
+			if err != nil {
+				return nil, err
+			}
 			bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}
-			bp.Modules[1] = hook.ModulePlan{Action: hook.Partial, Tokens: fresh}
+			bp.Modules[1] = mlp
 		}
-		m.notes[layer] = note
 	}
 	return p, nil
 }

@@ -197,6 +197,65 @@ func (e *tokenEngine) choose(layer, call, k int) [][]int32 {
 	return fresh
 }
 
+// plan returns the MLP plan of a partial step of the layer that recomputes k tokens per row. Base
+// scores known before the call choose now; `similarity` and `norm` need the MLP's current input,
+// so the choice is deferred into the forward (hook.Chooser), where the model's score of that
+// input becomes the base score. override, when set (tests), replaces the own choice.
+func (e *tokenEngine) plan(layer, call, k int, override func(own [][]int32) [][]int32) (hook.ModulePlan, error) {
+	pick := func() [][]int32 {
+		fresh := e.choose(layer, call, k)
+		if override != nil {
+			fresh = override(fresh)
+		}
+		e.markFresh(layer, fresh) // counters follow the tokens actually recomputed
+		return fresh
+	}
+	var kind hook.TokenScore
+	switch e.score {
+	case "similarity":
+		kind = hook.ScoreSimilarity
+	case "norm":
+		kind = hook.ScoreNorm
+	default:
+		return hook.ModulePlan{Action: hook.Partial, Tokens: pick()}, nil
+	}
+	return hook.ModulePlan{Action: hook.Partial, Choose: &hook.Chooser{Score: kind, Pick: func(score [][]float32) ([][]int32, error) {
+		if len(score) != e.rows {
+			return nil, fmt.Errorf("layer %d: %s score for %d rows, want %d", layer, e.score, len(score), e.rows)
+		}
+		base := make([][]float32, e.rows)
+		for r, row := range score {
+			if len(row) != e.layout.Tokens {
+				return nil, fmt.Errorf("layer %d: %s score of row %d has %d tokens, want %d", layer, e.score, r, len(row), e.layout.Tokens)
+			}
+			base[r] = append([]float32(nil), row...)
+		}
+		e.base[layer] = base
+		return pick(), nil
+	}}}, nil
+}
+
+// resolve makes the deferred token choices of a plan that no model runs (FLOPs dry runs) with a
+// zero base score, so the staleness term alone orders tokens, as for the other scores.
+func resolve(p *hook.Plan, rows, tokens int) error {
+	zero := make([][]float32, rows)
+	for r := range zero {
+		zero[r] = make([]float32, tokens)
+	}
+	for b := range p.Blocks {
+		for i, mp := range p.Blocks[b].Modules {
+			if mp.Action == hook.Partial && mp.Tokens == nil && mp.Choose != nil {
+				fresh, err := mp.Choose.Pick(zero)
+				if err != nil {
+					return err
+				}
+				p.Blocks[b].Modules[i].Tokens = fresh
+			}
+		}
+	}
+	return nil
+}
+
 // markFresh updates the staleness counters after scoring: all +1, the fresh tokens back to 0.
 func (e *tokenEngine) markFresh(layer int, fresh [][]int32) {
 	for r, row := range e.stale[layer] {

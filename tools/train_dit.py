@@ -10,7 +10,7 @@ LossType.RESCALED_MSE and ModelVarType.LEARNED_RANGE, 1000 linear-beta steps): M
 the VLB term (in bits/dim) for the learned-range variance with the model's mean detached.
 
 Usage:
-  python3 tools/train_dit.py --steps 10000 --threads 1 [--deadline-min M] [--resume]
+  python3 tools/train_dit.py --steps 10000 --threads 1 [--deadline-min M] [--resume] [--init W.safetensors]
   (every ~5 min: checkpoint to --ckpt and export of the EMA weights to --out)
   python3 tools/train_dit.py --golden IN OUT       # write forward inputs IN and PyTorch outputs OUT
 """
@@ -333,6 +333,11 @@ def train(args):
     nparam = sum(p.numel() for p in params)
     print(f"trainable params {nparam}", flush=True)
     step = 0
+    if args.init:
+        # Stage 2: continue from exported (EMA) weights with a fresh optimiser and lr schedule.
+        sd = load_safetensors(args.init)
+        model.load_state_dict(sd); ema.load_state_dict(sd)
+        print(f"initialised model and EMA from {args.init}", flush=True)
     if args.resume and os.path.exists(args.ckpt):
         ck = torch.load(args.ckpt)
         model.load_state_dict(ck["model"]); ema.load_state_dict(ck["ema"]); opt.load_state_dict(ck["opt"])
@@ -340,8 +345,9 @@ def train(args):
         torch.set_rng_state(ck["rng"])
     log = open(args.log, "a" if args.resume else "w")
     if not args.resume:
-        log.write(f"# train_dit.py seed={args.seed} batch={args.batch} lr={args.lr} schedule={args.schedule} "
-                  f"steps={args.steps} ema={args.ema} params={nparam}\n# step loss mse vb lr seconds\n")
+        log.write(f"# train_dit.py seed={args.seed} batch={args.batch} lr={args.lr} min_lr={args.min_lr} warmup={args.warmup} "
+                  f"schedule={args.schedule} steps={args.steps} ema={args.ema} params={nparam} init={args.init or '-'}\n"
+                  f"# step loss mse vb lr seconds\n")
     t0 = time.time()
     last_ck = t0
     run_l = run_m = run_v = 0.0
@@ -433,6 +439,7 @@ def main():
     ap.add_argument("--log", default=os.path.join(HERE, "train_dit.log"))
     ap.add_argument("--out", default=os.path.join(REPO, "assets", "fmnist_dit.safetensors"))
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init", default="", help="start model and EMA from these safetensors weights (fresh optimiser)")
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
     ap.add_argument("--golden", nargs=2, metavar=("IN", "OUT"))
     args = ap.parse_args()

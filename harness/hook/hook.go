@@ -93,6 +93,41 @@ type ModulePlan struct {
 	// Value holds, for Predict, the module output [B, N, D] the method computed (e.g. a Taylor
 	// extrapolation of the cache); the model uses it as it uses a cached output.
 	Value *tensors.Tensor
+	// Choose, for Partial with Tokens nil, defers the token choice into the forward: scores that
+	// need the module's current input cannot be planned ahead. The model fills Tokens with the
+	// choice before it computes the module, so everything after the call sees the tokens that ran.
+	Choose *Chooser
+}
+
+// TokenScore names a per-token score computed from a module's current input.
+type TokenScore int
+
+const (
+	// ScoreSimilarity is 1 − cos(input_i, cached output_i), L2-normalised over tokens. It compares
+	// the module's input with its cached output, as ToCa's `similarity` does (different spaces;
+	// kept for fidelity to the official code).
+	ScoreSimilarity TokenScore = iota
+	// ScoreNorm is ‖input_i‖, L2-normalised over tokens (ToCa's `norm`).
+	ScoreNorm
+)
+
+var scoreNames = [...]string{"similarity", "norm"}
+
+// String returns the score's name as the official code's cache_type spells it.
+func (s TokenScore) String() string {
+	if s >= 0 && int(s) < len(scoreNames) {
+		return scoreNames[s]
+	}
+	return fmt.Sprintf("score(%d)", int(s))
+}
+
+// Chooser is a token choice made inside the forward of a model call.
+type Chooser struct {
+	Score TokenScore
+	// Pick receives the score [rows][tokens] of the module's input (the pre-norm residual stream
+	// the module would gather from) and returns the tokens to recompute per row, the same count
+	// in every row.
+	Pick func(score [][]float32) ([][]int32, error)
 }
 
 // Span is the block range From..To (inclusive).
@@ -214,27 +249,43 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 				if c == nil || c.Out(b, m) == nil {
 					return fmt.Errorf("%s: %s needs a cached output, and there is none yet", where, mp.Action)
 				}
-				if mp.Action == Partial {
-					if len(mp.Tokens) != batch {
-						return fmt.Errorf("%s: partial plan has token lists for %d rows, batch is %d", where, len(mp.Tokens), batch)
+				if mp.Action == Partial && mp.Tokens == nil && mp.Choose != nil {
+					if mp.Choose.Pick == nil || mp.Choose.Score < ScoreSimilarity || mp.Choose.Score > ScoreNorm {
+						return fmt.Errorf("%s: deferred token choice without a picker or with score %s", where, mp.Choose.Score)
 					}
-					k := len(mp.Tokens[0])
-					for r, row := range mp.Tokens {
-						if len(row) != k {
-							return fmt.Errorf("%s: row %d selects %d tokens, row 0 selects %d", where, r, len(row), k)
-						}
-						seen := make(map[int32]bool, k)
-						for _, t := range row {
-							if t < 0 || int(t) >= l.Tokens || seen[t] {
-								return fmt.Errorf("%s: row %d: token index %d out of range [0,%d) or repeated", where, r, t, l.Tokens)
-							}
-							seen[t] = true
-						}
+				} else if mp.Action == Partial {
+					if err := CheckTokens(mp.Tokens, batch, l.Tokens); err != nil {
+						return fmt.Errorf("%s: %w", where, err)
 					}
 				}
 			default:
 				return fmt.Errorf("%s: action %s is not supported by this model", where, mp.Action)
 			}
+		}
+	}
+	return nil
+}
+
+// CheckTokens checks a partial module's token lists: one per batch row, the same count in each,
+// indices in [0, n) without repeats.
+func CheckTokens(tokens [][]int32, batch, n int) error {
+	if len(tokens) != batch {
+		return fmt.Errorf("partial plan has token lists for %d rows, batch is %d", len(tokens), batch)
+	}
+	if batch == 0 {
+		return nil
+	}
+	k := len(tokens[0])
+	for r, row := range tokens {
+		if len(row) != k {
+			return fmt.Errorf("row %d selects %d tokens, row 0 selects %d", r, len(row), k)
+		}
+		seen := make(map[int32]bool, k)
+		for _, t := range row {
+			if t < 0 || int(t) >= n || seen[t] {
+				return fmt.Errorf("row %d: token index %d out of range [0,%d) or repeated", r, t, n)
+			}
+			seen[t] = true
 		}
 	}
 	return nil

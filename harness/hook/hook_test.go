@@ -35,6 +35,8 @@ func TestPlanValidate(t *testing.T) {
 		{partial([][]int32{{1, 1}, {1, 2}}), "repeated"},
 		{skip, "cached input and output"},
 		{func() *Plan { p := FullPlan(l); p.Blocks[2].Modules[0].Action = Predict; return p }(), "predict without"},
+		{func() *Plan { p := partial(nil); p.Blocks[1].Modules[1].Choose = &Chooser{Score: ScoreNorm}; return p }(), "deferred token choice without a picker"},
+		{partial(nil), "token lists for 0 rows"},
 	} {
 		err := c2.p.Validate(l, c, 2)
 		if err == nil || !strings.Contains(err.Error(), c2.want) {
@@ -43,6 +45,11 @@ func TestPlanValidate(t *testing.T) {
 	}
 	if err := partial([][]int32{{0, 3}, {1, 2}}).Validate(l, c, 2); err != nil {
 		t.Errorf("valid partial plan: %v", err)
+	}
+	deferred := partial(nil)
+	deferred.Blocks[1].Modules[1].Choose = &Chooser{Score: ScoreSimilarity, Pick: func([][]float32) ([][]int32, error) { return nil, nil }}
+	if err := deferred.Validate(l, c, 2); err != nil {
+		t.Errorf("valid deferred choice: %v", err)
 	}
 	c.SetSpan(Span{0, 1}, x, x)
 	for b := 0; b <= 1; b++ {

@@ -311,6 +311,10 @@ func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt 
 	if sig.mlp == hook.Predict {
 		sig.mlp = hook.Reuse
 	}
+	if mlp.Action == hook.Partial && mlp.Tokens == nil && mlp.Choose != nil {
+		mlp.Tokens = m.chooseTokens(b, h, cond, sig.attn, cached(0, attn), opt.Cache.Out(b, 1), mlp.Choose)
+		bp.Modules[1].Tokens = mlp.Tokens // the caller's plan: FLOPs, traces and Observe see the choice
+	}
 	if mlp.Action == hook.Partial && len(mlp.Tokens[0]) == 0 {
 		sig.mlp = hook.Reuse // k = 0 computes nothing (the FLOPs counter still bills LN and adaLN)
 	}
@@ -409,6 +413,63 @@ func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt 
 		}
 	}
 	return next
+}
+
+// chooseTokens makes a deferred token choice for block b's MLP: it scores the MLP's input (the
+// residual stream after attention, before norm2, where a partial step gathers its rows) in a
+// small graph and asks the method's picker for the tokens.
+func (m *Model) chooseTokens(b int, h, cond *tensors.Tensor, attn hook.Action, cachedAttn, cachedMLP *tensors.Tensor, ch *hook.Chooser) [][]int32 {
+	args := append([]any{h, cond}, m.w.blockArgs(b)...)
+	if attn == hook.Reuse {
+		args = append(args, cachedAttn)
+	}
+	if ch.Score == hook.ScoreSimilarity {
+		args = append(args, cachedMLP)
+	}
+	e := m.exec(fmt.Sprintf("score/%s/attn=%s", ch.Score, attn), func(in []*Node) []*Node { return m.scoreGraph(in, attn, ch.Score) })
+	out := e.MustExec(args...)[0]
+	flat := tensors.MustCopyFlatData[float32](out)
+	out.MustFinalizeAll()
+	B, N := h.Shape().Dimensions[0], m.Tokens()
+	score := make([][]float32, B)
+	for r := range score {
+		score[r] = flat[r*N : (r+1)*N]
+	}
+	tokens, err := ch.Pick(score)
+	if err == nil {
+		err = hook.CheckTokens(tokens, B, N)
+	}
+	if err != nil {
+		panic(fmt.Errorf("block %d mlp: token choice (%s score): %w", b, ch.Score, err))
+	}
+	return tokens
+}
+
+// scoreGraph computes the MLP input of a block as blockGraph does and scores its tokens. Inputs:
+// x, c, the 10 block weights, the cached attention (Reuse) and the cached MLP (similarity).
+// Output: [B, N], L2-normalised over tokens like F.normalize.
+func (m *Model) scoreGraph(in []*Node, attn hook.Action, score hook.TokenScore) []*Node {
+	x, cond, w, rest := in[0], in[1], in[2:12], in[12:]
+	mod := Split(linear(activations.Swish(cond), w[0], w[1]), -1, 6)
+	var attnOut *Node
+	if attn == hook.Full {
+		attnOut, _, _ = m.attention(modulate(layerNorm(x), mod[0], mod[1]), w[2], w[3], w[4], w[5], false, false)
+	} else {
+		attnOut, rest = rest[0], rest[1:]
+	}
+	x = Add(x, Mul(InsertAxes(mod[2], 1), attnOut))
+	norm := func(v *Node) *Node { return Sqrt(ReduceSum(Square(v), -1)) }
+	var s *Node
+	switch score {
+	case hook.ScoreNorm:
+		s = norm(x)
+	case hook.ScoreSimilarity:
+		// F.cosine_similarity with eps 1e-8 on each norm, then 1 − cos.
+		c := rest[0]
+		cos := Div(ReduceSum(Mul(x, c), -1), Mul(MaxScalar(norm(x), 1e-8), MaxScalar(norm(c), 1e-8)))
+		s = OneMinus(cos)
+	}
+	return []*Node{Div(s, MaxScalar(Sqrt(ReduceAndKeep(Square(s), ReduceSum, -1)), 1e-12))}
 }
 
 // blockSig names one compiled variant of the block graph.

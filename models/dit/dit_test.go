@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 	"testing"
 
@@ -433,4 +434,119 @@ func TestProbeAfterPlainCalls(t *testing.T) {
 	if _, err := m.Forward(x, ts, y, dit.Options{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestDeferredChoice checks the token choice made inside the forward (ToCa/DuCa `norm` and
+// `similarity`): the score the picker sees is that of the MLP input recomputed on the host from
+// probed intermediates, the plan records the picked tokens, and the output equals the same
+// partial step planned ahead with those tokens.
+func TestDeferredChoice(t *testing.T) {
+	m := goldenModel(t, "dit/weights.safetensors")
+	g := golden.Open(t, "dit/forward.safetensors")
+	x, ts, y := golden.F32(t, g, "x"), toF64(golden.I64(t, g, "t")), golden.I64(t, g, "y")
+	ts2 := []float64{100, 200, 300}
+	l := m.Layout()
+	B, N, D := len(ts), l.Tokens, l.Hidden
+	for _, kind := range []hook.TokenScore{hook.ScoreNorm, hook.ScoreSimilarity} {
+		t.Run(kind.String(), func(t *testing.T) {
+			c1, c2 := hook.NewCache(l), hook.NewCache(l)
+			for _, c := range []*hook.Cache{c1, c2} {
+				if _, err := m.Forward(x, ts, y, dit.Options{Cache: c}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cachedMLP := make([][]float32, l.Depth)
+			for b := range cachedMLP {
+				cachedMLP[b] = tensors.MustCopyFlatData[float32](c1.Out(b, 1))
+			}
+			scores := make([][][]float32, l.Depth)
+			p := hook.FullPlan(l)
+			for b := range p.Blocks {
+				p.Blocks[b].Modules[0].Action = hook.Reuse
+				p.Blocks[b].Modules[1] = hook.ModulePlan{Action: hook.Partial, Choose: &hook.Chooser{Score: kind,
+					Pick: func(s [][]float32) ([][]int32, error) {
+						scores[b] = s
+						out := make([][]int32, len(s))
+						for r := range s {
+							out[r] = methodsTopK(s[r], 5+b)
+						}
+						return out, nil
+					}}}
+			}
+			probed := map[string][]float32{}
+			got, err := m.Forward(x, ts2, y, dit.Options{Plan: p, Cache: c1, Probe: func(name string, v *tensors.Tensor) {
+				probed[name] = tensors.MustCopyFlatData[float32](v)
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			planned := hook.FullPlan(l)
+			for b := range planned.Blocks {
+				tok := p.Blocks[b].Modules[1].Tokens
+				if len(tok) != B || len(tok[0]) != 5+b {
+					t.Fatalf("block %d: plan holds %d×%d picked tokens, want %d×%d", b, len(tok), len(tok[0]), B, 5+b)
+				}
+				planned.Blocks[b].Modules[0].Action = hook.Reuse
+				planned.Blocks[b].Modules[1] = hook.ModulePlan{Action: hook.Partial, Tokens: tok}
+
+				in := probed["x_embed"]
+				if b > 0 {
+					in = probed[fmt.Sprintf("block_%d", b-1)]
+				}
+				attn := probed[fmt.Sprintf("block%d_attn", b)]
+				for r := range B {
+					want := make([]float64, N)
+					var ss float64
+					for n := range N {
+						var xx, cc, xc float64
+						for d := range D {
+							i := (r*N+n)*D + d
+							v, c := float64(in[i]+attn[i]), float64(cachedMLP[b][i])
+							xx, cc, xc = xx+v*v, cc+c*c, xc+v*c
+						}
+						if kind == hook.ScoreNorm {
+							want[n] = math.Sqrt(xx)
+						} else {
+							want[n] = 1 - xc/(math.Sqrt(xx)*math.Sqrt(cc))
+						}
+						ss += want[n] * want[n]
+					}
+					for n := range N {
+						w := want[n] / math.Sqrt(ss)
+						if e := math.Abs(float64(scores[b][r][n]) - w); e > 1e-5*math.Abs(w)+1e-6 {
+							t.Fatalf("block %d row %d token %d: score %.7g, host %.7g", b, r, n, scores[b][r][n], w)
+						}
+					}
+				}
+			}
+			want, err := m.Forward(x, ts2, y, dit.Options{Plan: planned, Cache: c2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e := golden.MaxAbs(got, want); e != 0 {
+				t.Errorf("deferred choice differs from the same tokens planned ahead by %.3g", e)
+			}
+		})
+	}
+	// A picker's error or a malformed choice is one error, not a panic.
+	p := hook.FullPlan(l)
+	c := hook.NewCache(l)
+	if _, err := m.Forward(x, ts, y, dit.Options{Cache: c}); err != nil {
+		t.Fatal(err)
+	}
+	p.Blocks[1].Modules[1] = hook.ModulePlan{Action: hook.Partial, Choose: &hook.Chooser{Score: hook.ScoreNorm,
+		Pick: func(s [][]float32) ([][]int32, error) { return [][]int32{{0}, {1, 2}, {3}}, nil }}}
+	if _, err := m.Forward(x, ts2, y, dit.Options{Plan: p, Cache: c}); err == nil || !strings.Contains(err.Error(), "block 1 mlp: token choice (norm score): row 1 selects 2 tokens") {
+		t.Errorf("uneven picked rows: err = %v", err)
+	}
+}
+
+// methodsTopK is the k highest scores, highest first, ties by lower index.
+func methodsTopK(s []float32, k int) []int32 {
+	idx := make([]int32, len(s))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return s[idx[a]] > s[idx[b]] })
+	return idx[:k]
 }
