@@ -295,6 +295,69 @@ func pairFidelity(s Sweep, items []SweepItem, res []ItemResult, logf func(string
 	}
 }
 
+// PairRuns computes PSNR/SSIM against `none` for runs outside a sweep (e.g. after a merge): every
+// complete run is paired with a complete `none` run whose configuration differs only in the
+// method and its parameters (same weights, sampler, guidance, seed, samples, labels: the same
+// noise and label per sample), preferring one with the same steps (a fewer-steps run is paired
+// with the none run of another step count, as in a sweep). Runs without a partner are logged.
+func PairRuns(db *store.DB, runs []store.Run, logf func(string, ...any)) error {
+	type keys struct{ withSteps, noSteps, method string }
+	key := func(r store.Run) (keys, error) {
+		var c Config
+		if err := json.Unmarshal([]byte(r.ConfigJSON), &c); err != nil {
+			return keys{}, fmt.Errorf("run %d: config: %w", r.ID, err)
+		}
+		k := keys{method: c.Method}
+		c.Method, c.Params, c.Features = "", nil, nil
+		a, err := json.Marshal(c)
+		if err != nil {
+			return k, err
+		}
+		c.Steps = ""
+		b, err := json.Marshal(c)
+		k.withSteps, k.noSteps = string(a), string(b)
+		return k, err
+	}
+	base := map[string]store.Run{}
+	ks := make([]keys, len(runs))
+	for i, r := range runs {
+		k, err := key(r)
+		if err != nil {
+			return err
+		}
+		ks[i] = k
+		if k.method == "none" && r.Status == store.StatusDone {
+			base[k.withSteps] = r
+			if _, ok := base[k.noSteps]; !ok { // first none run (lowest id) of any step count
+				base[k.noSteps] = r
+			}
+		}
+	}
+	for i, r := range runs {
+		if r.Status != store.StatusDone {
+			continue
+		}
+		b, ok := base[ks[i].withSteps]
+		if !ok {
+			b, ok = base[ks[i].noSteps]
+		}
+		if !ok {
+			logf("run %d (%s): no complete none run with the same sampling: paired fidelity skipped", r.ID, r.Method)
+			continue
+		}
+		psnr, ssim, n, err := PairedFidelity(db, r, b)
+		if err != nil {
+			return fmt.Errorf("run %d: paired fidelity: %w", r.ID, err)
+		}
+		ref := fmt.Sprintf("run %d (none, same noise)", b.ID)
+		if err := db.PutMetrics(r.ID, []store.Metric{{Name: "psnr_vs_none", Value: psnr, N: n, Reference: ref}, {Name: "ssim_vs_none", Value: ssim, N: n, Reference: ref}}); err != nil {
+			return err
+		}
+		logf("run %d (%s)  psnr_vs_none %.4f  ssim_vs_none %.4f", r.ID, r.Method, psnr, ssim)
+	}
+	return nil
+}
+
 // storedMetrics returns a run's metrics when every one asked for is already stored against the
 // same reference and extractor.
 func storedMetrics(db *store.DB, runID int64, m MetricsSpec, extractor string) ([]store.Metric, bool) {

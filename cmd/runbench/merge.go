@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -29,7 +30,8 @@ metrics, planned FLOPs); ids, times, timings and batch boundaries differ.
 
 --metrics EXPERIMENT computes, for every complete run with stored features, the metrics of the
 experiment's [metrics] section from those features (metrics that need all samples, such as FID,
-are only meaningful after the merge). Running ` + "`runbench run EXPERIMENT --db OUT.db`" + ` does the same.`,
+are only meaningful after the merge), and psnr_vs_none / ssim_vs_none against the complete none
+run whose configuration differs only in the method. Running ` + "`runbench run EXPERIMENT --db OUT.db`" + ` does the same.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out, ins := args[0], args[1:]
@@ -110,6 +112,13 @@ func mergeMetrics(cmd *cobra.Command, db *store.DB, runs []store.Run, path strin
 	}
 	if n == 0 {
 		fmt.Fprintln(cmd.ErrOrStderr(), "no complete run with stored features: nothing to compute (latent models store no features yet)")
+	}
+	if slices.Contains(spec.Names, "psnr_vs_none") || slices.Contains(spec.Names, "ssim_vs_none") {
+		runs, err := db.Runs() // statuses as the merge left them
+		if err != nil {
+			return err
+		}
+		return harness.PairRuns(db, runs, func(f string, a ...any) { fmt.Fprintf(cmd.OutOrStdout(), f+"\n", a...) })
 	}
 	return nil
 }

@@ -97,3 +97,59 @@ names = ["fid", "is"]
 		t.Errorf("latent run:\n%s", out)
 	}
 }
+
+// The embedded default's path in `make bench`: shards sampled apart and merged with --metrics
+// give the same metrics as the unsharded sweep, PSNR/SSIM against none included (the fewer-steps
+// configuration is paired with the none run of the other step count, as in the sweep).
+func TestShardMergePairedMetricsCLI(t *testing.T) {
+	dir := t.TempDir()
+	exp := filepath.Join(dir, "fm.toml")
+	body := fmt.Sprintf(`output = %q
+outputs = "keep"
+[model]
+weights = %q
+heads = 3
+[sampling]
+sampler = "ddim"
+steps = 4
+cfg = 2.0
+guide = "all"
+samples = 4
+batch = 2
+[methods.none]
+[methods.steps]
+steps = 2
+[methods.fora]
+N = 2
+[metrics]
+extractor = "fmnist"
+weights = %q
+reference = %q
+names = ["fid", "class_acc", "psnr_vs_none", "ssim_vs_none"]
+`, filepath.Join(dir, "whole"), repoPath("assets/fmnist_dit.safetensors"), repoPath("assets/fmnist_classifier.safetensors"), repoPath("assets/fmnist_test_stats.npz"))
+	if err := os.WriteFile(exp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	whole := filepath.Join(dir, "whole.db")
+	out := mustRunbench(t, "run", exp, "--db", whole)
+	if strings.Count(out, "psnr_vs_none") != 3 {
+		t.Fatalf("unsharded sweep: want psnr_vs_none on 3 runs:\n%s", out)
+	}
+	var shards []string
+	for i := range 2 {
+		db := filepath.Join(dir, fmt.Sprintf("shard%d.db", i))
+		mustRunbench(t, "run", exp, "--shard", fmt.Sprintf("%d/2", i), "--db", db, "--out", filepath.Join(dir, "sharded"))
+		shards = append(shards, db)
+	}
+	merged := filepath.Join(dir, "merged.db")
+	out = mustRunbench(t, append([]string{"merge", merged}, append(shards, "--metrics", exp)...)...)
+	if strings.Count(out, "psnr_vs_none") != 3 {
+		t.Errorf("merge --metrics: want psnr_vs_none on 3 runs:\n%s", out)
+	}
+	if d := diffRows(resultRowsOf(t, merged), resultRowsOf(t, whole)); d != "" {
+		t.Fatalf("shards + merge --metrics differ from the unsharded sweep:\n%s", d)
+	}
+}
+
+// repoPath is a path from the repository root (tests run in cmd/runbench).
+func repoPath(p string) string { return filepath.Join("..", "..", p) }
