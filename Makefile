@@ -27,18 +27,21 @@ test:
 # FID-FMNIST, class accuracy, PSNR/SSIM against the uncached samples, and the report in out/default/.
 # The pure-Go backend runs this small model on about one core per process, so the sample range is
 # split into BENCH_SHARDS processes (default: one per core), merged into one database before the
-# metrics and the report. Shard i>0 logs to out/default/shard-i.log; rerunning resumes.
+# metrics and the report. Shard i>0 logs to BENCH_OUT/shard-i.log; rerunning resumes.
+# A quick look: make bench BENCH_ARGS="--samples 16" BENCH_OUT=/tmp/bench16
 BENCH_SHARDS ?= $(shell nproc 2>/dev/null || echo 2)
-BENCH_OUT    := out/default
+BENCH_OUT    ?= out/default
+BENCH_ARGS   ?=
+BENCH_RUN    = $(BIN) run experiments/default.toml --out $(BENCH_OUT) $(BENCH_ARGS)
 bench: build
 	@start=$$(date +%s); n=$(BENCH_SHARDS); mkdir -p $(BENCH_OUT); \
 	if [ "$$n" -le 1 ]; then \
-		$(BIN) run experiments/default.toml || exit 1; \
+		$(BENCH_RUN) || exit 1; \
 	else \
 		pids=; i=1; while [ $$i -lt $$n ]; do \
-			$(BIN) run experiments/default.toml --shard $$i/$$n > $(BENCH_OUT)/shard-$$i.log 2>&1 & pids="$$pids $$!"; i=$$((i+1)); \
+			$(BENCH_RUN) --shard $$i/$$n > $(BENCH_OUT)/shard-$$i.log 2>&1 & pids="$$pids $$!"; i=$$((i+1)); \
 		done; \
-		rc=0; $(BIN) run experiments/default.toml --shard 0/$$n || rc=1; \
+		rc=0; $(BENCH_RUN) --shard 0/$$n || rc=1; \
 		for p in $$pids; do wait $$p || rc=1; done; \
 		if [ $$rc != 0 ]; then echo "make bench: a shard failed (logs: $(BENCH_OUT)/shard-*.log)"; exit 1; fi; \
 		i=0; dbs=; while [ $$i -lt $$n ]; do dbs="$$dbs $(BENCH_OUT)/results-shard-$$i-of-$$n.db"; i=$$((i+1)); done; \
