@@ -270,32 +270,9 @@ func transpose2D(name string, t *checkpoint.Tensor) (*checkpoint.Tensor, error) 
 	return checkpoint.NewF32(out, c, r), nil
 }
 
-// checkWeights reports the first missing, extra or misshapen tensor (in key order).
+// checkWeights reports every missing, extra or misshapen tensor in one error (in key order).
 func (c Config) checkWeights(path string, sd map[string]*checkpoint.Tensor) error {
-	want := c.ExpectedShapes()
-	var problems []string
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		t, ok := sd[k]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", k, want[k]))
-		case !slices.Equal(t.Shape, want[k]):
-			problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", k, t.Shape, want[k]))
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(sd)) {
-		if _, ok := want[k]; !ok {
-			problems = append(problems, fmt.Sprintf("unexpected tensor %q (shape %v) for %s", k, sd[k].Shape, c))
-		}
-	}
-	if len(problems) > 0 {
-		more := ""
-		if len(problems) > 1 {
-			more = fmt.Sprintf(" (and %d more problems)", len(problems)-1)
-		}
-		return fmt.Errorf("%s: %s%s", path, problems[0], more)
-	}
-	return nil
+	return checkpoint.CheckShapes(path, sd, c.ExpectedShapes(), c.String(), nil)
 }
 
 // weights are the model parameters as backend tensors in the order the graphs take them;

@@ -302,7 +302,7 @@ func TestWeightErrors(t *testing.T) {
 	}
 	bad := clone()
 	bad.Tensors["blocks.1.attn.proj.weight"] = checkpoint.NewF32(make([]float32, 64*32), 64, 32)
-	if _, err := dit.New(b, c, bad); err == nil || !strings.Contains(err.Error(), "[64 32], want [64 64]") {
+	if _, err := dit.New(b, c, bad); err == nil || !strings.Contains(err.Error(), "[64, 32], want [64, 64]") {
 		t.Errorf("misshapen tensor: %v", err)
 	}
 	if _, err := dit.InferConfig(f, 5); err == nil {

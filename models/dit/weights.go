@@ -2,9 +2,7 @@ package dit
 
 import (
 	"fmt"
-	"maps"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -129,32 +127,9 @@ func InferConfig(f *checkpoint.File, heads int) (Config, error) {
 	return c, nil
 }
 
-// CheckWeights reports the first missing, extra or misshapen tensor (in key order).
+// CheckWeights reports every missing, extra or misshapen tensor in one error (in key order).
 func (c Config) CheckWeights(f *checkpoint.File) error {
-	want := c.ExpectedShapes()
-	var problems []string
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		t, ok := f.Tensors[k]
-		switch {
-		case !ok:
-			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %v)", k, want[k]))
-		case !slices.Equal(t.Shape, want[k]):
-			problems = append(problems, fmt.Sprintf("tensor %q has shape %v, want %v", k, t.Shape, want[k]))
-		}
-	}
-	for _, k := range f.Names() {
-		if _, ok := want[k]; !ok {
-			problems = append(problems, fmt.Sprintf("unexpected tensor %q (shape %v) for %s", k, f.Tensors[k].Shape, c))
-		}
-	}
-	if len(problems) > 0 {
-		more := ""
-		if len(problems) > 1 {
-			more = fmt.Sprintf(" (and %d more problems)", len(problems)-1)
-		}
-		return fmt.Errorf("%s: %s%s", f.Path, problems[0], more)
-	}
-	return nil
+	return checkpoint.CheckShapes(f.Path, f.Tensors, c.ExpectedShapes(), c.String(), nil)
 }
 
 // New puts the weights of a checked state dict on a backend.

@@ -19,10 +19,8 @@ package fmnist
 
 import (
 	"fmt"
-	"maps"
 	"math"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
@@ -110,45 +108,12 @@ func Load(b backends.Backend, path string) (*Net, error) {
 }
 
 // CheckWeights reports every missing, misshapen or unexpected tensor of a state dict in one
-// error (the first in full, with the count of the others), naming the key and both shapes.
+// error, naming the key and both shapes.
 func CheckWeights(f *checkpoint.File) error {
-	want := ExpectedShapes()
-	var problems []string
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		t, ok := f.Tensors[k]
-		switch {
-		case !ok || t == nil:
-			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %s)", k, describeShape(want[k])))
-		case !slices.Equal(t.Shape, want[k]):
-			problems = append(problems, fmt.Sprintf("tensor %q has shape %s, want %s", k, describeShape(t.Shape), describeShape(want[k])))
-		}
+	if err := checkpoint.CheckShapes(f.Path, f.Tensors, ExpectedShapes(), "the Fashion-MNIST classifier fmnist_cnn_v1", nil); err != nil {
+		return fmt.Errorf("fmnist: %w", err)
 	}
-	for _, k := range f.Names() {
-		if _, ok := want[k]; !ok {
-			shape := "?"
-			if t := f.Tensors[k]; t != nil {
-				shape = describeShape(t.Shape)
-			}
-			problems = append(problems, fmt.Sprintf("unexpected tensor %q (shape %s) for the Fashion-MNIST classifier fmnist_cnn_v1", k, shape))
-		}
-	}
-	switch len(problems) {
-	case 0:
-		return nil
-	case 1:
-		return fmt.Errorf("fmnist: %s: %s", f.Path, problems[0])
-	default:
-		return fmt.Errorf("fmnist: %s: %s (and %d more: %s)", f.Path, problems[0], len(problems)-1, strings.Join(problems[1:], "; "))
-	}
-}
-
-// describeShape prints a shape the way PyTorch does, [] for a scalar.
-func describeShape(s []int) string {
-	parts := make([]string, len(s))
-	for i, d := range s {
-		parts[i] = fmt.Sprint(d)
-	}
-	return "[" + strings.Join(parts, ", ") + "]"
+	return nil
 }
 
 // New checks a state dict, reorders the weights for the NHWC graph and puts them on the backend.

@@ -1,10 +1,5 @@
 package inception
 
-import (
-	"fmt"
-	"strings"
-)
-
 // conv is one BasicConv2d of the network (convolution without bias, BatchNorm, ReLU) as
 // torchvision's Inception3 declares it; the key prefix is its name.
 type conv struct {
@@ -201,13 +196,4 @@ func FLOPsPerImage() int64 {
 	}
 	macs += Pool3Dim * NumLogits
 	return 2 * macs
-}
-
-// describeShape prints a shape the way PyTorch does, [] for a scalar.
-func describeShape(s []int) string {
-	parts := make([]string, len(s))
-	for i, d := range s {
-		parts[i] = fmt.Sprint(d)
-	}
-	return "[" + strings.Join(parts, ", ") + "]"
 }

@@ -14,10 +14,8 @@ package inception
 
 import (
 	"fmt"
-	"maps"
 	"math"
 	"runtime"
-	"slices"
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
@@ -88,35 +86,11 @@ func Load(b backends.Backend, path string) (*Net, error) {
 	return New(b, f)
 }
 
-// CheckWeights reports the first missing, misshapen or unexpected tensor of a state dict
+// CheckWeights reports every missing, misshapen or unexpected tensor of a state dict in one error
 // (num_batches_tracked counters are ignored), naming the key and both shapes.
 func CheckWeights(f *checkpoint.File) error {
-	want := ExpectedShapes()
-	var problems []string
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		t, ok := f.Tensors[k]
-		switch {
-		case !ok || t == nil:
-			problems = append(problems, fmt.Sprintf("missing tensor %q (want shape %s)", k, describeShape(want[k])))
-		case !slices.Equal(t.Shape, want[k]):
-			problems = append(problems, fmt.Sprintf("tensor %q has shape %s, want %s", k, describeShape(t.Shape), describeShape(want[k])))
-		}
-	}
-	for _, k := range f.Names() {
-		if _, ok := want[k]; !ok && !isCounter(k) {
-			problems = append(problems, fmt.Sprintf("unexpected tensor %q (shape %s) for pytorch-fid's FID Inception-v3", k, describeShape(f.Tensors[k].Shape)))
-		}
-	}
-	if len(problems) > 0 {
-		more := ""
-		switch len(problems) {
-		case 1:
-		case 2:
-			more = " (and 1 more problem)"
-		default:
-			more = fmt.Sprintf(" (and %d more problems)", len(problems)-1)
-		}
-		return fmt.Errorf("inception: %s: %s%s", f.Path, problems[0], more)
+	if err := checkpoint.CheckShapes(f.Path, f.Tensors, ExpectedShapes(), "pytorch-fid's FID Inception-v3", isCounter); err != nil {
+		return fmt.Errorf("inception: %w", err)
 	}
 	return nil
 }

@@ -232,7 +232,7 @@ func TestWeightErrors(t *testing.T) {
 		}),
 			[]string{`unexpected tensor "AuxLogits.fc.weight" (shape [2, 3])`}},
 		{"two problems", clone(func(m map[string]*checkpoint.Tensor) { delete(m, "fc.bias"); delete(m, "fc.weight") }),
-			[]string{`missing tensor "fc.bias"`, "and 1 more problem"}},
+			[]string{`missing tensor "fc.bias"`, `(and 1 more: missing tensor "fc.weight"`}},
 		{"non-finite", clone(func(m map[string]*checkpoint.Tensor) {
 			v := make([]float32, 1008)
 			v[5] = float32(math.NaN())
