@@ -11,6 +11,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 )
 
 // FashionMNISTDir is where Debian's dataset-fashion-mnist package installs the IDX files
@@ -186,4 +188,67 @@ func readIDX(path string, magic uint32, what string) (dims []int, data []byte, e
 		return nil, nil, fmt.Errorf("idx: %s: more data than %s %v declare (%d bytes)%s", path, what, dims, size, compressed)
 	}
 	return dims, buf.Bytes(), nil
+}
+
+// FashionMNISTSpecPrefix starts an image-set argument that names real Fashion-MNIST images.
+const FashionMNISTSpecPrefix = "fmnist:"
+
+// ParseFashionMNISTSpec splits "fmnist:SPLIT" or "fmnist:SPLIT:N" into the split (train or test) and the count N (0: all).
+func ParseFashionMNISTSpec(spec string) (split string, n int, err error) {
+	bad := func(why string) error {
+		return fmt.Errorf("fashion-mnist set %q: %s; want fmnist:SPLIT or fmnist:SPLIT:N (SPLIT train or test, N ≥ 1 the first N images)", spec, why)
+	}
+	rest, ok := strings.CutPrefix(spec, FashionMNISTSpecPrefix)
+	if !ok {
+		return "", 0, bad("no fmnist: prefix")
+	}
+	split, count, hasCount := strings.Cut(rest, ":")
+	if split != "train" && split != "test" {
+		return "", 0, bad(fmt.Sprintf("split %q", split))
+	}
+	if !hasCount {
+		return split, 0, nil
+	}
+	// Atoi alone would take "+5"; a count is plain digits.
+	n, err = strconv.Atoi(count)
+	if err != nil || n < 1 || strings.TrimLeft(count, "0123456789") != "" {
+		return "", 0, bad(fmt.Sprintf("count %q", count))
+	}
+	return split, n, nil
+}
+
+// ReadFashionMNISTSet reads the set a "fmnist:SPLIT[:N]" spec names from dir ("" means FashionMNISTDir) as 32×32 RGB images with their labels.
+//
+// The 28×28 images get 2 px of background (0) on every side, tools/fmnist_common.py's padding,
+// so that the classifier sees the pixels it was trained on; gray is repeated in R, G and B.
+func ReadFashionMNISTSet(dir, spec string) (*Images, []uint8, error) {
+	split, n, err := ParseFashionMNISTSpec(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := FashionMNIST(dir, split)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", spec, err)
+	}
+	if n > m.N {
+		return nil, nil, fmt.Errorf("%s: asks for %d images, the %s split holds %d", spec, n, split, m.N)
+	}
+	if n == 0 {
+		n = m.N
+	}
+	m = &MNIST{N: n, H: m.H, W: m.W, Pix: m.Pix[:n*m.H*m.W], Labels: m.Labels[:n]}
+	return m.Pad(2).RGB(), m.Labels, nil
+}
+
+// Pad returns the images with p pixels of background (0) added on every side.
+func (m *MNIST) Pad(p int) *MNIST {
+	h, w := m.H+2*p, m.W+2*p
+	out := &MNIST{N: m.N, H: h, W: w, Pix: make([]uint8, m.N*h*w), Labels: m.Labels}
+	for i := range m.N {
+		src, dst := m.Image(i), out.Image(i)
+		for y := range m.H {
+			copy(dst[(y+p)*w+p:], src[y*m.W:(y+1)*m.W])
+		}
+	}
+	return out
 }

@@ -199,3 +199,104 @@ func TestFashionMNISTInstalled(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFashionMNISTSpec(t *testing.T) {
+	for _, c := range []struct {
+		spec  string
+		split string
+		n     int
+	}{{"fmnist:test", "test", 0}, {"fmnist:train", "train", 0}, {"fmnist:test:200", "test", 200}, {"fmnist:train:1", "train", 1}} {
+		split, n, err := ParseFashionMNISTSpec(c.spec)
+		if err != nil || split != c.split || n != c.n {
+			t.Errorf("%q: %q %d %v, want %q %d", c.spec, split, n, err, c.split, c.n)
+		}
+	}
+	for _, c := range []struct{ spec, want string }{
+		{"fmnist:val:10", `split "val"`}, {"fmnist:t10k", `split "t10k"`}, {"fmnist:", `split ""`}, {"mnist:test", "no fmnist: prefix"},
+		{"fmnist:test:0", `count "0"`}, {"fmnist:test:-3", `count "-3"`}, {"fmnist:test:+3", `count "+3"`},
+		{"fmnist:test:", `count ""`}, {"fmnist:test:5:6", `count "5:6"`}, {"fmnist:test:ten", `count "ten"`},
+	} {
+		_, _, err := ParseFashionMNISTSpec(c.spec)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "fmnist:SPLIT:N") {
+			t.Errorf("%q: error %v, want one naming %q and the syntax", c.spec, err, c.want)
+		}
+	}
+}
+
+// The padded set keeps the IDX pixels 2 px in from every side and 0 around them.
+func checkPadded(t *testing.T, im *Images, m *MNIST, n int) {
+	t.Helper()
+	if im.N != n || im.H != m.H+4 || im.W != m.W+4 || len(im.Pix) != n*im.H*im.W*3 {
+		t.Fatalf("N=%d %d×%d %d bytes, want %d images of %d×%d", im.N, im.W, im.H, len(im.Pix), n, m.W+4, m.H+4)
+	}
+	for i := range n {
+		img, src := im.Image(i), m.Image(i)
+		for y := range im.H {
+			for x := range im.W {
+				want := uint8(0)
+				if y >= 2 && y < m.H+2 && x >= 2 && x < m.W+2 {
+					want = src[(y-2)*m.W+x-2]
+				}
+				if p := img[(y*im.W+x)*3:]; p[0] != want || p[1] != want || p[2] != want {
+					t.Fatalf("image %d pixel (%d, %d) = %v, want gray %d", i, x, y, p[:3], want)
+				}
+			}
+		}
+	}
+}
+
+func TestReadFashionMNISTSetSmall(t *testing.T) {
+	images, labels := smallSet()
+	dir := t.TempDir()
+	write(t, dir, "t10k-images-idx3-ubyte", images)
+	write(t, dir, "t10k-labels-idx1-ubyte", labels)
+	m, err := FashionMNIST(dir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, l, err := ReadFashionMNISTSet(dir, "fmnist:test:2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkPadded(t, im, m, 2)
+	if !slices.Equal(l, []uint8{7, 0}) {
+		t.Errorf("labels %v, want [7 0]", l)
+	}
+	if im, l, err = ReadFashionMNISTSet(dir, "fmnist:test"); err != nil || im.N != 3 || len(l) != 3 {
+		t.Errorf("fmnist:test: %v", err)
+	}
+	for _, c := range []struct{ spec, want string }{
+		{"fmnist:test:4", "asks for 4 images, the test split holds 3"},
+		{"fmnist:train:1", "fmnist:train:1: fashion-mnist: " + dir + " has neither train-images-idx3-ubyte"},
+		{"fmnist:val:10", `split "val"`},
+	} {
+		if _, _, err := ReadFashionMNISTSet(dir, c.spec); err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error %v, want one line containing %q", c.spec, err, c.want)
+		}
+	}
+	nowhere := filepath.Join(dir, "nowhere")
+	if _, _, err := ReadFashionMNISTSet(nowhere, "fmnist:test:1"); !errors.Is(err, ErrNoFashionMNIST) ||
+		!strings.Contains(err.Error(), FashionMNISTPackage) || !strings.Contains(err.Error(), nowhere) {
+		t.Errorf("missing folder: %v", err)
+	}
+}
+
+// TestReadFashionMNISTSetInstalled checks the padding on the real files: the first test image is
+// the IDX image surrounded by 2 px of 0, and its label is the ankle boot's.
+func TestReadFashionMNISTSetInstalled(t *testing.T) {
+	if _, err := os.Stat(FashionMNISTDir); errors.Is(err, fs.ErrNotExist) {
+		t.Skipf("%s is missing: install the Debian package %s (`make setup`)", FashionMNISTDir, FashionMNISTPackage)
+	}
+	m, err := FashionMNIST("", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, l, err := ReadFashionMNISTSet("", "fmnist:test:5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if im.H != 32 || im.W != 32 || !slices.Equal(l, m.Labels[:5]) || l[0] != 9 {
+		t.Fatalf("%d×%d, labels %v, want 32×32 and %v", im.W, im.H, l, m.Labels[:5])
+	}
+	checkPadded(t, im, m, 5)
+}

@@ -12,10 +12,10 @@ import (
 	"github.com/cachebench/cachebench/metrics"
 )
 
-// metricName is the stored name of a metric computed with an extractor: FID and IS of the
+// MetricName is the stored name of a metric computed with an extractor: FID and IS of the
 // Fashion-MNIST classifier are stored as fid_fmnist and is_fmnist so that nobody mistakes them
 // for Inception's.
-func metricName(name, extractor string) string {
+func MetricName(name, extractor string) string {
 	if strings.HasPrefix(extractor, "fmnist") && (name == "fid" || name == "is") {
 		return name + "_fmnist"
 	}

@@ -368,7 +368,7 @@ func storedMetrics(db *store.DB, runID int64, m MetricsSpec, extractor string) (
 	var out []store.Metric
 	for _, name := range m.Names {
 		found := false
-		name = metricName(name, extractor)
+		name = MetricName(name, extractor)
 		for _, x := range all {
 			if x.Name == name && (x.Reference == m.Reference || isPaired(name)) && (x.Extractor == extractor || isPaired(name)) {
 				out, found = append(out, x), true
@@ -474,7 +474,7 @@ func EvaluateRun(db *store.DB, run store.Run, m MetricsSpec) ([]store.Metric, er
 		v    *float64
 	}{{"fid", &rep.FID}, {"sfid", rep.SFID}, {"is", rep.IS}, {"precision", rep.Precision}, {"recall", rep.Recall}, {"kid", rep.KID}, {"class_acc", acc}} {
 		if want[v.name] && v.v != nil {
-			out = append(out, store.Metric{Name: metricName(v.name, rep.Extractor), Value: *v.v, N: rep.N, Reference: m.Reference, Extractor: rep.Extractor, Resize: m.Resize})
+			out = append(out, store.Metric{Name: MetricName(v.name, rep.Extractor), Value: *v.v, N: rep.N, Reference: m.Reference, Extractor: rep.Extractor, Resize: m.Resize})
 		}
 	}
 	if err := db.PutMetrics(run.ID, out); err != nil {

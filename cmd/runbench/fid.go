@@ -13,10 +13,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cachebench/cachebench/datasets"
+	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/metrics"
 	"github.com/cachebench/cachebench/models/checkpoint"
+	"github.com/cachebench/cachebench/models/fmnist"
 	"github.com/cachebench/cachebench/models/inception"
 )
 
@@ -32,9 +34,10 @@ type extractorFlags struct {
 }
 
 func (f *extractorFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.extractor, "extractor", "inception", "feature network (inception: pytorch-fid's FID Inception-v3)")
-	cmd.Flags().StringVar(&f.weights, "weights", os.Getenv("CACHEBENCH_INCEPTION"), "Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or a safetensors copy (default $CACHEBENCH_INCEPTION)")
-	cmd.Flags().IntVar(&f.batch, "batch", inception.DefaultBatchSize, "images per forward pass (does not change results)")
+	cmd.Flags().StringVar(&f.extractor, "extractor", "inception", "feature network (inception: pytorch-fid's FID Inception-v3; fmnist: the Fashion-MNIST classifier, FID-FMNIST)")
+	cmd.Flags().StringVar(&f.weights, "weights", os.Getenv("CACHEBENCH_INCEPTION"), "Inception weights: pytorch-fid's pt_inception-2015-12-05-6726825d.pth or a safetensors copy (default $CACHEBENCH_INCEPTION); "+
+		"with --extractor fmnist the classifier's safetensors, e.g. assets/fmnist_classifier.safetensors (default $CACHEBENCH_FMNIST)")
+	cmd.Flags().IntVar(&f.batch, "batch", inception.DefaultBatchSize, "Inception images per forward pass (does not change results)")
 	cmd.Flags().BoolVar(&f.noCache, "no-cache", false, "recompute reference statistics even when cached")
 }
 
@@ -56,38 +59,72 @@ func (e *inceptionExtractor) Extract(pix []uint8, n, h, w int, progress func(don
 		Logits: f.LogitsUnbiased, LogitDim: inception.NumLogits}, nil
 }
 
-func (f *extractorFlags) open(cmd *cobra.Command) (*inceptionExtractor, error) {
-	if f.extractor != "inception" {
-		return nil, fmt.Errorf("--extractor %q: only inception is available", f.extractor)
-	}
-	if f.weights == "" {
-		return nil, fmt.Errorf("images need Inception weights: give --weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth) or set $CACHEBENCH_INCEPTION; nothing is downloaded")
-	}
+// extractor is an opened feature network with the input policy recorded beside its metrics.
+type extractor struct {
+	metrics.Extractor
+	resize string
+}
+
+func (f *extractorFlags) open(cmd *cobra.Command) (*extractor, error) {
 	backendCfg, _ := cmd.Flags().GetString("backend")
-	b, err := engine.New(backendCfg)
-	if err != nil {
-		return nil, err
+	switch f.extractor {
+	case "inception":
+		if f.weights == "" {
+			return nil, fmt.Errorf("images need Inception weights: give --weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth) or set $CACHEBENCH_INCEPTION; nothing is downloaded")
+		}
+		b, err := engine.New(backendCfg)
+		if err != nil {
+			return nil, err
+		}
+		net, err := inception.Load(b, f.weights)
+		if err != nil {
+			return nil, err
+		}
+		hash, err := checkpoint.FileHash(f.weights)
+		if err != nil {
+			return nil, err
+		}
+		return &extractor{&inceptionExtractor{net: net, id: "pytorch-fid-inception-v3@" + hash[:16], batch: f.batch}, resizeInception}, nil
+	case "fmnist":
+		// The flag's default is $CACHEBENCH_INCEPTION, which must never be loaded as the classifier.
+		weights := os.Getenv("CACHEBENCH_FMNIST")
+		if cmd.Flags().Changed("weights") {
+			weights = f.weights
+		}
+		if weights == "" {
+			return nil, fmt.Errorf("--extractor fmnist needs the classifier's weights: give --weights (assets/fmnist_classifier.safetensors in this repository) or set $CACHEBENCH_FMNIST")
+		}
+		b, err := engine.New(backendCfg)
+		if err != nil {
+			return nil, err
+		}
+		ex, err := fmnist.NewExtractor(b, weights)
+		if err != nil {
+			return nil, err
+		}
+		return &extractor{ex, resizeFMNIST}, nil
 	}
-	net, err := inception.Load(b, f.weights)
-	if err != nil {
-		return nil, err
-	}
-	hash, err := checkpoint.FileHash(f.weights)
-	if err != nil {
-		return nil, err
-	}
-	return &inceptionExtractor{net: net, id: "pytorch-fid-inception-v3@" + hash[:16], batch: f.batch}, nil
+	return nil, fmt.Errorf("--extractor %q: want inception or fmnist", f.extractor)
 }
 
 // imageSet is one side of a comparison: images, or statistics only.
 type imageSet struct {
 	path   string
 	images *datasets.Images
+	labels []uint8 // class of each image, for real Fashion-MNIST sets only
 	stats  *metrics.RefStats
 }
 
-// openSet reads a folder of images, an .npz of images (arr_0) or an .npz of statistics (mu, sigma).
+// openSet reads a folder of images, an .npz of images (arr_0), an .npz of statistics (mu, sigma)
+// or real Fashion-MNIST images with labels (fmnist:SPLIT[:N], padded to 32×32).
 func openSet(path string) (*imageSet, error) {
+	if strings.HasPrefix(path, datasets.FashionMNISTSpecPrefix) {
+		im, labels, err := datasets.ReadFashionMNISTSet("", path)
+		if err != nil {
+			return nil, err
+		}
+		return &imageSet{path: path, images: im, labels: labels}, nil
+	}
 	if st, err := os.Stat(path); err == nil && !st.IsDir() && strings.HasSuffix(strings.ToLower(path), ".npz") {
 		rs, errStats := metrics.ReadRefStats(path)
 		if errStats == nil {
@@ -121,7 +158,7 @@ func features(cmd *cobra.Command, ex metrics.Extractor, s *imageSet) (*metrics.F
 }
 
 // statsOf returns a set's statistics, from the file, the cache, or by extracting features.
-func statsOf(cmd *cobra.Command, ef *extractorFlags, ex **inceptionExtractor, s *imageSet) (*metrics.RefStats, *metrics.Features, error) {
+func statsOf(cmd *cobra.Command, ef *extractorFlags, ex **extractor, s *imageSet) (*metrics.RefStats, *metrics.Features, error) {
 	if s.stats != nil {
 		return s.stats, nil, nil
 	}
@@ -133,7 +170,7 @@ func statsOf(cmd *cobra.Command, ef *extractorFlags, ex **inceptionExtractor, s 
 	}
 	im := s.images
 	key := metrics.RefKey{ImagesSHA256: metrics.ImageSetHash(im.Pix, im.N, im.H, im.W, 3), Resolution: fmt.Sprintf("%dx%d", im.W, im.H),
-		Resize: resizeInception, Extractor: (*ex).ID()}
+		Resize: (*ex).resize, Extractor: (*ex).ID()}
 	cache := metrics.DefaultRefCache()
 	if !ef.noCache {
 		if rs, err := cache.Get(key); err != nil || rs != nil {
@@ -163,11 +200,14 @@ func newFIDCmd() *cobra.Command {
 		Long: `Prints the FID between A and B, as python -m pytorch_fid A B does. Each of A and B is a folder
 of PNG/JPEG images, an .npz of images (arr_0, uint8 NHWC) or an .npz of statistics (mu, sigma;
 pytorch-fid or ADM reference batches). Images go through pytorch-fid's Inception-v3
-(bilinear resize to 299, align_corners=False); their statistics are cached by
-(pixels, resolution, resize policy, weights) so a reference is computed once.`,
+(bilinear resize to 299, align_corners=False), or with --extractor fmnist the Fashion-MNIST
+classifier (FID-FMNIST); their statistics are cached by (pixels, resolution, resize policy,
+network and weights) so a reference is computed once. fmnist:SPLIT or fmnist:SPLIT:N (SPLIT
+train or test) names the first N real Fashion-MNIST images of ` + datasets.FashionMNISTDir + `,
+padded to 32×32 as the classifier was trained.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ex *inceptionExtractor
+			var ex *extractor
 			var st [2]*metrics.RefStats
 			for i, p := range args {
 				s, err := openSet(p)
@@ -201,7 +241,7 @@ func newStatsCmd() *cobra.Command {
 	var ef extractorFlags
 	var images, out string
 	cmd := &cobra.Command{
-		Use:   "stats --images DIR|NPZ --extractor inception --weights W --out REF.npz",
+		Use:   "stats --images DIR|NPZ|fmnist:SPLIT[:N] --extractor inception|fmnist --weights W --out REF.npz",
 		Short: "Compute reference statistics (mu, sigma, mu_s, sigma_s) of an image set",
 		Long: `Writes the statistics of an image set in the ADM reference-batch layout (mu, sigma of the
 pool3 features; mu_s, sigma_s of the sFID spatial features), readable by pytorch-fid and the
@@ -218,7 +258,7 @@ ADM evaluator alike.`,
 			if s.images == nil {
 				return fmt.Errorf("%s already holds statistics", images)
 			}
-			var ex *inceptionExtractor
+			var ex *extractor
 			rs, _, err := statsOf(cmd, &ef, &ex, s)
 			if err != nil {
 				return err
@@ -226,12 +266,16 @@ ADM evaluator alike.`,
 			if err := metrics.WriteRefStats(out, rs); err != nil {
 				return err
 			}
+			if rs.MuS == nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d images → %s (%d-dim features, no spatial)\n", s.images.N, out, len(rs.Mu))
+				return nil
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%d images → %s (%d-dim pool3, %d-dim spatial)\n", s.images.N, out, len(rs.Mu), len(rs.MuS))
 			return nil
 		},
 	}
 	ef.register(cmd)
-	cmd.Flags().StringVar(&images, "images", "", "folder of images or .npz (arr_0)")
+	cmd.Flags().StringVar(&images, "images", "", "folder of images, .npz (arr_0) or fmnist:SPLIT[:N] (real Fashion-MNIST)")
 	cmd.Flags().StringVar(&out, "out", "", "statistics file to write (.npz)")
 	return cmd
 }
@@ -247,7 +291,11 @@ func newMetricsCmd() *cobra.Command {
 		Long: `Computes every metric of the generated images X (folder or .npz) against the reference
 statistics REF.npz. Precision/recall (k = 3, ADM evaluator) and KID need reference features:
 give --ref-images (or a REF.npz that also holds arr_0 images). With --db and --run the metrics
-are stored in that run's metrics table, with the extractor and resize policy.`,
+are stored in that run's metrics table, with the extractor and resize policy.
+
+X may be real Fashion-MNIST images, fmnist:SPLIT or fmnist:SPLIT:N (the first N of the train or
+test split, padded to 32×32): with --extractor fmnist that gives the real-data floor of
+FID-FMNIST and IS-FMNIST, and class_acc, the share of images the classifier labels right.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if images == "" || ref == "" {
@@ -292,12 +340,26 @@ are stored in that run's metrics table, with the extractor and resize policy.`,
 					return err
 				}
 			}
-			rep, err := metrics.Evaluate(gf, rs, rf, ex.ID())
+			mr, err := metrics.Evaluate(gf, rs, rf, ex.ID())
 			if err != nil {
 				return err
 			}
+			rep := report{Report: mr}
+			if gen.labels != nil {
+				// The labels are Fashion-MNIST classes: other networks' logits do not name them.
+				if strings.HasPrefix(ex.ID(), fmnist.IDPrefix) && gf.Logits != nil {
+					labels := make([]int64, len(gen.labels))
+					for i, l := range gen.labels {
+						labels[i] = int64(l)
+					}
+					v := metrics.ClassAccuracy(gf.Logits, gf.LogitDim, labels)
+					rep.ClassAcc = &v
+				} else {
+					rep.Notes = append(rep.Notes, "class_acc of labelled images needs --extractor fmnist")
+				}
+			}
 			if db != "" {
-				if err := storeReport(db, runID, rep, ref); err != nil {
+				if err := storeReport(db, runID, rep, ref, ex.resize); err != nil {
 					return err
 				}
 			}
@@ -321,7 +383,7 @@ are stored in that run's metrics table, with the extractor and resize policy.`,
 		},
 	}
 	ef.register(cmd)
-	cmd.Flags().StringVar(&images, "images", "", "generated images: folder or .npz (arr_0)")
+	cmd.Flags().StringVar(&images, "images", "", "generated images: folder or .npz (arr_0); or real ones, fmnist:SPLIT[:N]")
 	cmd.Flags().StringVar(&ref, "ref", "", "reference statistics (.npz: mu, sigma [, mu_s, sigma_s, arr_0])")
 	cmd.Flags().StringVar(&refImages, "ref-images", "", "reference images for precision/recall and KID")
 	cmd.Flags().StringVar(&db, "db", "", "results database to store the metrics in (with --run)")
@@ -330,17 +392,26 @@ are stored in that run's metrics table, with the extractor and resize policy.`,
 	return cmd
 }
 
+// report is what `metrics` prints: metrics.Report and, for labelled images, their class accuracy.
+type report struct {
+	*metrics.Report
+	ClassAcc *float64 `json:"class_acc,omitempty"`
+}
+
 type reportRow struct {
 	name  string
 	value float64
 }
 
-func reportRows(r *metrics.Report) []reportRow {
-	rows := []reportRow{{"fid", r.FID}}
+// reportRows names FID and IS of the Fashion-MNIST classifier fid_fmnist and is_fmnist, as the
+// sweep stores them, so that nobody mistakes them for Inception's.
+func reportRows(r report) []reportRow {
+	fid, is := harness.MetricName("fid", r.Extractor), harness.MetricName("is", r.Extractor)
+	rows := []reportRow{{fid, r.FID}}
 	for _, p := range []struct {
 		name string
 		v    *float64
-	}{{"sfid", r.SFID}, {"is", r.IS}, {"precision", r.Precision}, {"recall", r.Recall}, {"kid", r.KID}} {
+	}{{"sfid", r.SFID}, {is, r.IS}, {"precision", r.Precision}, {"recall", r.Recall}, {"kid", r.KID}, {"class_acc", r.ClassAcc}} {
 		if p.v != nil {
 			rows = append(rows, reportRow{p.name, *p.v})
 		}
@@ -348,7 +419,7 @@ func reportRows(r *metrics.Report) []reportRow {
 	return rows
 }
 
-func storeReport(path string, runID int64, r *metrics.Report, ref string) error {
+func storeReport(path string, runID int64, r report, ref, resize string) error {
 	if runID <= 0 {
 		return errors.New("--db needs --run (the run id the images belong to)")
 	}
@@ -359,7 +430,7 @@ func storeReport(path string, runID int64, r *metrics.Report, ref string) error 
 	defer db.Close()
 	var ms []store.Metric
 	for _, row := range reportRows(r) {
-		ms = append(ms, store.Metric{Name: row.name, Value: row.value, N: r.N, Reference: ref, Extractor: r.Extractor, Resize: resizeInception})
+		ms = append(ms, store.Metric{Name: row.name, Value: row.value, N: r.N, Reference: ref, Extractor: r.Extractor, Resize: resize})
 	}
 	return db.PutMetrics(runID, ms)
 }
