@@ -47,7 +47,10 @@ bench: build
 		i=0; dbs=; while [ $$i -lt $$n ]; do dbs="$$dbs $(BENCH_OUT)/results-shard-$$i-of-$$n.db"; i=$$((i+1)); done; \
 		$(BIN) merge $(BENCH_OUT)/results.db $$dbs --metrics experiments/default.toml || exit 1; \
 	fi; \
-	$(BIN) report $(BENCH_OUT)/results.db --out $(BENCH_OUT)/report && \
+	$(BIN) report $(BENCH_OUT)/results.db --out $(BENCH_OUT)/report || exit 1; \
+	echo "real-data floor: 500 Fashion-MNIST training images against the same reference ($(BENCH_OUT)/report/floor.txt)"; \
+	$(BIN) metrics --extractor fmnist --weights assets/fmnist_classifier.safetensors --ref assets/fmnist_test_stats.npz \
+		--images fmnist:train:500 | tee $(BENCH_OUT)/report/floor.txt || echo "(no floor: install dataset-fashion-mnist, make setup)"; \
 	echo "make bench: $$(( $$(date +%s) - start )) s wall ($$n processes); report in $(BENCH_OUT)/report/report.md"
 
 # gobench runs the Go benchmarks (timings are compared as ratios within one run).
