@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin/runbench
 
-.PHONY: all build setup test bench gobench lint fuzz gpu-build clean docs-figures
+.PHONY: all build setup test bench bench-docs gobench lint fuzz gpu-build clean docs-figures
 
 all: build
 
@@ -52,6 +52,16 @@ bench: build
 	$(BIN) metrics --extractor fmnist --weights assets/fmnist_classifier.safetensors --ref assets/fmnist_test_stats.npz \
 		--images fmnist:train:500 | tee $(BENCH_OUT)/report/floor.txt || echo "(no floor: install dataset-fashion-mnist, make setup)"; \
 	echo "make bench: $$(( $$(date +%s) - start )) s wall ($$n processes); report in $(BENCH_OUT)/report/report.md"
+
+# bench-docs copies the README's figures from the last make bench report (samples-K is the K-th
+# configuration of experiments/default.toml: 0 none, 4 toca N=3, 8 taylorseer).
+BENCH_FIG = $(BENCH_OUT)/report/figures/1-dit-depth-4-hidden-48-3-heads-patch-4-input-1x32x32-10-classes-learned-sigma
+bench-docs:
+	cp $(BENCH_FIG)-fid-fmnist-vs-flops.png docs/bench/fid_fmnist_vs_flops.png
+	cp $(BENCH_FIG)-psnr-vs-none-vs-latency.png docs/bench/psnr_vs_wallclock.png
+	cp $(BENCH_FIG)-samples-0.png docs/bench/samples_none.png
+	cp $(BENCH_FIG)-samples-4.png docs/bench/samples_toca_N3.png
+	cp $(BENCH_FIG)-samples-8.png docs/bench/samples_taylorseer_N3.png
 
 # gobench runs the Go benchmarks (timings are compared as ratios within one run).
 gobench:
