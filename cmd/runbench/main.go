@@ -5,6 +5,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 )
@@ -24,6 +25,29 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("backend", "", `GoMLX backend ("go:ops_sequential" by default, "xla:cuda" in an -tags xla build); also $GOMLX_BACKEND`)
+	var profile string
+	root.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a Go CPU profile of the command to this file (go tool pprof)")
+	var stop func()
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if profile == "" {
+			return nil
+		}
+		f, err := os.Create(profile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		stop = func() { pprof.StopCPUProfile(); f.Close() }
+		return nil
+	}
+	root.PersistentPostRun = func(*cobra.Command, []string) {
+		if stop != nil {
+			stop()
+		}
+	}
 	root.AddCommand(newForwardCmd(), newSampleCmd(), newFlopsCmd(), newMethodsCmd(), newFIDCmd(), newStatsCmd(), newMetricsCmd(), newClipScoreCmd(), newTokenizeCmd(), newFeaturesCmd(), newInspectCmd(), newReportCmd(), newRunCmd(), newMergeCmd())
 	return root
 }

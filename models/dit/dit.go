@@ -555,7 +555,7 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 	case hook.Reuse:
 		attnOut = next()
 	}
-	gatedAttn := Mul(InsertAxes(gateMSA, 1), attnOut)
+	gatedAttn := Mul(expandTo(InsertAxes(gateMSA, 1), attnOut), attnOut)
 	x = Add(x, gatedAttn)
 
 	// MLP, per token: a partial step gathers the selected rows of the residual stream before norm2.
@@ -573,7 +573,7 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 		fresh := mlpFn(gatherRows(x, idx))                              // [B, K, D]
 		mlpOut = gatherRows(Concatenate([]*Node{fresh, cache}, 1), inv) // fresh rows where selected, cache elsewhere
 	}
-	gatedMLP := Mul(InsertAxes(gateMLP, 1), mlpOut)
+	gatedMLP := Mul(expandTo(InsertAxes(gateMLP, 1), mlpOut), mlpOut)
 	x = Add(x, gatedMLP)
 
 	outs = append(outs, x)
@@ -606,7 +606,7 @@ func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, wantMap, wantNorms 
 	parts := Split(qkv, 0, 3)
 	q, k, v := Squeeze(parts[0], 0), Squeeze(parts[1], 0), Squeeze(parts[2], 0)
 	q = MulScalar(q, math.Pow(float64(hd), -0.5))
-	probs := Softmax(Einsum("bhqd,bhkd->bhqk", q, k), -1)
+	probs := softmax(Einsum("bhqd,bhkd->bhqk", q, k))
 	o := Einsum("bhqk,bhkd->bhqd", probs, v)
 	o = Reshape(Transpose(o, 1, 2), B, N, D)
 	if wantMap {
@@ -639,7 +639,48 @@ func (m *Model) finalGraph(in []*Node, probe bool) []*Node {
 // linear is y = x·W + b with W stored [in, out] (transposed from PyTorch at load time).
 func linear(x, w, b *Node) *Node {
 	y := MatMul(x, w)
-	return Add(y, ExpandLeftToRank(b, y.Rank()))
+	return Add(y, expandTo(ExpandLeftToRank(b, y.Rank()), y))
+}
+
+// expandTo broadcasts x to the shape of like explicitly, so that the binary op that follows sees
+// equal shapes. The pure-Go backend's binary ops and broadcasts walk a per-element index iterator
+// whenever shapes differ (~10 % of a forward of the embedded default's model); there x is tiled
+// with Concatenate, which copies blocks. Either way the arithmetic that follows is bit for bit
+// the same; other backends (XLA) fuse broadcasts and get the plain op.
+func expandTo(x, like *Node) *Node {
+	dims := like.Shape().Dimensions
+	if !strings.HasPrefix(x.Graph().Backend().Name(), "SimpleGo") {
+		return BroadcastToDims(x, dims...)
+	}
+	for axis, d := range dims {
+		if x.Shape().Dimensions[axis] == d {
+			continue
+		}
+		// d copies along axis by doubling: the powers of two that sum to d, concatenated once.
+		var pieces []*Node
+		p := x
+		for n := d; n > 0; n >>= 1 {
+			if n&1 == 1 {
+				pieces = append(pieces, p)
+			}
+			if n > 1 {
+				p = Concatenate([]*Node{p, p}, axis)
+			}
+		}
+		if len(pieces) == 1 {
+			x = pieces[0]
+		} else {
+			x = Concatenate(pieces, axis)
+		}
+	}
+	return x
+}
+
+// softmax over the last axis is GoMLX's Softmax (max-shifted exp over its sum), op for op, with
+// the broadcasts explicit (see expandTo).
+func softmax(x *Node) *Node {
+	e := Exp(Sub(x, expandTo(ReduceAndKeep(x, ReduceMax, -1), x)))
+	return Div(e, expandTo(ReduceAndKeep(e, ReduceSum, -1), e))
 }
 
 // geluTanh is GELU with the tanh approximation, 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))); x³ is
@@ -651,13 +692,13 @@ func geluTanh(x *Node) *Node {
 
 // modulate is x·(1+scale) + shift, broadcast over tokens.
 func modulate(x, shift, scale *Node) *Node {
-	return Add(Mul(x, OnePlus(InsertAxes(scale, 1))), InsertAxes(shift, 1))
+	return Add(Mul(x, expandTo(OnePlus(InsertAxes(scale, 1)), x)), expandTo(InsertAxes(shift, 1), x))
 }
 
 // layerNorm has no affine parameters, eps 1e-6 and the biased variance, as the reference.
 func layerNorm(x *Node) *Node {
-	xc := Sub(x, ReduceAndKeep(x, ReduceMean, -1))
-	return Mul(xc, Rsqrt(AddScalar(ReduceAndKeep(Square(xc), ReduceMean, -1), 1e-6)))
+	xc := Sub(x, expandTo(ReduceAndKeep(x, ReduceMean, -1), x))
+	return Mul(xc, expandTo(Rsqrt(AddScalar(ReduceAndKeep(Square(xc), ReduceMean, -1), 1e-6)), xc))
 }
 
 // gatherRows picks rows idx [B, K] (int32) of x [B, N, D] per batch row → [B, K, D].
