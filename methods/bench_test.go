@@ -25,6 +25,7 @@ var benchConfigs = []struct {
 	{"fora_N3", "fora", map[string]string{"N": "3"}},
 	{"toca_N3_r0.07", "toca", map[string]string{"N": "3", "ratio": "0.07"}},
 	{"toca_N5_r0.07", "toca", map[string]string{"N": "5", "ratio": "0.07"}},
+	{"toca_N3_similarity", "toca", map[string]string{"N": "3", "ratio": "0.07", "score": "similarity"}},
 	{"duca_N3_r0.05", "duca", map[string]string{"N": "3", "ratio": "0.05"}},
 	{"taylorseer_N3_O2", "taylorseer", map[string]string{"N": "3", "order": "2"}},
 	{"deltadit_N2", "deltadit", map[string]string{"N": "2"}},
