@@ -280,19 +280,25 @@ func pairFidelity(s Sweep, items []SweepItem, res []ItemResult, logf func(string
 		if res[k].Have < it.Config.NumSamples {
 			continue
 		}
-		psnr, ssim, n, err := PairedFidelity(s.DB, res[k].Run, res[base].Run)
+		ms, err := storePaired(s.DB, res[k].Run, res[base].Run)
 		if err != nil {
 			logf("%s: paired fidelity not computed: %v", it.Label, err)
 			continue
 		}
-		ref := fmt.Sprintf("run %d (none, same noise)", res[base].Run.ID)
-		ms := []store.Metric{{Name: "psnr_vs_none", Value: psnr, N: n, Reference: ref}, {Name: "ssim_vs_none", Value: ssim, N: n, Reference: ref}}
-		if err := s.DB.PutMetrics(res[k].Run.ID, ms); err != nil {
-			logf("%s: %v", it.Label, err)
-			continue
-		}
 		res[k].Metrics = append(res[k].Metrics, ms...)
 	}
+}
+
+// storePaired computes a run's mean PSNR and SSIM against the none run from the same noise and
+// stores them as psnr_vs_none and ssim_vs_none.
+func storePaired(db *store.DB, run, base store.Run) ([]store.Metric, error) {
+	psnr, ssim, n, err := PairedFidelity(db, run, base)
+	if err != nil {
+		return nil, err
+	}
+	ref := fmt.Sprintf("run %d (none, same noise)", base.ID)
+	ms := []store.Metric{{Name: "psnr_vs_none", Value: psnr, N: n, Reference: ref}, {Name: "ssim_vs_none", Value: ssim, N: n, Reference: ref}}
+	return ms, db.PutMetrics(run.ID, ms)
 }
 
 // PairRuns computes PSNR/SSIM against `none` for runs outside a sweep (e.g. after a merge): every
@@ -345,15 +351,11 @@ func PairRuns(db *store.DB, runs []store.Run, logf func(string, ...any)) error {
 			logf("run %d (%s): no complete none run with the same sampling: paired fidelity skipped", r.ID, r.Method)
 			continue
 		}
-		psnr, ssim, n, err := PairedFidelity(db, r, b)
+		ms, err := storePaired(db, r, b)
 		if err != nil {
 			return fmt.Errorf("run %d: paired fidelity: %w", r.ID, err)
 		}
-		ref := fmt.Sprintf("run %d (none, same noise)", b.ID)
-		if err := db.PutMetrics(r.ID, []store.Metric{{Name: "psnr_vs_none", Value: psnr, N: n, Reference: ref}, {Name: "ssim_vs_none", Value: ssim, N: n, Reference: ref}}); err != nil {
-			return err
-		}
-		logf("run %d (%s)  psnr_vs_none %.4f  ssim_vs_none %.4f", r.ID, r.Method, psnr, ssim)
+		logf("run %d (%s)  psnr_vs_none %.4f  ssim_vs_none %.4f", r.ID, r.Method, ms[0].Value, ms[1].Value)
 	}
 	return nil
 }

@@ -114,10 +114,6 @@ func mergeMetrics(cmd *cobra.Command, db *store.DB, runs []store.Run, path strin
 		fmt.Fprintln(cmd.ErrOrStderr(), "no complete run with stored features: nothing to compute (latent models store no features yet)")
 	}
 	if slices.Contains(spec.Names, "psnr_vs_none") || slices.Contains(spec.Names, "ssim_vs_none") {
-		runs, err := db.Runs() // statuses as the merge left them
-		if err != nil {
-			return err
-		}
 		return harness.PairRuns(db, runs, func(f string, a ...any) { fmt.Fprintf(cmd.OutOrStdout(), f+"\n", a...) })
 	}
 	return nil

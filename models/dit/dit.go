@@ -450,14 +450,9 @@ func (m *Model) chooseTokens(b int, h, cond *tensors.Tensor, attn hook.Action, c
 // Output: [B, N], L2-normalised over tokens like F.normalize.
 func (m *Model) scoreGraph(in []*Node, attn hook.Action, score hook.TokenScore) []*Node {
 	x, cond, w, rest := in[0], in[1], in[2:12], in[12:]
+	next := func() *Node { n := rest[0]; rest = rest[1:]; return n }
 	mod := Split(linear(activations.Swish(cond), w[0], w[1]), -1, 6)
-	var attnOut *Node
-	if attn == hook.Full {
-		attnOut, _, _ = m.attention(modulate(layerNorm(x), mod[0], mod[1]), w[2], w[3], w[4], w[5], false, false)
-	} else {
-		attnOut, rest = rest[0], rest[1:]
-	}
-	x = Add(x, Mul(InsertAxes(mod[2], 1), attnOut))
+	x, _, _, _, _ = m.attnResidual(x, mod, w, attn, false, false, next)
 	norm := func(v *Node) *Node { return Sqrt(ReduceSum(Square(v), -1)) }
 	var s *Node
 	switch score {
@@ -465,7 +460,7 @@ func (m *Model) scoreGraph(in []*Node, attn hook.Action, score hook.TokenScore) 
 		s = norm(x)
 	case hook.ScoreSimilarity:
 		// F.cosine_similarity with eps 1e-8 on each norm, then 1 − cos.
-		c := rest[0]
+		c := next()
 		cos := Div(ReduceSum(Mul(x, c), -1), Mul(MaxScalar(norm(x), 1e-8), MaxScalar(norm(c), 1e-8)))
 		s = OneMinus(cos)
 	}
@@ -540,23 +535,14 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 	w := in[2:12]
 	rest := in[12:]
 	next := func() *Node { n := rest[0]; rest = rest[1:]; return n }
-	adaW, adaB, qkvW, qkvB, projW, projB, fc1W, fc1B, fc2W, fc2B := w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8], w[9]
+	adaW, adaB, fc1W, fc1B, fc2W, fc2B := w[0], w[1], w[6], w[7], w[8], w[9]
 
 	ada := linear(activations.Swish(cond), adaW, adaB)
 	mod := Split(ada, -1, 6)
-	shiftMSA, scaleMSA, gateMSA, shiftMLP, scaleMLP, gateMLP := mod[0], mod[1], mod[2], mod[3], mod[4], mod[5]
+	shiftMLP, scaleMLP, gateMLP := mod[3], mod[4], mod[5]
 
 	var outs []*Node
-	// Self-attention.
-	var attnOut, attnMap, vnorms *Node
-	switch sig.attn {
-	case hook.Full:
-		attnOut, attnMap, vnorms = m.attention(modulate(layerNorm(x), shiftMSA, scaleMSA), qkvW, qkvB, projW, projB, sig.attnMap, sig.vnorms)
-	case hook.Reuse:
-		attnOut = next()
-	}
-	gatedAttn := Mul(expandTo(InsertAxes(gateMSA, 1), attnOut), attnOut)
-	x = Add(x, gatedAttn)
+	x, attnOut, gatedAttn, attnMap, vnorms := m.attnResidual(x, mod, w, sig.attn, sig.attnMap, sig.vnorms, next)
 
 	// MLP, per token: a partial step gathers the selected rows of the residual stream before norm2.
 	mlpFn := func(h *Node) *Node {
@@ -593,6 +579,20 @@ func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
 		outs = append(outs, ada, gatedAttn, gatedMLP)
 	}
 	return outs
+}
+
+// attnResidual is a block's first half, shared by the block and score graphs: the self-attention
+// under its action (computed, or the cached or predicted output next() supplies) and its gated
+// residual, which is the MLP's input. mod is the adaLN output split in six, w the block weights.
+func (m *Model) attnResidual(x *Node, mod, w []*Node, attn hook.Action, wantMap, wantNorms bool, next func() *Node) (mlpIn, out, gated, amap, vnorms *Node) {
+	switch attn {
+	case hook.Full:
+		out, amap, vnorms = m.attention(modulate(layerNorm(x), mod[0], mod[1]), w[2], w[3], w[4], w[5], wantMap, wantNorms)
+	case hook.Reuse:
+		out = next()
+	}
+	gated = Mul(expandTo(InsertAxes(mod[2], 1), out), out)
+	return Add(x, gated), out, gated, amap, vnorms
 }
 
 // attention is timm's Attention as DiT uses it: fused qkv, q scaled before q·kᵀ, explicit softmax,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 	"testing"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/golden"
+	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
 )
@@ -468,7 +468,7 @@ func TestDeferredChoice(t *testing.T) {
 						scores[b] = s
 						out := make([][]int32, len(s))
 						for r := range s {
-							out[r] = methodsTopK(s[r], 5+b)
+							out[r] = methods.TopK(s[r], 5+b)
 						}
 						return out, nil
 					}}}
@@ -539,14 +539,4 @@ func TestDeferredChoice(t *testing.T) {
 	if _, err := m.Forward(x, ts2, y, dit.Options{Plan: p, Cache: c}); err == nil || !strings.Contains(err.Error(), "block 1 mlp: token choice (norm score): row 1 selects 2 tokens") {
 		t.Errorf("uneven picked rows: err = %v", err)
 	}
-}
-
-// methodsTopK is the k highest scores, highest first, ties by lower index.
-func methodsTopK(s []float32, k int) []int32 {
-	idx := make([]int32, len(s))
-	for i := range idx {
-		idx[i] = int32(i)
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return s[idx[a]] > s[idx[b]] })
-	return idx[:k]
 }
