@@ -514,3 +514,9 @@ func (r *Recorder) endCall(raw, state []float32, flops int64) {
 	r.prevOut, r.prevState = raw, state
 	r.outRef, r.stateRef = nil, nil
 }
+
+// needsTokens reports whether the recorder reads token indices (full level, or the split of the
+// cache error into recomputed and cached tokens on audited rows); nil records nothing.
+func (r *Recorder) needsTokens() bool {
+	return r != nil && (r.level == RecordFull || r.audit > 0)
+}

@@ -38,6 +38,11 @@ type Request struct {
 	OnStep func(StepInfo) error
 	// Recorder, when set, measures feature dynamics and (on its audit rows) cache errors.
 	Recorder *Recorder
+	// Tokens copies the tokens chosen on the device into each plan (traces); the recorder asks
+	// for them itself when it needs them.
+	Tokens bool
+	// Choices, when set, sees every device token choice (hook.Options.Choices).
+	Choices func(block int, module hook.Module, scoreIn [][]float32, chosen [][]int32)
 }
 
 // StepInfo is what a sampling call produced.
@@ -51,7 +56,8 @@ type StepInfo struct {
 	Plan       *hook.Plan    // the plan carried out (nil = everything computed)
 	Rows       int           // batch rows of the model call (2B with CFG)
 	Forward    time.Duration // wall time of the model call
-	Overhead   time.Duration // wall time of the policy's Plan and Observe (scores, top-k, side information)
+	Overhead   time.Duration // wall time of the policy's Plan and Observe (host decisions; scores and top-k run in the forward)
+	Compile    time.Duration // graph compilation during the call (new shapes), not in Forward
 	Update     time.Duration // wall time of CFG and the sampler update (includes the guidance and noise)
 	Record     time.Duration // wall time of the recorder (dynamics, audit passes), not in the above
 }
@@ -128,24 +134,29 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			opt.Plan = p
 		}
 		planTime := time.Since(tPlan)
-		pickTime := timePicks(opt.Plan)
 		rec := r.Recorder
 		if rec != nil {
 			rec.begin(k, i, r.Schedule.TimestepMap[i], planOr(opt.Plan, m.Layout()), rows)
 			opt.Modules = rec.module
 		}
+		opt.Tokens = r.Tokens || rec.needsTokens()
+		opt.Choices = r.Choices
+		c0 := compileTime(m)
 		t0 := time.Now()
 		out, err := m.Forward(in, t, labels, opt)
 		if err != nil {
 			return Result{}, fmt.Errorf("sample: call %d (t=%d): %w", k, r.Schedule.TimestepMap[i], err)
 		}
-		forward := time.Since(t0) - *pickTime
+		// Graphs compiled during the call (new shapes on a JIT backend) are not execution time.
+		compile := compileTime(m) - c0
+		forward := time.Since(t0) - compile
+		tObs := time.Now()
 		if r.Policy != nil {
 			if err := r.Policy.Observe(k, i, opt.Plan, r.Cache); err != nil {
 				return Result{}, fmt.Errorf("sample: observe call %d: %w", k, err)
 			}
 		}
-		overhead := planTime + time.Since(t0) - forward
+		overhead := planTime + time.Since(tObs)
 		var recordTime time.Duration
 		var raw []float32
 		if rec != nil {
@@ -194,7 +205,7 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 		x = res.X
 		if r.OnStep != nil {
 			if err := r.OnStep(StepInfo{Call: k, Step: i, Timestep: r.Schedule.TimestepMap[i], X: x, PredXStart: res.PredXStart, ModelOut: out,
-				Plan: opt.Plan, Rows: rows, Forward: forward, Overhead: overhead, Update: update, Record: recordTime}); err != nil {
+				Plan: opt.Plan, Rows: rows, Forward: forward, Overhead: overhead, Update: update, Record: recordTime, Compile: compile}); err != nil {
 				return Result{}, err
 			}
 		}
@@ -210,28 +221,11 @@ func planOr(p *hook.Plan, l hook.Layout) *hook.Plan {
 	return hook.FullPlan(l)
 }
 
-// timePicks wraps the token choices a plan defers into the forward so that the method's part of
-// them (staleness, bonus, top-k) is timed as policy overhead; the model's score of the module's
-// input is forward time.
-func timePicks(p *hook.Plan) *time.Duration {
-	var total time.Duration
-	if p == nil {
-		return &total
+// compileTime is the model's cumulative graph-compilation time, or 0 for a model that does not
+// report it.
+func compileTime(m hook.Model) time.Duration {
+	if c, ok := m.(hook.Compiler); ok {
+		return c.CompileTime()
 	}
-	for b := range p.Blocks {
-		for i, mp := range p.Blocks[b].Modules {
-			if mp.Choose == nil || mp.Choose.Pick == nil {
-				continue
-			}
-			ch := *mp.Choose
-			pick := ch.Pick
-			ch.Pick = func(score [][]float32) ([][]int32, error) {
-				t := time.Now()
-				defer func() { total += time.Since(t) }()
-				return pick(score)
-			}
-			p.Blocks[b].Modules[i].Choose = &ch
-		}
-	}
-	return &total
+	return 0
 }

@@ -15,6 +15,7 @@ type Timing struct {
 	Calls, Images             int
 	Forward, Overhead, Update time.Duration
 	Record                    time.Duration // recorder (not in Wall: it is measurement, not sampling)
+	Compile                   time.Duration // graph compilation (not in Wall: a JIT backend's one-time cost)
 	FLOPs                     int64
 }
 
@@ -25,6 +26,7 @@ func (t *Timing) Add(s StepInfo, counter hook.FLOPsCounter, full *hook.Plan) {
 	t.Overhead += s.Overhead
 	t.Update += s.Update
 	t.Record += s.Record
+	t.Compile += s.Compile
 	p := s.Plan
 	if p == nil {
 		p = full
@@ -42,6 +44,7 @@ func (t *Timing) Merge(o Timing) {
 	t.Overhead += o.Overhead
 	t.Update += o.Update
 	t.Record += o.Record
+	t.Compile += o.Compile
 	t.FLOPs += o.FLOPs
 }
 
@@ -56,6 +59,9 @@ func (t *Timing) Report(w io.Writer, method string, base *Timing) {
 	fmt.Fprintf(w, "%s: %d calls, %d images: %.3f s/image, %.2f ms/call (forward %.2f, policy overhead %.2f = %.1f%%, sampler %.2f)\n",
 		method, t.Calls, t.Images, t.Wall().Seconds()/float64(max(t.Images, 1)), ms(t.Wall(), t.Calls), ms(t.Forward, t.Calls),
 		ms(t.Overhead, t.Calls), 100*t.Overhead.Seconds()/max(t.Wall().Seconds(), 1e-9), ms(t.Update, t.Calls))
+	if t.Compile > 0 {
+		fmt.Fprintf(w, "  graph compilation: %.2f s (not in the timings above)\n", t.Compile.Seconds())
+	}
 	if t.Record > 0 {
 		fmt.Fprintf(w, "  recording: %.2f ms/call (%.1f%% of sampling)\n", ms(t.Record, t.Calls), 100*t.Record.Seconds()/max(t.Wall().Seconds(), 1e-9))
 	}
@@ -74,5 +80,6 @@ func (t *Timing) StoreRows() []store.Timing {
 		{Scope: "step", Name: "sampler", Count: t.Calls, TotalMS: ms(t.Update, 1)},
 		{Scope: "image", Name: "sample", Count: t.Images, TotalMS: ms(t.Wall(), 1)},
 		{Scope: "step", Name: "overhead:record", Count: t.Calls, TotalMS: ms(t.Record, 1)},
+		{Scope: "run", Name: "compile", Count: t.Calls, TotalMS: ms(t.Compile, 1)},
 	}
 }

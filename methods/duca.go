@@ -98,16 +98,12 @@ func (m *duca) Plan(call, step int) (*hook.Plan, error) {
 		bp := &p.Blocks[layer]
 		switch typ {
 		case ducaFull:
-			m.engine.request(bp)
-			m.engine.reset(layer)
+			bp.Refresh = m.engine.refresh()
 		case ducaConservative:
 			r := m.sched.mlpRatio(m.r0, layer, l.Depth, step, m.env.Steps)
 			k, rf := freshCount(r, l.Tokens)
 			note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
-			mlp, err := m.engine.plan(layer, call, k, nil)
-			if err != nil {
-				return nil, err
-			}
+			mlp := m.engine.plan(layer, call, k)
 			bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}
 			bp.Modules[1] = mlp
 		case ducaAggressive:
@@ -143,6 +139,7 @@ func (m *duca) Plan(call, step int) (*hook.Plan, error) {
 	return p, nil
 }
 
-func (m *duca) Observe(_, _ int, p *hook.Plan, c *hook.Cache) error { return m.engine.observe(p, c) }
+// Observe has nothing to do: the token state lives in the cache, on the device.
+func (m *duca) Observe(int, int, *hook.Plan, *hook.Cache) error { return nil }
 
 func (m *duca) Notes() []Note { return m.notes }

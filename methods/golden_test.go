@@ -12,6 +12,7 @@ import (
 	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/harness/executor"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/golden"
 	"github.com/cachebench/cachebench/methods"
@@ -65,7 +66,8 @@ func readActions(t *testing.T, name string) goldenActions {
 
 // runGolden replays a golden caching trace on its tiny model and checks the schedule, token
 // counts, FLOPs (exact) and every state x_k (1e-5 of its scale).
-func runGolden(t *testing.T, file, method string, params map[string]string, prepare func(methods.Method)) (*methods.Trace, goldenActions) {
+func runGolden(t *testing.T, file, method string, params map[string]string, prepare func(methods.Method),
+	choices func(call, layer int, scoreIn [][]float32, own [][]int32)) (*methods.Trace, goldenActions) {
 	b, err := engine.New("")
 	if err != nil {
 		t.Fatal(err)
@@ -91,20 +93,25 @@ func runGolden(t *testing.T, file, method string, params map[string]string, prep
 	y := golden.I64(t, g, "y")
 	tr := &methods.Trace{Method: method}
 	var worst float64
-	_, err = harness.Sample(context.Background(), m, harness.Request{
+	call := 0
+	req := harness.Request{
 		Sampler: diffusion.DDIM, Schedule: sched, CFGScale: 1.5, XInit: golden.F32(t, g, "x_init"), Labels: y[:2],
-		Policy: pol, Cache: hook.NewCache(l),
-		OnStep: func(s harness.StepInfo) error {
-			tr.Record(s.Call, s.Step, s.Timestep, s.Plan, pol.Notes(), m.BlockFLOPs(s.Plan, s.Rows), l.Tokens)
-			want := golden.F32(t, g, fmt.Sprintf("x_%03d", s.Call))
-			e := golden.RelToMax(s.X[:len(want)], want)
-			worst = max(worst, e)
-			if e > 1e-5 {
-				t.Errorf("call %d: x rel error %.3g > 1e-5", s.Call, e)
-			}
-			return nil
-		},
-	})
+		Policy: pol, Cache: hook.NewCache(l), Tokens: true}
+	if choices != nil {
+		req.Choices = func(block int, _ hook.Module, scoreIn [][]float32, own [][]int32) { choices(call, block, scoreIn, own) }
+	}
+	req.OnStep = func(s harness.StepInfo) error {
+		call = s.Call + 1
+		tr.Record(s.Call, s.Step, s.Timestep, s.Plan, pol.Notes(), m.BlockFLOPs(s.Plan, s.Rows), l.Tokens)
+		want := golden.F32(t, g, fmt.Sprintf("x_%03d", s.Call))
+		e := golden.RelToMax(s.X[:len(want)], want)
+		worst = max(worst, e)
+		if e > 1e-5 {
+			t.Errorf("call %d: x rel error %.3g > 1e-5", s.Call, e)
+		}
+		return nil
+	}
+	_, err = harness.Sample(context.Background(), m, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,33 +169,37 @@ func deref(p *float64) float64 {
 	return *p
 }
 
-func TestBaselineGolden(t *testing.T) { runGolden(t, "baseline", "none", nil, nil) }
+func TestBaselineGolden(t *testing.T) { runGolden(t, "baseline", "none", nil, nil, nil) }
 
-func TestFORAGolden(t *testing.T) { runGolden(t, "fora", "fora", map[string]string{"N": "3"}, nil) }
+func TestFORAGolden(t *testing.T) {
+	runGolden(t, "fora", "fora", map[string]string{"N": "3"}, nil, nil)
+}
 
 // TestToCaGolden runs ToCa teacher-forced with the golden token choices (README rule 3), checks
-// its own choice against fresh_sorted except at the golden near-ties (rule 4) and its recomputed
-// scores against score_in (3e-7 absolute).
+// its own choice — made on the device and reported beside the forced one — against fresh_sorted
+// except at the golden near-ties (rule 4) and its device scores against score_in (3e-7 absolute).
 func TestToCaGolden(t *testing.T) {
 	acts := readActions(t, "toca")
 	g := golden.Open(t, "caching/toca.safetensors")
 	var scoreErr float64
 	var scored int
+	owns := map[[2]int][][]int32{}
 	prepare := func(m methods.Method) {
 		methods.SetForce(m, func(call, layer int) [][]int32 { return acts.Calls[call].Layers[layer].MLP.FreshRaw })
-		methods.SetOnScore(m, func(layer, call int, in [][]float32) {
-			name := fmt.Sprintf("score_in_%03d_l%d", call, layer)
-			if _, ok := g.Tensors[name]; !ok {
-				return // k = 0: the golden stores no score
-			}
-			want := golden.F32(t, g, name)
-			for r, row := range in {
-				scoreErr = max(scoreErr, golden.MaxAbs(row, want[r*256:(r+1)*256]))
-			}
-			scored++
-		})
 	}
-	tr, _ := runGolden(t, "toca", "toca", map[string]string{"N": "3", "ratio": "0.07", "scheduler": "ToCa-ddim50"}, prepare)
+	choices := func(call, layer int, in [][]float32, own [][]int32) {
+		owns[[2]int{call, layer}] = methods.SortedRows(own)
+		name := fmt.Sprintf("score_in_%03d_l%d", call, layer)
+		if _, ok := g.Tensors[name]; !ok {
+			return // k = 0: the golden stores no score
+		}
+		want := golden.F32(t, g, name)
+		for r, row := range in {
+			scoreErr = max(scoreErr, golden.MaxAbs(row, want[r*256:(r+1)*256]))
+		}
+		scored++
+	}
+	runGolden(t, "toca", "toca", map[string]string{"N": "3", "ratio": "0.07", "scheduler": "ToCa-ddim50"}, prepare, choices)
 	if scored != 91 {
 		t.Errorf("compared %d score vectors, the golden holds 91", scored)
 	}
@@ -210,7 +221,10 @@ func TestToCaGolden(t *testing.T) {
 			if gl.MLP.Action != "partial" || gl.MLP.NFresh == 0 {
 				continue
 			}
-			own := tr.Calls[k].Layers[li].MLP.Own
+			own := owns[[2]int{k, li}]
+			if len(own) != 4 {
+				t.Fatalf("call %d layer %d: no own choice reported", k, li)
+			}
 			for r := range own {
 				if slices.Equal(own[r], gl.MLP.FreshSorted[r]) {
 					continue
@@ -227,8 +241,14 @@ func TestToCaGolden(t *testing.T) {
 	t.Logf("own selection: %d rows differ, %d of them at golden near-ties", mismatches+excused, excused)
 }
 
-// The selection rule alone, on the golden scores: bonus bit for bit, top-k = fresh_sorted.
+// The selection rule alone, on the golden scores, as the host statement (methods.GridBonus,
+// TopK) and as the device runs it (executor.Choose): bonus bit for bit, top-k = fresh_sorted.
 func TestSelectionRuleGolden(t *testing.T) {
+	b, err := engine.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := hook.Layout{Tokens: 256, GridH: 16, GridW: 16}
 	acts := readActions(t, "toca")
 	g := golden.Open(t, "caching/toca.safetensors")
 	n := 0
@@ -248,6 +268,23 @@ func TestSelectionRuleGolden(t *testing.T) {
 				slices.Sort(top)
 				if !slices.Equal(top, gl.MLP.FreshSorted[r]) {
 					t.Errorf("call %d layer %d row %d: top-%d differs from fresh_sorted", k, li, r, gl.MLP.NFresh)
+				}
+			}
+			// The device's rule on the same scores: the bonus bit for bit, the same top-k.
+			rows := make([][]float32, 4)
+			for r := range rows {
+				rows[r] = in[r*256 : (r+1)*256]
+			}
+			scored, fresh, err := executor.Choose(b, l, hook.Selection{K: gl.MLP.NFresh, Grid: 2, Beta: 0.6}, rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for r := range 4 {
+				if !slices.Equal(scored[r], want[r*256:(r+1)*256]) {
+					t.Errorf("call %d layer %d row %d: device grid bonus differs from golden score", k, li, r)
+				}
+				if !slices.Equal(methods.SortedRows(fresh)[r], gl.MLP.FreshSorted[r]) {
+					t.Errorf("call %d layer %d row %d: device top-%d differs from fresh_sorted", k, li, r, gl.MLP.NFresh)
 				}
 			}
 			n++

@@ -40,8 +40,6 @@ type Note struct {
 	TAfter   *float64 // interval threshold after the block
 	Ratio    *float64 // MLP fresh-ratio schedule value (before clamping)
 	RatioF32 *float64 // float32(clamp(ratio, 0, 1))
-	// Own is the method's own token choice when a test forced another one (teacher forcing).
-	Own [][]int32
 }
 
 // Method is a policy with trace annotations.

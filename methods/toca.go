@@ -123,23 +123,15 @@ func (m *toca) Plan(call, step int) (*hook.Plan, error) {
 		bp := &p.Blocks[layer]
 		if full {
 			note.Type = "full"
-			bp.AttnMap = m.engine.score == "attention"
-			m.engine.reset(layer)
+			bp.Refresh = m.engine.refresh()
 		} else {
 			note.Type = "ToCa"
 			r := m.sched.mlpRatio(m.r0, layer, l.Depth, step, m.env.Steps)
 			k, rf := freshCount(r, l.Tokens)
 			note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
-			var override func([][]int32) [][]int32
+			mlp := m.engine.plan(layer, call, k)
 			if m.force != nil {
-				override = func(own [][]int32) [][]int32 {
-					m.notes[layer].Own = own
-					return m.force(call, layer)
-				}
-			}
-			mlp, err := m.engine.plan(layer, call, k, override)
-			if err != nil {
-				return nil, err
+				mlp.Tokens = m.force(call, layer) // teacher forcing: the rule's own choice is only reported
 			}
 			bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}
 			bp.Modules[1] = mlp
@@ -148,18 +140,7 @@ func (m *toca) Plan(call, step int) (*hook.Plan, error) {
 	return p, nil
 }
 
-func (m *toca) Observe(_, _ int, p *hook.Plan, c *hook.Cache) error {
-	if c == nil {
-		return nil // dry run: no side information
-	}
-	for layer, bp := range p.Blocks {
-		if bp.AttnMap && c.AttnMap(layer) != nil {
-			if err := m.engine.observeAttention(layer, c.AttnMap(layer)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
+// Observe has nothing to do: the token state lives in the cache, on the device.
+func (m *toca) Observe(int, int, *hook.Plan, *hook.Cache) error { return nil }
 
 func (m *toca) Notes() []Note { return m.notes }

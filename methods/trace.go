@@ -55,7 +55,6 @@ type TraceModule struct {
 	RatioF32    *float64  `json:"ratio_f32,omitempty"`
 	FreshRaw    [][]int32 `json:"fresh_raw,omitempty"`
 	FreshSorted [][]int32 `json:"fresh_sorted,omitempty"`
-	Own         [][]int32 `json:"own_sorted,omitempty"`
 }
 
 // Record appends one call to the trace from the plan that ran, the method's notes and the
@@ -73,9 +72,6 @@ func (tr *Trace) Record(call, step int, t int64, p *hook.Plan, notes []Note, blo
 		tl.MLP = traceModule(bp.Modules[1], tokens)
 		if bp.Modules[1].Action == hook.Partial {
 			tl.MLP.Ratio, tl.MLP.RatioF32 = n.Ratio, n.RatioF32
-			if n.Own != nil {
-				tl.MLP.Own = sortedRows(n.Own)
-			}
 		}
 		tc.FLOPs += blockFLOPs[b]
 		letters.WriteByte(scheduleLetter(bp))
@@ -92,9 +88,7 @@ func traceModule(mp hook.ModulePlan, tokens int) TraceModule {
 	case hook.Full:
 		m.NFresh = tokens
 	case hook.Partial:
-		if len(mp.Tokens) > 0 {
-			m.NFresh = len(mp.Tokens[0])
-		}
+		m.NFresh = mp.Fresh()
 		m.FreshRaw = mp.Tokens
 		m.FreshSorted = sortedRows(mp.Tokens)
 	}

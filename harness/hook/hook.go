@@ -8,6 +8,8 @@ package hook
 
 import (
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 )
@@ -87,33 +89,59 @@ type Layout struct {
 // ModulePlan is the action of one module at one step.
 type ModulePlan struct {
 	Action Action
-	// Tokens holds, for Partial, the token indices to recompute per batch row; every row has the
-	// same count. Nil otherwise.
+	// Tokens holds, for Partial, token indices planned on the host per batch row (every row the
+	// same count): the module recomputes them, whatever Select would choose. With Select nil they
+	// are the whole choice; a run that asks for tokens (Options.Tokens) gets the device's choice
+	// written here after the call.
 	Tokens [][]int32
-	// Value holds, for Predict, the module output [B, N, D] the method computed (e.g. a Taylor
-	// extrapolation of the cache); the model uses it as it uses a cached output.
-	Value *tensors.Tensor
-	// Choose, for Partial with Tokens nil, defers the token choice into the forward: scores that
-	// need the module's current input cannot be planned ahead. The model fills Tokens with the
-	// choice before it computes the module, so everything after the call sees the tokens that ran.
-	Choose *Chooser
+	// Select, for Partial, is the rule by which the executor chooses the tokens on the device,
+	// inside the compiled block graph: nothing crosses to the host unless asked for.
+	Select *Selection
+	// Series, for Predict, is the module output as a weighted sum of its history (TaylorSeer).
+	Series *Series
+	// History, for Full, pushes the computed output into the module's history of finite
+	// differences (TaylorSeer's factors).
+	History *History
 }
 
-// TokenScore names a per-token score computed from a module's current input.
+// Fresh is the number of tokens per row the module recomputes at a Partial action.
+func (mp ModulePlan) Fresh() int {
+	switch {
+	case mp.Action != Partial:
+		return 0
+	case len(mp.Tokens) > 0:
+		return len(mp.Tokens[0])
+	case mp.Select != nil:
+		return mp.Select.K
+	}
+	return 0
+}
+
+// TokenScore names the base score of a token choice.
 type TokenScore int
 
 const (
+	// ScoreNone: no base score (the zero value).
+	ScoreNone TokenScore = iota
+	// ScoreAttention is the attention each token received at the block's last full attention
+	// (column sums of the head-averaged map), L2-normalised over tokens (ToCa's s1).
+	ScoreAttention
+	// ScoreValueNorm is Σ_h (1 − ‖v_{i,h}‖) at the block's last full attention, L2-normalised
+	// over tokens (DuCa's V-caching score: small value norms first).
+	ScoreValueNorm
+	// ScoreRandom takes Selection.Random, drawn on the host from (seed, sample, call, layer).
+	ScoreRandom
 	// ScoreSimilarity is 1 − cos(input_i, cached output_i), L2-normalised over tokens. It compares
-	// the module's input with its cached output, as ToCa's `similarity` does (different spaces;
-	// kept for fidelity to the official code).
-	ScoreSimilarity TokenScore = iota
-	// ScoreNorm is ‖input_i‖, L2-normalised over tokens (ToCa's `norm`).
+	// the module's current input with its cached output, as ToCa's `similarity` does (different
+	// spaces; kept for fidelity to the official code).
+	ScoreSimilarity
+	// ScoreNorm is ‖input_i‖ of the module's current input, L2-normalised over tokens (ToCa's `norm`).
 	ScoreNorm
 )
 
-var scoreNames = [...]string{"similarity", "norm"}
+var scoreNames = [...]string{"none", "attention", "vnorm", "random", "similarity", "norm"}
 
-// String returns the score's name as the official code's cache_type spells it.
+// String returns the score's name as the methods' `score` parameter spells it.
 func (s TokenScore) String() string {
 	if s >= 0 && int(s) < len(scoreNames) {
 		return scoreNames[s]
@@ -121,13 +149,43 @@ func (s TokenScore) String() string {
 	return fmt.Sprintf("score(%d)", int(s))
 }
 
-// Chooser is a token choice made inside the forward of a model call.
-type Chooser struct {
-	Score TokenScore
-	// Pick receives the score [rows][tokens] of the module's input (the pre-norm residual stream
-	// the module would gather from) and returns the tokens to recompute per row, the same count
-	// in every row.
-	Pick func(score [][]float32) ([][]int32, error)
+// ParseTokenScore is the inverse of TokenScore.String.
+func ParseTokenScore(s string) (TokenScore, error) {
+	for i, n := range scoreNames {
+		if n == s && i != int(ScoreNone) {
+			return TokenScore(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown token score %q (want one of %v)", s, scoreNames[1:])
+}
+
+// Selection is ToCa's token choice (Zou et al., ICLR 2025, §3.3), carried out on the device:
+//
+//	score_in = base + float32(StaleWeight·stale)/float32(StaleNorm)
+//	score    = score_in, plus Beta·score on the best token of every Grid×Grid cell
+//	fresh    = the K highest scores (ties: lower token index first)
+//
+// where stale counts, per (row, token), the partial steps since the token was last recomputed
+// (a Full action of the module resets it; a Partial one adds 1 and zeroes the fresh tokens).
+type Selection struct {
+	K           int
+	Score       TokenScore
+	Random      [][]float32 // ScoreRandom: the base score per row and token
+	StaleWeight float32     // λ3
+	StaleNorm   int         // N, the fresh threshold
+	Grid        int         // grid-bonus cell side (0 = no bonus)
+	Beta        float32     // grid-bonus factor
+}
+
+// Series predicts a module output from its history F_0..F_{n−1}: Σ_i (F_i·Scale_i)·Power_i,
+// summed in order in float32 (TaylorSeer: Scale_i = 1/i!, Power_i = x^i).
+type Series struct{ Scale, Power []float32 }
+
+// History updates a module's history at a full step at distance Step from the previous one:
+// F'_0 = f and F'_{i+1} = (F'_i − F_i)/Step, keeping Orders factors (so Orders−1 old ones are used).
+type History struct {
+	Step   float32
+	Orders int
 }
 
 // Span is the block range From..To (inclusive).
@@ -165,12 +223,9 @@ func (s SpanSkip) Cached() Span {
 // BlockPlan is the plan of one block at one step.
 type BlockPlan struct {
 	Modules []ModulePlan // indexed like Layout.Modules
-	// AttnMap asks a Full attention to also return its head-averaged softmax map [B, query, key],
-	// stored in Cache.AttnMap (side information for token scores).
-	AttnMap bool
-	// ValueNorms asks a Full attention to also return the L2 norm of every token's value vector
-	// per head, [B, heads, N], stored in Cache.ValueNorms (DuCa's V-caching score).
-	ValueNorms bool
+	// Refresh asks a Full attention to store the block's base token score (ScoreAttention or
+	// ScoreValueNorm), reduced inside the graph, for later token choices.
+	Refresh TokenScore
 }
 
 // Plan is the per-block plan of one model call.
@@ -238,28 +293,76 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 			if skipped[b] != (mp.Action == Skip) {
 				return fmt.Errorf("%s: action %s, but the block is %sin a skipped range", where, mp.Action, map[bool]string{true: "", false: "not "}[skipped[b]])
 			}
-			switch mp.Action {
-			case Skip:
-			case Predict:
-				if mp.Value == nil {
-					return fmt.Errorf("%s: predict without a predicted value", where)
-				}
-			case Full:
-			case Reuse, Partial:
-				if c == nil || c.Out(b, m) == nil {
-					return fmt.Errorf("%s: %s needs a cached output, and there is none yet", where, mp.Action)
-				}
-				if mp.Action == Partial && mp.Tokens == nil && mp.Choose != nil {
-					if mp.Choose.Pick == nil || mp.Choose.Score < ScoreSimilarity || mp.Choose.Score > ScoreNorm {
-						return fmt.Errorf("%s: deferred token choice without a picker or with score %s", where, mp.Choose.Score)
-					}
-				} else if mp.Action == Partial {
-					if err := CheckTokens(mp.Tokens, batch, l.Tokens); err != nil {
-						return fmt.Errorf("%s: %w", where, err)
-					}
-				}
-			default:
-				return fmt.Errorf("%s: action %s is not supported by this model", where, mp.Action)
+			if err := mp.validate(l, c, b, m, batch); err != nil {
+				return fmt.Errorf("%s: %w", where, err)
+			}
+		}
+		if bp.Refresh != ScoreNone && bp.Refresh != ScoreAttention && bp.Refresh != ScoreValueNorm {
+			return fmt.Errorf("block %d: a full attention cannot refresh a %s score", b, bp.Refresh)
+		}
+	}
+	return nil
+}
+
+func (mp ModulePlan) validate(l Layout, c *Cache, b, m, batch int) error {
+	switch mp.Action {
+	case Skip:
+	case Predict:
+		if mp.Series == nil || len(mp.Series.Scale) == 0 || len(mp.Series.Scale) != len(mp.Series.Power) {
+			return fmt.Errorf("predict needs a series with as many scales as powers (at least one)")
+		}
+		if c == nil || len(c.History(b, m)) < len(mp.Series.Scale) {
+			return fmt.Errorf("predict from %d history terms, and the cache holds %d (was the last full step run with a history?)",
+				len(mp.Series.Scale), len(c.History(b, m)))
+		}
+	case Full:
+		if h := mp.History; h != nil {
+			if c == nil || h.Orders < 1 || h.Step == 0 || len(c.History(b, m)) < h.Orders-1 {
+				return fmt.Errorf("history update to %d orders at step distance %g needs a cache holding %d terms", h.Orders, h.Step, max(h.Orders-1, 0))
+			}
+		}
+	case Reuse, Partial:
+		if c == nil || c.Out(b, m) == nil {
+			return fmt.Errorf("%s needs a cached output, and there is none yet", mp.Action)
+		}
+		if mp.Action == Reuse {
+			return nil
+		}
+		if mp.Tokens == nil && mp.Select == nil {
+			return fmt.Errorf("partial without planned tokens or a selection rule")
+		}
+		if mp.Tokens != nil {
+			if err := CheckTokens(mp.Tokens, batch, l.Tokens); err != nil {
+				return err
+			}
+		}
+		if s := mp.Select; s != nil {
+			return s.validate(l, batch)
+		}
+	default:
+		return fmt.Errorf("action %s is not supported by this model", mp.Action)
+	}
+	return nil
+}
+
+func (s *Selection) validate(l Layout, batch int) error {
+	switch {
+	case s.K < 0 || s.K > l.Tokens:
+		return fmt.Errorf("selection of %d tokens out of %d", s.K, l.Tokens)
+	case s.Score < ScoreAttention || s.Score > ScoreNorm:
+		return fmt.Errorf("selection with unknown score %s", s.Score)
+	case s.StaleNorm < 1:
+		return fmt.Errorf("selection with staleness normaliser %d (want ≥ 1)", s.StaleNorm)
+	case s.Grid < 0 || (s.Grid > 0 && (l.GridH%s.Grid != 0 || l.GridW%s.Grid != 0)):
+		return fmt.Errorf("grid-bonus cells of %d do not tile the %d×%d token grid", s.Grid, l.GridH, l.GridW)
+	}
+	if s.Score == ScoreRandom {
+		if len(s.Random) != batch {
+			return fmt.Errorf("random score for %d rows, batch is %d", len(s.Random), batch)
+		}
+		for r, row := range s.Random {
+			if len(row) != l.Tokens {
+				return fmt.Errorf("random score of row %d has %d tokens, want %d", r, len(row), l.Tokens)
 			}
 		}
 	}
@@ -291,26 +394,77 @@ func CheckTokens(tokens [][]int32, batch, n int) error {
 	return nil
 }
 
-// Cache holds module outputs across steps. It is owned by the harness and filled by models.
+// Cache holds what the executor keeps across steps, on the device: module outputs, the token
+// state of token-wise methods, module histories and block-range residuals. It is owned by the
+// harness (one per batch) and filled by the executor.
 type Cache struct {
-	out     [][]*tensors.Tensor // [block][module] raw (pre-gate) outputs [B, N, D]
-	attnMap []*tensors.Tensor   // [block] head-averaged attention map of the last full attention
-	vnorms  []*tensors.Tensor   // [block] value norms [B, heads, N] of the last full attention
+	out     [][]*tensors.Tensor   // [block][module] raw (pre-gate) outputs [B, N, D]
+	base    []*tensors.Tensor     // [block] base token score [B, N] of the last refreshing full attention
+	stale   [][]*tensors.Tensor   // [block][module] staleness counters [B, N] (float32); nil = all zero
+	history [][][]*tensors.Tensor // [block][module] finite-difference history F_0, F_1, …
 	spans   map[Span]*SpanCache
-}
-
-// ValueNorms returns the cached value norms of a block, or nil.
-func (c *Cache) ValueNorms(block int) *tensors.Tensor { return c.vnorms[block] }
-
-// SetValueNorms replaces a block's cached value norms, releasing the previous ones.
-func (c *Cache) SetValueNorms(block int, t *tensors.Tensor) {
-	release(c.vnorms[block], t)
-	c.vnorms[block] = t
 }
 
 // SpanCache is the input and output of a block range when it last ran.
 type SpanCache struct {
 	In, Out *tensors.Tensor // [B, N, D] residual stream before block From and after block To
+}
+
+// NewCache returns an empty cache for a layout.
+func NewCache(l Layout) *Cache {
+	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), base: make([]*tensors.Tensor, l.Depth),
+		stale: make([][]*tensors.Tensor, l.Depth), history: make([][][]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{}}
+	for i := range c.out {
+		c.out[i] = make([]*tensors.Tensor, len(l.Modules))
+		c.stale[i] = make([]*tensors.Tensor, len(l.Modules))
+		c.history[i] = make([][]*tensors.Tensor, len(l.Modules))
+	}
+	return c
+}
+
+// Out returns the cached output of (block, module index), or nil.
+func (c *Cache) Out(block, module int) *tensors.Tensor { return c.out[block][module] }
+
+// SetOut replaces a cached output, releasing the previous one.
+func (c *Cache) SetOut(block, module int, t *tensors.Tensor) {
+	release(c.out[block][module], t)
+	c.out[block][module] = t
+}
+
+// Base returns a block's base token score, or nil.
+func (c *Cache) Base(block int) *tensors.Tensor { return c.base[block] }
+
+// SetBase replaces a block's base token score, releasing the previous one.
+func (c *Cache) SetBase(block int, t *tensors.Tensor) {
+	release(c.base[block], t)
+	c.base[block] = t
+}
+
+// Stale returns a module's staleness counters, or nil when they are all zero.
+func (c *Cache) Stale(block, module int) *tensors.Tensor { return c.stale[block][module] }
+
+// SetStale replaces a module's staleness counters (nil = all zero), releasing the previous ones.
+func (c *Cache) SetStale(block, module int, t *tensors.Tensor) {
+	release(c.stale[block][module], t)
+	c.stale[block][module] = t
+}
+
+// History returns a module's finite-difference history (nil on a nil cache).
+func (c *Cache) History(block, module int) []*tensors.Tensor {
+	if c == nil {
+		return nil
+	}
+	return c.history[block][module]
+}
+
+// SetHistory replaces a module's history, releasing the terms not kept.
+func (c *Cache) SetHistory(block, module int, ts []*tensors.Tensor) {
+	for _, old := range c.history[block][module] {
+		if !slices.Contains(ts, old) {
+			release(old, nil)
+		}
+	}
+	c.history[block][module] = ts
 }
 
 // Span returns the cached input/output of a range, or nil.
@@ -325,42 +479,15 @@ func (c *Cache) SetSpan(s Span, in, out *tensors.Tensor) {
 	c.spans[s] = &SpanCache{In: in, Out: out}
 }
 
-// NewCache returns an empty cache for a layout.
-func NewCache(l Layout) *Cache {
-	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), attnMap: make([]*tensors.Tensor, l.Depth),
-		vnorms: make([]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{}}
-	for i := range c.out {
-		c.out[i] = make([]*tensors.Tensor, len(l.Modules))
-	}
-	return c
-}
-
-// Out returns the cached output of (block, module index), or nil.
-func (c *Cache) Out(block, module int) *tensors.Tensor { return c.out[block][module] }
-
-// AttnMap returns the cached head-averaged attention map of a block, or nil.
-func (c *Cache) AttnMap(block int) *tensors.Tensor { return c.attnMap[block] }
-
-// SetOut replaces a cached output, releasing the previous one.
-func (c *Cache) SetOut(block, module int, t *tensors.Tensor) {
-	release(c.out[block][module], t)
-	c.out[block][module] = t
-}
-
-// SetAttnMap replaces a cached attention map, releasing the previous one.
-func (c *Cache) SetAttnMap(block int, t *tensors.Tensor) {
-	release(c.attnMap[block], t)
-	c.attnMap[block] = t
-}
-
 // Reset releases every cached tensor (between batches).
 func (c *Cache) Reset() {
 	for b := range c.out {
 		for m := range c.out[b] {
 			c.SetOut(b, m, nil)
+			c.SetStale(b, m, nil)
+			c.SetHistory(b, m, nil)
 		}
-		c.SetAttnMap(b, nil)
-		c.SetValueNorms(b, nil)
+		c.SetBase(b, nil)
 	}
 	for s := range c.spans {
 		c.SetSpan(s, nil, nil)
@@ -383,6 +510,13 @@ type Options struct {
 	// or predicted; nil for skipped blocks) with the action taken and the tokens recomputed per
 	// row. The tensor [B, N, D] is only valid during the call (the recorder's hook).
 	Modules func(block int, module Module, action Action, fresh int, out *tensors.Tensor)
+	// Tokens asks for the tokens chosen on the device: they are copied to the host and written
+	// into the plan's ModulePlan.Tokens (traces, per-token diagnostics). It costs a device-to-host
+	// copy per partial module; without it no token index leaves the device.
+	Tokens bool
+	// Choices, when set, receives every device token choice: the score before the grid bonus and
+	// the tokens the rule chose (which differ from those computed when the plan forces Tokens).
+	Choices func(block int, module Module, scoreIn [][]float32, chosen [][]int32)
 }
 
 // Spec is the data layout a model consumes and produces.
@@ -416,6 +550,12 @@ type Policy interface {
 	Plan(call, step int) (*Plan, error)
 	// Observe is called after the call ran with the plan it carried out.
 	Observe(call, step int, plan *Plan, cache *Cache) error
+}
+
+// Compiler is implemented by models that compile graphs (JIT backends): CompileTime is the
+// cumulative compilation time, which timings keep apart from execution.
+type Compiler interface {
+	CompileTime() time.Duration
 }
 
 // FLOPsCounter is implemented by models that can count the FLOPs of a plan, per block, with

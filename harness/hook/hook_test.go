@@ -34,9 +34,18 @@ func TestPlanValidate(t *testing.T) {
 		{partial([][]int32{{0, 4}, {1, 2}}), "out of range"},
 		{partial([][]int32{{1, 1}, {1, 2}}), "repeated"},
 		{skip, "cached input and output"},
-		{func() *Plan { p := FullPlan(l); p.Blocks[2].Modules[0].Action = Predict; return p }(), "predict without"},
-		{func() *Plan { p := partial(nil); p.Blocks[1].Modules[1].Choose = &Chooser{Score: ScoreNorm}; return p }(), "deferred token choice without a picker"},
-		{partial(nil), "token lists for 0 rows"},
+		{func() *Plan { p := FullPlan(l); p.Blocks[2].Modules[0].Action = Predict; return p }(), "predict needs a series"},
+		{func() *Plan {
+			p := FullPlan(l)
+			p.Blocks[2].Modules[0] = ModulePlan{Action: Predict, Series: &Series{Scale: []float32{1}, Power: []float32{1}}}
+			return p
+		}(), "predict from 1 history terms, and the cache holds 0"},
+		{func() *Plan { p := FullPlan(l); p.Blocks[2].Modules[0].History = &History{Step: 1, Orders: 2}; return p }(), "needs a cache holding 1 terms"},
+		{func() *Plan { p := partial(nil); p.Blocks[1].Modules[1].Select = &Selection{K: 5, Score: ScoreNorm, StaleNorm: 1}; return p }(), "selection of 5 tokens out of 4"},
+		{func() *Plan { p := partial(nil); p.Blocks[1].Modules[1].Select = &Selection{K: 1, Score: ScoreRandom, StaleNorm: 1}; return p }(), "random score for 0 rows"},
+		{func() *Plan { p := partial(nil); p.Blocks[1].Modules[1].Select = &Selection{K: 1, Score: ScoreNorm}; return p }(), "staleness normaliser 0"},
+		{func() *Plan { p := FullPlan(l); p.Blocks[1].Refresh = ScoreNorm; return p }(), "cannot refresh a norm score"},
+		{partial(nil), "partial without planned tokens or a selection rule"},
 	} {
 		err := c2.p.Validate(l, c, 2)
 		if err == nil || !strings.Contains(err.Error(), c2.want) {
@@ -47,9 +56,9 @@ func TestPlanValidate(t *testing.T) {
 		t.Errorf("valid partial plan: %v", err)
 	}
 	deferred := partial(nil)
-	deferred.Blocks[1].Modules[1].Choose = &Chooser{Score: ScoreSimilarity, Pick: func([][]float32) ([][]int32, error) { return nil, nil }}
+	deferred.Blocks[1].Modules[1].Select = &Selection{K: 2, Score: ScoreSimilarity, StaleNorm: 3, Grid: 1, Beta: 0.6}
 	if err := deferred.Validate(l, c, 2); err != nil {
-		t.Errorf("valid deferred choice: %v", err)
+		t.Errorf("valid device choice: %v", err)
 	}
 	c.SetSpan(Span{0, 1}, x, x)
 	for b := 0; b <= 1; b++ {

@@ -13,8 +13,9 @@
 //	    x += gate_mlp · MLP (LN(x)·(1+scale_mlp) + shift_mlp)      ◄─ hook: MLP
 //	final: Linear(LN(x)·(1+scale) + shift) ──unpatchify──► [B, C or 2C, H, W]
 //
-// Execution is one compiled graph per (block action combination × batch × token bucket), with
-// the block's weights passed as arguments, so a 28-block model compiles a handful of graphs.
+// The file knows no acceleration method: it supplies the embedders, one block's two modules and
+// gated residuals, and the final layer; the executor (harness/executor) carries out every plan,
+// one compiled graph per block variant with the block's weights passed as arguments.
 package dit
 
 import (
@@ -22,15 +23,14 @@ import (
 	"math"
 	"sort"
 	"strings"
-	"sync"
+	"time"
 
 	"github.com/gomlx/gomlx/backends"
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
-	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/layers/activations"
 
+	"github.com/cachebench/cachebench/harness/executor"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/gx"
 )
@@ -141,14 +141,12 @@ func (c Config) Layout() hook.Layout {
 		GridH: c.Grid(), GridW: c.Grid(), Hidden: c.Hidden, Heads: c.Heads}
 }
 
-// Model is a DiT with its weights resident on a backend.
+// Model is a DiT with its weights resident on a backend. Plans are carried out by the executor;
+// this file only supplies the network's graphs.
 type Model struct {
 	Config
-	backend backends.Backend
-	w       *weights
-
-	mu    sync.Mutex
-	execs map[string]*Exec
+	w  *weights
+	ex *executor.Executor
 }
 
 // Options steer one forward pass.
@@ -205,12 +203,10 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 	if probe != nil {
 		probe("t_freq", tensors.FromFlatDataAndDimensions(tfreq, B, FreqEmbedSize))
 	}
-
-	// Embedders.
-	emb := m.exec(fmt.Sprintf("embed/probe=%t", probe != nil), func(in []*Node) []*Node { return m.embedGraph(in, probe != nil) })
+	emb := m.ex.Family(fmt.Sprintf("embed/probe=%t", probe != nil), func(in []*Node) []*Node { return m.embedGraph(in, probe != nil) })
 	args := []any{tensors.FromFlatDataAndDimensions(x, B, c.InChannels, c.InputSize, c.InputSize),
 		tensors.FromFlatDataAndDimensions(tfreq, B, FreqEmbedSize), tensors.FromFlatDataAndDimensions(labels, B)}
-	outs := emb.MustExec(append(args, m.w.embedArgs()...)...)
+	outs := emb.Run(append(args, m.w.embedArgs()...)...)
 	h, cond := outs[0], outs[1]
 	if probe != nil {
 		for i, name := range []string{"x_embed", "c", "t_emb", "y_emb"} {
@@ -221,69 +217,19 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 		}
 	}
 
-	// Blocks, each carrying out its part of the plan. A tensor stored in the cache (a kept range's
-	// input or output, or a replaced range's output) must outlive this loop: it is not released.
-	kept := map[*tensors.Tensor]bool{}
-	release := func(t *tensors.Tensor) {
-		if !kept[t] {
-			t.MustFinalizeAll()
-		}
-	}
-	inputs := map[hook.Span]*tensors.Tensor{}
-	for b := 0; b < c.Depth; {
-		if sk, ok := plan.SkipAt(b); ok {
-			sc := opt.Cache.Span(sk.Cached())
-			var next *tensors.Tensor
-			if sk.Mode == hook.SkipResidual {
-				add := m.exec("skip/residual", func(in []*Node) []*Node { return []*Node{Add(in[0], Sub(in[1], in[2]))} })
-				next = add.MustExec(h, sc.Out, sc.In)[0]
-			} else {
-				next = sc.Out
-				kept[next] = true
-			}
-			release(h)
-			h = next
-			if opt.Modules != nil {
-				for sb := sk.From; sb <= sk.To; sb++ {
-					for mi, mod := range c.Layout().Modules {
-						opt.Modules(sb, mod, plan.Blocks[sb].Modules[mi].Action, 0, nil)
-					}
-				}
-			}
-			b = sk.To + 1
-			continue
-		}
-		for _, sp := range plan.Keep {
-			if sp.From == b {
-				inputs[sp] = h
-				kept[h] = true
-			}
-		}
-		next := m.runBlock(b, h, cond, plan.Blocks[b], opt)
-		release(h)
-		h = next
-		for _, sp := range plan.Keep {
-			if sp.To == b {
-				opt.Cache.SetSpan(sp, inputs[sp], h)
-				kept[h] = true
-			}
-		}
-		if probe != nil {
-			probe(fmt.Sprintf("block_%d", b), h)
-		}
-		b++
-	}
+	h, cached := m.ex.Blocks(h, []*tensors.Tensor{cond}, plan, opt)
 
-	// Final layer and unpatchify.
-	fin := m.exec(fmt.Sprintf("final/probe=%t", probe != nil), func(in []*Node) []*Node { return m.finalGraph(in, probe != nil) })
-	outs = fin.MustExec(append([]any{h, cond}, m.w.finalArgs()...)...)
+	fin := m.ex.Family(fmt.Sprintf("final/probe=%t", probe != nil), func(in []*Node) []*Node { return m.finalGraph(in, probe != nil) })
+	outs = fin.Run(append([]any{h, cond}, m.w.finalArgs()...)...)
 	if probe != nil {
 		probe("final_tokens", outs[1])
 		probe("final_adaln", outs[2])
 		outs[1].MustFinalizeAll()
 		outs[2].MustFinalizeAll()
 	}
-	release(h)
+	if !cached {
+		h.MustFinalizeAll()
+	}
 	cond.MustFinalizeAll()
 	if probe != nil {
 		probe("out", outs[0])
@@ -293,212 +239,16 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 	return res
 }
 
-// runBlock executes one block under its plan and updates the cache.
-func (m *Model) runBlock(b int, h, cond *tensors.Tensor, bp hook.BlockPlan, opt Options) *tensors.Tensor {
-	attn, mlp := bp.Modules[0], bp.Modules[1]
-	sig := blockSig{attn: attn.Action, mlp: mlp.Action, attnMap: bp.AttnMap && attn.Action == hook.Full,
-		vnorms: bp.ValueNorms && attn.Action == hook.Full, probe: opt.Probe != nil}
-	// A predicted output enters the graph exactly as a cached one does.
-	cached := func(module int, mp hook.ModulePlan) *tensors.Tensor {
-		if mp.Action == hook.Predict {
-			return mp.Value
-		}
-		return opt.Cache.Out(b, module)
-	}
-	if sig.attn == hook.Predict {
-		sig.attn = hook.Reuse
-	}
-	if sig.mlp == hook.Predict {
-		sig.mlp = hook.Reuse
-	}
-	if mlp.Action == hook.Partial && mlp.Tokens == nil && mlp.Choose != nil {
-		mlp.Tokens = m.chooseTokens(b, h, cond, sig.attn, cached(0, attn), opt.Cache.Out(b, 1), mlp.Choose)
-		bp.Modules[1].Tokens = mlp.Tokens // the caller's plan: FLOPs, traces and Observe see the choice
-	}
-	if mlp.Action == hook.Partial && len(mlp.Tokens[0]) == 0 {
-		sig.mlp = hook.Reuse // k = 0 computes nothing (the FLOPs counter still bills LN and adaLN)
-	}
-	if mlp.Action == hook.Partial && len(mlp.Tokens[0]) == m.Tokens() {
-		sig.mlp = hook.Full // every token fresh: same numbers, no gather
-	}
-	args := []any{h, cond}
-	args = append(args, m.w.blockArgs(b)...)
-	if sig.attn == hook.Reuse {
-		args = append(args, cached(0, attn))
-	}
-	if sig.mlp == hook.Reuse || sig.mlp == hook.Partial {
-		args = append(args, cached(1, mlp))
-	}
-	if sig.mlp == hook.Partial {
-		idx, inv := partialIndices(mlp.Tokens, m.Tokens())
-		args = append(args, idx, inv)
-	}
-	e := m.exec(sig.key(), func(in []*Node) []*Node { return m.blockGraph(in, sig) })
-	outs := e.MustExec(args...)
-	next, rest := outs[0], outs[1:]
-	take := func() *tensors.Tensor { t := rest[0]; rest = rest[1:]; return t }
-	keep := func(module int, t *tensors.Tensor) {
-		if opt.Cache != nil {
-			opt.Cache.SetOut(b, module, t)
-		} else if opt.Probe == nil {
-			t.MustFinalizeAll()
-		}
-	}
-	var attnRaw, mlpRaw *tensors.Tensor
-	if sig.attn == hook.Full {
-		attnRaw = take()
-	}
-	if sig.mlp == hook.Full || sig.mlp == hook.Partial {
-		mlpRaw = take()
-	}
-	if sig.attnMap {
-		amap := take()
-		if opt.Cache != nil {
-			opt.Cache.SetAttnMap(b, amap)
-		} else {
-			amap.MustFinalizeAll()
-		}
-	}
-	if sig.vnorms {
-		vn := take()
-		if opt.Cache != nil {
-			opt.Cache.SetValueNorms(b, vn)
-		} else {
-			vn.MustFinalizeAll()
-		}
-	}
-	if opt.Probe != nil {
-		raw := func(t *tensors.Tensor, module int) *tensors.Tensor {
-			if t != nil {
-				return t
-			}
-			return cached(module, bp.Modules[module])
-		}
-		ada, gatedAttn, gatedMLP := take(), take(), take()
-		opt.Probe(fmt.Sprintf("block%d_adaln", b), ada)
-		opt.Probe(fmt.Sprintf("block%d_attn_raw", b), raw(attnRaw, 0))
-		opt.Probe(fmt.Sprintf("block%d_attn", b), gatedAttn)
-		opt.Probe(fmt.Sprintf("block%d_mlp_raw", b), raw(mlpRaw, 1))
-		opt.Probe(fmt.Sprintf("block%d_mlp", b), gatedMLP)
-		for _, t := range []*tensors.Tensor{ada, gatedAttn, gatedMLP} {
-			t.MustFinalizeAll()
-		}
-	}
-	if opt.Modules != nil {
-		for mi, t := range []*tensors.Tensor{attnRaw, mlpRaw} {
-			mp := bp.Modules[mi]
-			fresh := 0
-			switch {
-			case mp.Action == hook.Full:
-				fresh = m.Tokens()
-			case mp.Action == hook.Partial && len(mp.Tokens) > 0:
-				fresh = len(mp.Tokens[0])
-			}
-			if t == nil {
-				t = cached(mi, mp)
-			}
-			opt.Modules(b, m.Layout().Modules[mi], mp.Action, fresh, t)
-		}
-	}
-	if attnRaw != nil {
-		keep(0, attnRaw)
-		if opt.Cache == nil && opt.Probe != nil {
-			attnRaw.MustFinalizeAll()
-		}
-	}
-	if mlpRaw != nil {
-		keep(1, mlpRaw)
-		if opt.Cache == nil && opt.Probe != nil {
-			mlpRaw.MustFinalizeAll()
-		}
-	}
-	return next
-}
-
-// chooseTokens makes a deferred token choice for block b's MLP: it scores the MLP's input (the
-// residual stream after attention, before norm2, where a partial step gathers its rows) in a
-// small graph and asks the method's picker for the tokens.
-func (m *Model) chooseTokens(b int, h, cond *tensors.Tensor, attn hook.Action, cachedAttn, cachedMLP *tensors.Tensor, ch *hook.Chooser) [][]int32 {
-	args := append([]any{h, cond}, m.w.blockArgs(b)...)
-	if attn == hook.Reuse {
-		args = append(args, cachedAttn)
-	}
-	if ch.Score == hook.ScoreSimilarity {
-		args = append(args, cachedMLP)
-	}
-	e := m.exec(fmt.Sprintf("score/%s/attn=%s", ch.Score, attn), func(in []*Node) []*Node { return m.scoreGraph(in, attn, ch.Score) })
-	out := e.MustExec(args...)[0]
-	flat := tensors.MustCopyFlatData[float32](out)
-	out.MustFinalizeAll()
-	B, N := h.Shape().Dimensions[0], m.Tokens()
-	score := make([][]float32, B)
-	for r := range score {
-		score[r] = flat[r*N : (r+1)*N]
-	}
-	tokens, err := ch.Pick(score)
-	if err == nil {
-		err = hook.CheckTokens(tokens, B, N)
-	}
-	if err != nil {
-		panic(fmt.Errorf("block %d mlp: token choice (%s score): %w", b, ch.Score, err))
-	}
-	return tokens
-}
-
-// scoreGraph computes the MLP input of a block as blockGraph does and scores its tokens. Inputs:
-// x, c, the 10 block weights, the cached attention (Reuse) and the cached MLP (similarity).
-// Output: [B, N], L2-normalised over tokens like F.normalize.
-func (m *Model) scoreGraph(in []*Node, attn hook.Action, score hook.TokenScore) []*Node {
-	x, cond, w, rest := in[0], in[1], in[2:12], in[12:]
-	next := func() *Node { n := rest[0]; rest = rest[1:]; return n }
-	mod := Split(linear(activations.Swish(cond), w[0], w[1]), -1, 6)
-	x, _, _, _, _ = m.attnResidual(x, mod, w, attn, false, false, next)
-	norm := func(v *Node) *Node { return Sqrt(ReduceSum(Square(v), -1)) }
-	var s *Node
-	switch score {
-	case hook.ScoreNorm:
-		s = norm(x)
-	case hook.ScoreSimilarity:
-		// F.cosine_similarity with eps 1e-8 on each norm, then 1 − cos.
-		c := next()
-		cos := Div(ReduceSum(Mul(x, c), -1), Mul(MaxScalar(norm(x), 1e-8), MaxScalar(norm(c), 1e-8)))
-		s = OneMinus(cos)
-	}
-	return []*Node{Div(s, MaxScalar(Sqrt(ReduceAndKeep(Square(s), ReduceSum, -1)), 1e-12))}
-}
-
-// blockSig names one compiled variant of the block graph.
-type blockSig struct {
-	attn, mlp              hook.Action
-	attnMap, vnorms, probe bool
-}
-
-func (s blockSig) key() string {
-	return fmt.Sprintf("block/attn=%s/mlp=%s/map=%t/vnorm=%t/probe=%t", s.attn, s.mlp, s.attnMap, s.vnorms, s.probe)
-}
-
-// exec returns the compiled-graph family for a key, creating it once.
-func (m *Model) exec(key string, fn func([]*Node) []*Node) *Exec {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if e, ok := m.execs[key]; ok {
-		return e
-	}
-	e := MustNewExec(m.backend, fn).WithName("dit/" + key)
-	// Shapes vary only with batch and the token bucket of partial steps (bounded by tokenBucket).
-	e.SetMaxCache(-1)
-	m.execs[key] = e
-	return e
-}
-
 // Backend is the backend the model's weights live on.
-func (m *Model) Backend() backends.Backend { return m.backend }
+func (m *Model) Backend() backends.Backend { return m.ex.Backend() }
 
-// GraphCount reports how many graphs have been compiled (one per graph family and input shapes).
-func (m *Model) GraphCount() (families int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.execs)
+// CompileTime is the time spent compiling the model's graphs so far.
+func (m *Model) CompileTime() time.Duration { return m.ex.CompileTime() }
+
+// GraphCount reports how many graph families have been built.
+func (m *Model) GraphCount() int {
+	families, _ := m.ex.Compiled()
+	return families
 }
 
 // ---- graphs -------------------------------------------------------------------------------
@@ -527,78 +277,56 @@ func (m *Model) embedGraph(in []*Node, probe bool) []*Node {
 	return []*Node{h, cond}
 }
 
-// blockGraph builds one adaLN-Zero block under the actions of sig. Inputs: x, c, the 10 block
-// weights, then the cached attention (Reuse), the cached MLP (Reuse/Partial), and for Partial the
-// padded token indices [B,K] and the inverse map [B,N].
-func (m *Model) blockGraph(in []*Node, sig blockSig) []*Node {
-	x, cond := in[0], in[1]
-	w := in[2:12]
-	rest := in[12:]
-	next := func() *Node { n := rest[0]; rest = rest[1:]; return n }
-	adaW, adaB, fc1W, fc1B, fc2W, fc2B := w[0], w[1], w[6], w[7], w[8], w[9]
+// BlockWeights are block b's weights: ada W, ada b, qkv W, qkv b, proj W, proj b, fc1 W, fc1 b,
+// fc2 W, fc2 b (linear weights [in, out]).
+func (m *Model) BlockWeights(b int) []*tensors.Tensor { return m.w.blocks[b] }
 
-	ada := linear(activations.Swish(cond), adaW, adaB)
-	mod := Split(ada, -1, 6)
-	shiftMLP, scaleMLP, gateMLP := mod[3], mod[4], mod[5]
-
-	var outs []*Node
-	x, attnOut, gatedAttn, attnMap, vnorms := m.attnResidual(x, mod, w, sig.attn, sig.attnMap, sig.vnorms, next)
-
-	// MLP, per token: a partial step gathers the selected rows of the residual stream before norm2.
-	mlpFn := func(h *Node) *Node {
-		return linear(geluTanh(linear(modulate(layerNorm(h), shiftMLP, scaleMLP), fc1W, fc1B)), fc2W, fc2B)
-	}
-	var mlpOut *Node
-	switch sig.mlp {
-	case hook.Full:
-		mlpOut = mlpFn(x)
-	case hook.Reuse:
-		mlpOut = next()
-	case hook.Partial:
-		cache, idx, inv := next(), next(), next()
-		fresh := mlpFn(gatherRows(x, idx))                              // [B, K, D]
-		mlpOut = gatherRows(Concatenate([]*Node{fresh, cache}, 1), inv) // fresh rows where selected, cache elsewhere
-	}
-	gatedMLP := Mul(expandTo(InsertAxes(gateMLP, 1), mlpOut), mlpOut)
-	x = Add(x, gatedMLP)
-
-	outs = append(outs, x)
-	if sig.attn == hook.Full {
-		outs = append(outs, attnOut)
-	}
-	if sig.mlp == hook.Full || sig.mlp == hook.Partial {
-		outs = append(outs, mlpOut)
-	}
-	if sig.attnMap {
-		outs = append(outs, attnMap)
-	}
-	if sig.vnorms {
-		outs = append(outs, vnorms)
-	}
-	if sig.probe {
-		outs = append(outs, ada, gatedAttn, gatedMLP)
-	}
-	return outs
+// Block is one adaLN-Zero block: shift/scale/gate ×2 = Linear(SiLU(c)), then
+// x += gate_msa·Attn(modulate(LN(x))) and x += gate_mlp·MLP(modulate(LN(x))).
+func (m *Model) Block(w, cond []*Node) executor.Block {
+	ada := linear(activations.Swish(cond[0]), w[0], w[1])
+	return &block{m: m, w: w, ada: ada, mod: Split(ada, -1, 6)}
 }
 
-// attnResidual is a block's first half, shared by the block and score graphs: the self-attention
-// under its action (computed, or the cached or predicted output next() supplies) and its gated
-// residual, which is the MLP's input. mod is the adaLN output split in six, w the block weights.
-func (m *Model) attnResidual(x *Node, mod, w []*Node, attn hook.Action, wantMap, wantNorms bool, next func() *Node) (mlpIn, out, gated, amap, vnorms *Node) {
-	switch attn {
-	case hook.Full:
-		out, amap, vnorms = m.attention(modulate(layerNorm(x), mod[0], mod[1]), w[2], w[3], w[4], w[5], wantMap, wantNorms)
-	case hook.Reuse:
-		out = next()
-	}
-	gated = Mul(expandTo(InsertAxes(mod[2], 1), out), out)
-	return Add(x, gated), out, gated, amap, vnorms
+type block struct {
+	m   *Model
+	w   []*Node
+	ada *Node
+	mod []*Node // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp
 }
+
+// Module 0 is the attention, 1 the MLP; both read the pre-norm stream. A partial MLP computes
+// the selected tokens only; attention is never partial on DiT (every method here reuses it whole).
+func (b *block) Module(i int, x, rows *Node, side hook.TokenScore) (out, info *Node) {
+	w, mod := b.w, b.mod
+	if i == 0 {
+		if rows != nil {
+			panic("dit: a partial attention is not supported")
+		}
+		return b.m.attention(modulate(layerNorm(x), mod[0], mod[1]), w[2], w[3], w[4], w[5], side)
+	}
+	shift, scale := mod[3], mod[4]
+	if rows != nil {
+		x = executor.GatherRows(x, rows)
+	}
+	return linear(geluTanh(linear(modulate(layerNorm(x), shift, scale), w[6], w[7])), w[8], w[9]), nil
+}
+
+// Residual is the adaLN-Zero gated residual x + gate·out.
+func (b *block) Residual(i int, x, out *Node) (next, added *Node) {
+	gate := b.mod[2+3*i]
+	added = Mul(expandTo(InsertAxes(gate, 1), out), out)
+	return Add(x, added), added
+}
+
+// Probes: the block's adaLN output.
+func (b *block) Probes() []executor.Named { return []executor.Named{{Name: "adaln", Node: b.ada}} }
 
 // attention is timm's Attention as DiT uses it: fused qkv, q scaled before q·kᵀ, explicit softmax,
-// heads concatenated head-major, then proj. With wantMap it also returns the head-averaged
-// probabilities [B, N_query, N_key]; with wantNorms the value norms ‖v‖ [B, heads, N].
-func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, wantMap, wantNorms bool) (out, amap, vnorms *Node) {
+// heads concatenated head-major, then proj. As side information it reduces the probabilities to
+// the attention each token received (column sums of the head-average) or returns the value
+// norms ‖v‖ [B, heads, N], inside the graph.
+func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, side hook.TokenScore) (out, info *Node) {
 	d := h.Shape().Dimensions
 	B, N, D := d[0], d[1], d[2]
 	hd := D / m.Heads
@@ -609,13 +337,13 @@ func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, wantMap, wantNorms 
 	probs := softmax(Einsum("bhqd,bhkd->bhqk", q, k))
 	o := Einsum("bhqk,bhkd->bhqd", probs, v)
 	o = Reshape(Transpose(o, 1, 2), B, N, D)
-	if wantMap {
-		amap = ReduceMean(probs, 1)
+	switch side {
+	case hook.ScoreAttention:
+		info = ReduceSum(ReduceMean(probs, 1), 1)
+	case hook.ScoreValueNorm:
+		info = Sqrt(ReduceSum(Square(v), -1))
 	}
-	if wantNorms {
-		vnorms = Sqrt(ReduceSum(Square(v), -1))
-	}
-	return linear(o, projW, projB), amap, vnorms
+	return linear(o, projW, projB), info
 }
 
 // finalGraph: inputs x, c and the final-layer weights; outputs the image [B, Cout, H, W] (and with
@@ -701,14 +429,6 @@ func layerNorm(x *Node) *Node {
 	return Mul(xc, expandTo(Rsqrt(AddScalar(ReduceAndKeep(Square(xc), ReduceMean, -1), 1e-6)), xc))
 }
 
-// gatherRows picks rows idx [B, K] (int32) of x [B, N, D] per batch row → [B, K, D].
-func gatherRows(x, idx *Node) *Node {
-	g := idx.Graph()
-	B, K := idx.Shape().Dimensions[0], idx.Shape().Dimensions[1]
-	bIdx := BroadcastToDims(InsertAxes(Iota(g, shapes.Make(dtypes.Int32, B), 0), -1), B, K)
-	return Gather(x, Stack([]*Node{bIdx, idx}, -1))
-}
-
 // ---- host-side helpers --------------------------------------------------------------------
 
 // TimestepFeatures computes the reference's sinusoidal features in float32 arithmetic:
@@ -730,33 +450,4 @@ func TimestepFeatures(t []float64) []float32 {
 		}
 	}
 	return out
-}
-
-// tokenBucket pads a partial token count so that the number of compiled shapes stays bounded
-// (at most 16 buckets per token count n); padded rows are computed and then ignored.
-func tokenBucket(k, n int) int {
-	step := max(1, n/16)
-	return min(n, (k+step-1)/step*step)
-}
-
-// partialIndices builds the padded index tensor [B, K'] and the inverse map [B, N] that sends each
-// token either to its fresh row j (< K') or to its cached row K' + n.
-func partialIndices(rows [][]int32, n int) (idx, inv *tensors.Tensor) {
-	B, k := len(rows), len(rows[0])
-	kp := tokenBucket(k, n)
-	flatIdx := make([]int32, B*kp)
-	flatInv := make([]int32, B*n)
-	for b, row := range rows {
-		for i := range n {
-			flatInv[b*n+i] = int32(kp + i)
-		}
-		for j := range kp {
-			src := row[min(j, k-1)] // padding repeats the last index; its result is never read
-			flatIdx[b*kp+j] = src
-		}
-		for j, tok := range row {
-			flatInv[b*n+int(tok)] = int32(j)
-		}
-	}
-	return tensors.FromFlatDataAndDimensions(flatIdx, B, kp), tensors.FromFlatDataAndDimensions(flatInv, B, n)
 }

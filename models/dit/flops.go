@@ -35,10 +35,8 @@ func (c Config) BlockFLOPs(p *hook.Plan, rows int) []int64 {
 		case hook.Full:
 			f += 16*B*N*C*C + 24*B*N*C
 		case hook.Partial:
-			if len(mlp.Tokens) > 0 {
-				k := int64(len(mlp.Tokens[0]))
-				f += 16*B*k*C*C + 24*B*k*C
-			}
+			k := int64(mlp.Fresh())
+			f += 16*B*k*C*C + 24*B*k*C
 		}
 		out[i] = f
 	}

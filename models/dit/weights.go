@@ -7,9 +7,9 @@ import (
 	"strings"
 
 	"github.com/gomlx/gomlx/backends"
-	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
+	"github.com/cachebench/cachebench/harness/executor"
 	"github.com/cachebench/cachebench/models/checkpoint"
 )
 
@@ -193,7 +193,9 @@ func New(b backends.Backend, c Config, f *checkpoint.File) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Model{Config: c, backend: b, w: w, execs: map[string]*Exec{}}, nil
+	m := &Model{Config: c, w: w}
+	m.ex = executor.New(b, "dit", m)
+	return m, nil
 }
 
 // Load reads a checkpoint (safetensors or PyTorch .pt; a training checkpoint's EMA weights),

@@ -1,0 +1,448 @@
+package executor
+
+import (
+	"fmt"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/cachebench/cachebench/harness/hook"
+)
+
+// Net is what a model gives the executor: its layout and, per block, its weights and graphs.
+type Net interface {
+	Layout() hook.Layout
+	// BlockWeights are the arguments block b's graph receives after the stream and the conditioning.
+	BlockWeights(b int) []*tensors.Tensor
+	// Block builds one block's pieces inside a graph from its weights and the conditioning.
+	Block(w, cond []*Node) Block
+}
+
+// Block is one block of a model inside a graph under construction.
+type Block interface {
+	// Module computes module m's raw output from the residual stream x [B, N, D]; with rows
+	// [B, K] (int32 token indices) only those tokens' outputs [B, K, D] (the module may still
+	// read every token, as an attention's keys do). With side ≠ ScoreNone a full attention also
+	// returns its side information: ScoreAttention → the attention each token received [B, N]
+	// (column sums of the head-averaged probabilities), ScoreValueNorm → value norms [B, heads, N].
+	Module(m int, x, rows *Node, side hook.TokenScore) (out, info *Node)
+	// Residual adds module m's raw output into the stream; added is the term added (for probes).
+	Residual(m int, x, out *Node) (next, added *Node)
+	// Probes are named intermediates of the block for golden tests (e.g. "adaln").
+	Probes() []Named
+}
+
+// Named is a named graph node.
+type Named struct {
+	Name string
+	Node *Node
+}
+
+// modSig is the compiled variant of one module inside a block graph.
+type modSig struct {
+	Action  hook.Action     // Full, Reuse, Partial or Predict
+	Out     bool            // the output leaves the graph (cache, recorder, probes)
+	Refresh hook.TokenScore // Full attention: the base score to store
+	History int             // Full: history terms produced (0 = none)
+	Series  int             // Predict: history terms summed
+	// Partial:
+	Bucket    int  // rows computed (the fresh count rounded up to a bucket; 0 = none)
+	Planned   bool // tokens planned on the host (idx and inverse map are inputs)
+	Rule      bool // a selection rule: staleness tracked on the device
+	Choose    bool // the rule chooses (else it only reports its own choice)
+	Report    bool // score_in and the rule's choice leave the graph (Options.Choices)
+	Emit      bool // the chosen token indices leave the graph (Options.Tokens)
+	Score     hook.TokenScore
+	BaseZero  bool // no base score stored yet (dry or first partial step): staleness alone
+	StaleZero bool // counters all zero (after a full step)
+	Weight    float32
+	Norm      int
+	Grid      int
+	Beta      float32
+}
+
+type blockSig struct {
+	Mods  []modSig
+	Probe bool
+}
+
+func (s blockSig) key() string { return fmt.Sprintf("block/%+v", s) }
+
+// Blocks carries out a plan on the stream h [B, N, D] (after the embedders) with the model's
+// conditioning tensors, and returns the stream after the last block. It takes ownership of h;
+// the result is the caller's to release unless cached is true (it is then kept in opt.Cache).
+func (e *Executor) Blocks(h *tensors.Tensor, cond []*tensors.Tensor, plan *hook.Plan, opt hook.Options) (out *tensors.Tensor, cached bool) {
+	kept := map[*tensors.Tensor]bool{}
+	release := func(t *tensors.Tensor) {
+		if !kept[t] {
+			t.MustFinalizeAll()
+		}
+	}
+	inputs := map[hook.Span]*tensors.Tensor{}
+	for b := 0; b < e.layout.Depth; {
+		if sk, ok := plan.SkipAt(b); ok {
+			next := e.skip(sk, h, opt.Cache)
+			if sk.Mode == hook.SkipReplace {
+				kept[next] = true
+			}
+			release(h)
+			h = next
+			if opt.Modules != nil {
+				for sb := sk.From; sb <= sk.To; sb++ {
+					for mi, mod := range e.layout.Modules {
+						opt.Modules(sb, mod, plan.Blocks[sb].Modules[mi].Action, 0, nil)
+					}
+				}
+			}
+			b = sk.To + 1
+			continue
+		}
+		for _, sp := range plan.Keep {
+			if sp.From == b {
+				inputs[sp] = h
+				kept[h] = true
+			}
+		}
+		next := e.block(b, h, cond, &plan.Blocks[b], opt)
+		release(h)
+		h = next
+		for _, sp := range plan.Keep {
+			if sp.To == b {
+				opt.Cache.SetSpan(sp, inputs[sp], h)
+				kept[h] = true
+			}
+		}
+		if opt.Probe != nil {
+			opt.Probe(fmt.Sprintf("block_%d", b), h)
+		}
+		b++
+	}
+	return h, kept[h]
+}
+
+// skip replaces a block range by its cache: the cached residual added to the new input, or the
+// cached output itself.
+func (e *Executor) skip(sk hook.SpanSkip, h *tensors.Tensor, c *hook.Cache) *tensors.Tensor {
+	sc := c.Span(sk.Cached())
+	if sk.Mode == hook.SkipReplace {
+		return sc.Out
+	}
+	add := e.Family("skip/residual", func(in []*Node) []*Node { return []*Node{Add(in[0], Sub(in[1], in[2]))} })
+	return add.Run(h, sc.Out, sc.In)[0]
+}
+
+// block runs one block under its plan and updates the cache.
+func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *hook.BlockPlan, opt hook.Options) *tensors.Tensor {
+	sig := blockSig{Probe: opt.Probe != nil}
+	args := append([]any{h}, anyOf(cond)...)
+	args = append(args, anyOf(e.net.BlockWeights(b))...)
+	rows, n := h.Shape().Dimensions[0], e.layout.Tokens
+	for m, mp := range bp.Modules {
+		ms, margs := e.moduleSig(b, m, mp, bp.Refresh, rows, opt)
+		sig.Mods = append(sig.Mods, ms)
+		args = append(args, margs...)
+	}
+	nc, nw := len(cond), len(e.net.BlockWeights(b))
+	fam := e.Family(sig.key(), func(in []*Node) []*Node { return e.blockGraph(in, nc, nw, sig) })
+	outs := fam.Run(args...)
+	next, rest := outs[0], outs[1:]
+	take := func() *tensors.Tensor { t := rest[0]; rest = rest[1:]; return t }
+
+	c := opt.Cache
+	used := make([]*tensors.Tensor, len(sig.Mods)) // each module's output as the block used it
+	var free []*tensors.Tensor                     // outputs nobody keeps
+	for m, ms := range sig.Mods {
+		mp := &bp.Modules[m]
+		if ms.Out {
+			used[m] = take()
+		} else if ms.Action == hook.Reuse || ms.Action == hook.Partial {
+			used[m] = c.Out(b, m)
+		}
+		if ms.Refresh != hook.ScoreNone {
+			c.SetBase(b, take())
+		}
+		if ms.Rule {
+			c.SetStale(b, m, take())
+		}
+		var chosen *tensors.Tensor
+		if ms.Emit {
+			chosen = take()
+			mp.Tokens = firstK(chosen, mp.Select.K)
+		}
+		if ms.Report {
+			scoreIn, own := take(), take()
+			opt.Choices(b, e.layout.Modules[m], rowsOf(scoreIn, n), firstK(own, mp.Select.K))
+			free = append(free, scoreIn, own)
+		}
+		if chosen != nil {
+			free = append(free, chosen)
+		}
+		var hist []*tensors.Tensor
+		for range ms.History {
+			hist = append(hist, take())
+		}
+		switch {
+		case ms.History > 0:
+			// The output is history term 0. The module's cached output is not kept as well: a
+			// method that predicts never reuses it, and both would hold one buffer.
+			used[m] = hist[0]
+			c.SetHistory(b, m, hist)
+			c.SetOut(b, m, nil)
+			c.SetStale(b, m, nil)
+		case c != nil && ms.Out && (ms.Action == hook.Full || ms.Action == hook.Partial):
+			c.SetOut(b, m, used[m])
+			if ms.Action == hook.Full {
+				c.SetStale(b, m, nil) // every token fresh
+			}
+		case ms.Out:
+			free = append(free, used[m])
+		}
+		if opt.Tokens && mp.Action == hook.Partial && mp.Tokens == nil {
+			mp.Tokens = make([][]int32, rows) // k = 0: no token chosen
+			for r := range mp.Tokens {
+				mp.Tokens[r] = []int32{}
+			}
+		}
+	}
+	if opt.Probe != nil {
+		for _, p := range e.probeNames {
+			t := take()
+			opt.Probe(fmt.Sprintf("block%d_%s", b, p), t)
+			free = append(free, t)
+		}
+		for m, mod := range e.layout.Modules {
+			opt.Probe(fmt.Sprintf("block%d_%s_raw", b, mod), used[m])
+			added := take()
+			opt.Probe(fmt.Sprintf("block%d_%s", b, mod), added)
+			free = append(free, added)
+		}
+	}
+	if opt.Modules != nil {
+		for m, mod := range e.layout.Modules {
+			mp := bp.Modules[m]
+			fresh := mp.Fresh()
+			if mp.Action == hook.Full {
+				fresh = e.layout.Tokens
+			}
+			opt.Modules(b, mod, mp.Action, fresh, used[m])
+		}
+	}
+	for _, t := range free {
+		t.MustFinalizeAll()
+	}
+	return next
+}
+
+// moduleSig decides the compiled variant of one module and the arguments it takes.
+func (e *Executor) moduleSig(b, m int, mp hook.ModulePlan, refresh hook.TokenScore, rows int, opt hook.Options) (modSig, []any) {
+	c := opt.Cache
+	ms := modSig{Action: mp.Action}
+	want := c != nil || opt.Probe != nil || opt.Modules != nil
+	var args []any
+	switch mp.Action {
+	case hook.Full:
+		ms.Out = want
+		if e.layout.Modules[m] == hook.Attn && c != nil {
+			ms.Refresh = refresh
+		}
+		if h := mp.History; h != nil {
+			ms.History, ms.Out = h.Orders, false
+			args = append(args, h.Step)
+			args = append(args, anyOf(c.History(b, m)[:h.Orders-1])...)
+		}
+	case hook.Reuse:
+		args = append(args, c.Out(b, m))
+	case hook.Predict:
+		ms.Out = want
+		ms.Series = len(mp.Series.Scale)
+		args = append(args, anyOf(c.History(b, m)[:ms.Series])...)
+		args = append(args, mp.Series.Scale, mp.Series.Power)
+	case hook.Partial:
+		k := mp.Fresh()
+		ms.Bucket = tokenBucket(k, e.layout.Tokens)
+		ms.Out = ms.Bucket > 0
+		args = append(args, c.Out(b, m), int32(k))
+		if mp.Tokens != nil {
+			ms.Planned = true
+			if ms.Bucket > 0 {
+				idx, inv := partialIndices(mp.Tokens, e.layout.Tokens, ms.Bucket)
+				args = append(args, idx, inv)
+			}
+		}
+		if s := mp.Select; s != nil {
+			ms.Rule, ms.Choose = true, mp.Tokens == nil
+			ms.Report = opt.Choices != nil
+			ms.Emit = ms.Choose && opt.Tokens && ms.Bucket > 0
+			ms.Score, ms.Weight, ms.Norm, ms.Grid, ms.Beta = s.Score, s.StaleWeight, s.StaleNorm, s.Grid, s.Beta
+			if ms.Choose || ms.Report {
+				switch s.Score {
+				case hook.ScoreAttention, hook.ScoreValueNorm:
+					if c.Base(b) == nil {
+						ms.BaseZero = true
+					} else {
+						args = append(args, c.Base(b))
+					}
+				case hook.ScoreRandom:
+					args = append(args, tensors.FromFlatDataAndDimensions(flatten(s.Random), rows, e.layout.Tokens))
+				}
+			}
+			if c.Stale(b, m) == nil {
+				ms.StaleZero = true
+			} else {
+				args = append(args, c.Stale(b, m))
+			}
+		}
+	}
+	if opt.Probe != nil && mp.Action == hook.Predict {
+		ms.Out = true
+	}
+	return ms, args
+}
+
+// blockGraph builds a block under sig. Inputs: x, the conditioning (nc), the block weights (nw),
+// then each module's arguments in the order moduleSig appends them.
+func (e *Executor) blockGraph(in []*Node, nc, nw int, sig blockSig) []*Node {
+	x := in[0]
+	cond, w, rest := in[1:1+nc], in[1+nc:1+nc+nw], in[1+nc+nw:]
+	next := func() *Node { n := rest[0]; rest = rest[1:]; return n }
+	blk := e.net.Block(w, cond)
+	var outs, probes []*Node
+	for m, ms := range sig.Mods {
+		var out *Node
+		var extra []*Node
+		switch ms.Action {
+		case hook.Full:
+			var info *Node
+			out, info = blk.Module(m, x, nil, ms.Refresh)
+			if ms.Refresh != hook.ScoreNone {
+				extra = append(extra, baseScore(ms.Refresh, info))
+			}
+			if ms.History > 0 {
+				d := next()
+				cur := out
+				hist := []*Node{cur}
+				for range ms.History - 1 {
+					cur = Div(Sub(cur, next()), d)
+					hist = append(hist, cur)
+				}
+				extra = append(extra, hist...)
+			}
+		case hook.Reuse:
+			out = next()
+		case hook.Predict:
+			terms := make([]*Node, ms.Series)
+			for i := range terms {
+				terms[i] = next()
+			}
+			scale, power := next(), next()
+			for i, f := range terms {
+				t := Mul(Mul(f, Reshape(Slice(scale, AxisElem(i)))), Reshape(Slice(power, AxisElem(i))))
+				if out == nil {
+					out = t
+				} else {
+					out = Add(out, t)
+				}
+			}
+		case hook.Partial:
+			out, extra = e.partial(blk, m, x, ms, next)
+		}
+		if ms.Out {
+			outs = append(outs, out)
+		}
+		outs = append(outs, extra...)
+		var added *Node
+		x, added = blk.Residual(m, x, out)
+		if sig.Probe {
+			probes = append(probes, added)
+		}
+	}
+	all := append([]*Node{x}, outs...)
+	if sig.Probe {
+		names := []string{}
+		for _, p := range blk.Probes() {
+			all = append(all, p.Node)
+			names = append(names, p.Name)
+		}
+		e.setProbeNames(names)
+		all = append(all, probes...)
+	}
+	return all
+}
+
+// partial computes a module for some tokens of each row and merges them into its cache. It
+// returns the merged output and the extra outputs in the order block takes them: the new
+// staleness counters (Rule), the chosen tokens (Emit), score_in and the rule's own choice (Report).
+func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *Node) (out *Node, extra []*Node) {
+	g := x.Graph()
+	B, n := x.Shape().Dimensions[0], e.layout.Tokens
+	cache, k := next(), next()
+	var idx, inv *Node
+	if ms.Planned && ms.Bucket > 0 {
+		idx, inv = next(), next()
+	}
+	var base, stale *Node
+	if (ms.Choose || ms.Report) && (ms.Score == hook.ScoreRandom || ((ms.Score == hook.ScoreAttention || ms.Score == hook.ScoreValueNorm) && !ms.BaseZero)) {
+		base = next()
+	}
+	if ms.Rule {
+		stale = Zeros(g, shapes.Make(dtypes.Float32, B, n))
+		if !ms.StaleZero {
+			stale = next()
+		}
+	}
+	iota := Iota(g, shapes.Make(dtypes.Int32, B, n), 1)
+	var report []*Node
+	if ms.Choose || ms.Report {
+		scoreIn := scoreIn(ms, base, stale, x, cache)
+		scored := scoreIn
+		if ms.Grid > 0 {
+			scored = gridBonus(scoreIn, e.layout.GridH, e.layout.GridW, ms.Grid, ms.Beta)
+		}
+		rank := rankDescending(scored)
+		order := argsort(rank)
+		if ms.Choose && ms.Bucket > 0 {
+			idx = Slice(order, AxisRange(), AxisRange(0, ms.Bucket))
+			inv = Where(LessThan(rank, k), rank, AddScalar(iota, float64(ms.Bucket)))
+		}
+		report = []*Node{scoreIn, Slice(order, AxisRange(), AxisRange(0, max(ms.Bucket, 1)))}
+	}
+	selected := Zeros(g, shapes.Make(dtypes.Bool, B, n)) // k = 0: nothing recomputed
+	if ms.Bucket == 0 {
+		out = cache
+	} else {
+		fresh, _ := blk.Module(m, x, idx, hook.ScoreNone)            // [B, K', D]
+		out = gatherRows(Concatenate([]*Node{fresh, cache}, 1), inv) // fresh rows where chosen, cache elsewhere
+		selected = LessThan(inv, k)
+	}
+	if ms.Rule {
+		extra = append(extra, Where(selected, ZerosLike(stale), OnePlus(stale)))
+	}
+	if ms.Emit {
+		extra = append(extra, idx)
+	}
+	if ms.Report {
+		extra = append(extra, report...)
+	}
+	return out, extra
+}
+
+// scoreIn is the score before the grid bonus: base + float32(λ·stale)/float32(N), in float32
+// as the official code computes it. A missing base score (nothing refreshed it yet) leaves the
+// staleness term alone.
+func scoreIn(ms modSig, base, stale, x, cache *Node) *Node {
+	switch ms.Score {
+	case hook.ScoreNorm:
+		base = l2normalize(vectorNorm(x))
+	case hook.ScoreSimilarity:
+		// F.cosine_similarity with eps 1e-8 on each norm, then 1 − cos.
+		cos := Div(ReduceSum(Mul(x, cache), -1), Mul(MaxScalar(vectorNorm(x), 1e-8), MaxScalar(vectorNorm(cache), 1e-8)))
+		base = l2normalize(OneMinus(cos))
+	}
+	term := DivScalar(MulScalar(stale, float64(ms.Weight)), float64(float32(ms.Norm)))
+	if base == nil {
+		return term
+	}
+	return Add(base, term)
+}
