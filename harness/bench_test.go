@@ -36,7 +36,7 @@ func BenchmarkRecording(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			var sampling, record time.Duration
 			for b.Loop() {
-				pol, _, _ := methods.New("toca", map[string]string{"N": "3"}, methods.Env{Layout: l, Steps: 20, Rows: 4, Backend: be})
+				pol, _, _ := methods.New("toca", map[string]string{"N": "3"}, methods.Env{Layout: l, Steps: 20, Rows: 4})
 				req := harness.Request{Sampler: diffusion.DDIM, Schedule: sched, CFGScale: 1.5, XInit: x0, Labels: []int64{1, 2},
 					Policy: pol, Cache: hook.NewCache(l),
 					OnStep: func(s harness.StepInfo) error {

@@ -35,7 +35,7 @@ func recordRun(t *testing.T, method string, params map[string]string, level harn
 	g := golden.Open(t, "dit/sampling_ddpm.safetensors")
 	x0 := golden.F32(t, g, "x_init")[:2*4*8*8]
 	l := m.Layout()
-	pol, _, err := methods.New(method, params, methods.Env{Layout: l, Steps: 10, Rows: 4, Backend: b})
+	pol, _, err := methods.New(method, params, methods.Env{Layout: l, Steps: 10, Rows: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func independentReuseError(t *testing.T) float64 {
 	g := golden.Open(t, "dit/sampling_ddpm.safetensors")
 	x0 := golden.F32(t, g, "x_init")[:2*4*8*8]
 	l := m.Layout()
-	pol, _, _ := methods.New("fora", map[string]string{"N": "3"}, methods.Env{Layout: l, Steps: 10, Rows: 4, Backend: b})
+	pol, _, _ := methods.New("fora", map[string]string{"N": "3"}, methods.Env{Layout: l, Steps: 10, Rows: 4})
 	var inputs [][]float32
 	var cached []float32
 	cm := &inputCapture{Model: m, inputs: &inputs, cached: &cached}

@@ -81,6 +81,10 @@ type JobResult struct {
 	Done   int     // images generated now (0 when everything was already done)
 	Timing Timing  // of this invocation
 	Base   *Timing // method none on the same batches, with Job.Compare
+	// Steady and BaseSteady leave out the first batch of this invocation, whose first executions
+	// of each graph (allocations, autotuning on a JIT backend) are not the steady state; both are
+	// empty when there was one batch.
+	Steady, BaseSteady Timing
 }
 
 // Run samples every missing image of the job's shard, batch by batch: each batch is one
@@ -175,7 +179,7 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 			rows = 2 * B
 		}
 		pol, _, err := methods.New(c.Method, job.RawParams, methods.Env{Layout: job.Model.Layout(), Steps: sched.Steps(), Rows: rows,
-			Seed: c.Seed, Samples: idx, Backend: job.Model.Backend()})
+			Seed: c.Seed, Samples: idx})
 		if err != nil {
 			return res, err
 		}
@@ -228,6 +232,9 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 				return res, err
 			}
 			base.Merge(*bb)
+			if res.Done > 0 {
+				res.BaseSteady.Merge(*bb)
+			}
 		}
 		batch := store.Batch{Index: idx[0], FirstSample: idx[0], NumSamples: B, WallMS: float64(wall.Microseconds()) / 1000, Timings: bt.StoreRows(),
 			FLOPs: bt.FLOPs}
@@ -259,6 +266,9 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		}
 		if err := job.DB.CommitBatch(run.ID, batch); err != nil {
 			return res, err
+		}
+		if res.Done > 0 {
+			res.Steady.Merge(bt)
 		}
 		res.Done += B
 		res.Timing.Merge(bt)

@@ -43,6 +43,8 @@ type Request struct {
 	Tokens bool
 	// Choices, when set, sees every device token choice (hook.Options.Choices).
 	Choices func(block int, module hook.Module, scoreIn [][]float32, chosen [][]int32)
+	// DeviceChoice ranks every token choice inside the graph (hook.Options.DeviceChoice).
+	DeviceChoice bool
 }
 
 // StepInfo is what a sampling call produced.
@@ -140,7 +142,7 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 			opt.Modules = rec.module
 		}
 		opt.Tokens = r.Tokens || rec.needsTokens()
-		opt.Choices = r.Choices
+		opt.Choices, opt.DeviceChoice = r.Choices, r.DeviceChoice
 		c0 := compileTime(m)
 		t0 := time.Now()
 		out, err := m.Forward(in, t, labels, opt)

@@ -51,7 +51,7 @@ func BenchmarkMethodSpeedup(b *testing.B) {
 	l := m.Layout()
 	full := hook.FullPlan(l)
 	sample := func(method string, params map[string]string) (time.Duration, int64) {
-		pol, _, err := methods.New(method, params, methods.Env{Layout: l, Steps: 50, Rows: 2, Backend: be})
+		pol, _, err := methods.New(method, params, methods.Env{Layout: l, Steps: 50, Rows: 2})
 		if err != nil {
 			b.Fatal(err)
 		}

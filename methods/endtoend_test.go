@@ -59,7 +59,7 @@ func runTiny(t *testing.T, method string, params map[string]string, before, afte
 		t.Fatal(err)
 	}
 	l := m.Layout()
-	pol, _, err := methods.New(method, params, methods.Env{Layout: l, Steps: 50, Rows: 4, Samples: []int{0, 1}, Backend: b})
+	pol, _, err := methods.New(method, params, methods.Env{Layout: l, Steps: 50, Rows: 4, Samples: []int{0, 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func readActions(t *testing.T, name string) goldenActions {
 // runGolden replays a golden caching trace on its tiny model and checks the schedule, token
 // counts, FLOPs (exact) and every state x_k (1e-5 of its scale).
 func runGolden(t *testing.T, file, method string, params map[string]string, prepare func(methods.Method),
-	choices func(call, layer int, scoreIn [][]float32, own [][]int32)) (*methods.Trace, goldenActions) {
+	choices func(call, layer int, scoreIn [][]float32, own [][]int32), deviceChoice bool) (*methods.Trace, goldenActions) {
 	b, err := engine.New("")
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +96,7 @@ func runGolden(t *testing.T, file, method string, params map[string]string, prep
 	call := 0
 	req := harness.Request{
 		Sampler: diffusion.DDIM, Schedule: sched, CFGScale: 1.5, XInit: golden.F32(t, g, "x_init"), Labels: y[:2],
-		Policy: pol, Cache: hook.NewCache(l), Tokens: true}
+		Policy: pol, Cache: hook.NewCache(l), Tokens: true, DeviceChoice: deviceChoice}
 	if choices != nil {
 		req.Choices = func(block int, _ hook.Module, scoreIn [][]float32, own [][]int32) { choices(call, block, scoreIn, own) }
 	}
@@ -169,16 +169,23 @@ func deref(p *float64) float64 {
 	return *p
 }
 
-func TestBaselineGolden(t *testing.T) { runGolden(t, "baseline", "none", nil, nil, nil) }
+func TestBaselineGolden(t *testing.T) { runGolden(t, "baseline", "none", nil, nil, nil, false) }
 
 func TestFORAGolden(t *testing.T) {
-	runGolden(t, "fora", "fora", map[string]string{"N": "3"}, nil, nil)
+	runGolden(t, "fora", "fora", map[string]string{"N": "3"}, nil, nil, false)
 }
 
 // TestToCaGolden runs ToCa teacher-forced with the golden token choices (README rule 3), checks
 // its own choice — made on the device and reported beside the forced one — against fresh_sorted
 // except at the golden near-ties (rule 4) and its device scores against score_in (3e-7 absolute).
 func TestToCaGolden(t *testing.T) {
+	// The pure-Go backend ranks attention scores on the host; DeviceChoice ranks them in the graph.
+	for _, device := range []bool{false, true} {
+		t.Run(map[bool]string{false: "host", true: "graph"}[device], func(t *testing.T) { tocaGolden(t, device) })
+	}
+}
+
+func tocaGolden(t *testing.T, device bool) {
 	acts := readActions(t, "toca")
 	g := golden.Open(t, "caching/toca.safetensors")
 	var scoreErr float64
@@ -199,7 +206,7 @@ func TestToCaGolden(t *testing.T) {
 		}
 		scored++
 	}
-	runGolden(t, "toca", "toca", map[string]string{"N": "3", "ratio": "0.07", "scheduler": "ToCa-ddim50"}, prepare, choices)
+	runGolden(t, "toca", "toca", map[string]string{"N": "3", "ratio": "0.07", "scheduler": "ToCa-ddim50"}, prepare, choices, device)
 	if scored != 91 {
 		t.Errorf("compared %d score vectors, the golden holds 91", scored)
 	}
@@ -241,7 +248,7 @@ func TestToCaGolden(t *testing.T) {
 	t.Logf("own selection: %d rows differ, %d of them at golden near-ties", mismatches+excused, excused)
 }
 
-// The selection rule alone, on the golden scores, as the host statement (methods.GridBonus,
+// The selection rule alone, on the golden scores, as the host statement (executor.GridBonus,
 // TopK) and as the device runs it (executor.Choose): bonus bit for bit, top-k = fresh_sorted.
 func TestSelectionRuleGolden(t *testing.T) {
 	b, err := engine.New("")
@@ -260,11 +267,11 @@ func TestSelectionRuleGolden(t *testing.T) {
 			}
 			in, want := golden.F32(t, g, "score_in_"+name), golden.F32(t, g, "score_"+name)
 			for r := range 4 {
-				s := methods.GridBonus(in[r*256:(r+1)*256], 16, 16, 2, 0.6)
+				s := executor.GridBonus(in[r*256:(r+1)*256], 16, 16, 2, 0.6)
 				if !slices.Equal(s, want[r*256:(r+1)*256]) {
 					t.Errorf("call %d layer %d row %d: grid bonus differs from golden score", k, li, r)
 				}
-				top := methods.TopK(s, gl.MLP.NFresh)
+				top := executor.TopK(s, gl.MLP.NFresh)
 				slices.Sort(top)
 				if !slices.Equal(top, gl.MLP.FreshSorted[r]) {
 					t.Errorf("call %d layer %d row %d: top-%d differs from fresh_sorted", k, li, r, gl.MLP.NFresh)

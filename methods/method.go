@@ -14,8 +14,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gomlx/gomlx/backends"
-
 	"github.com/cachebench/cachebench/harness/hook"
 )
 
@@ -28,9 +26,6 @@ type Env struct {
 	// random numbers, so their choices depend on (seed, sample index) only.
 	Seed    int64
 	Samples []int
-	// Backend runs methods' own tensor arithmetic on cached outputs (e.g. Taylor expansions),
-	// on the device that holds the cache; nil in FLOPs dry runs, which never touch tensors.
-	Backend backends.Backend
 }
 
 // Note annotates one block's decision at one call, for traces; unused fields stay nil.

@@ -25,7 +25,7 @@ func init() {
 		}})
 }
 
-// taylorSeer is TaylorSeer on DiT (spec §5.9). Per (block, module) the executor keeps factors
+// taylorSeer is TaylorSeer on DiT (the official TaylorSeer-DiT code). Per (block, module) the executor keeps factors
 // F_0..F_k (k ≤ O, one more order per full step) in the cache: at a full step s with output f and
 // the previous full step s', F'_0 = f and F'_{i+1} = (F'_i − F_i)/(s − s'); at another step s the
 // block uses f̂ = Σ_i F_i·(s − s_last)^i / i! like a cached output (gates and adaLN recomputed).

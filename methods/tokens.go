@@ -3,7 +3,6 @@ package methods
 import (
 	"fmt"
 	"math/rand/v2"
-	"sort"
 
 	"github.com/cachebench/cachebench/harness/hook"
 )
@@ -57,7 +56,7 @@ func (e *tokenEngine) plan(layer, call, k int) hook.ModulePlan {
 }
 
 // random draws the random base score of a layer at a call: one CFG half's rows are drawn and
-// shared with their null rows (spec of DuCa's random score), from (seed, sample index, call, layer).
+// shared with their null rows (as DuCa-DiT draws one score per image), from (seed, sample index, call, layer).
 func (e *tokenEngine) random(layer, call int) [][]float32 {
 	out := make([][]float32, e.rows)
 	for r := range out {
@@ -74,38 +73,4 @@ func (e *tokenEngine) random(layer, call int) [][]float32 {
 		out[r] = s
 	}
 	return out
-}
-
-// GridBonus adds β·score to the best token of every g×g cell of the h×w token grid (row-major
-// tokens; first token in cell order on ties), computed in float32 as s + s·β. It is the host
-// statement of the rule the executor runs on the device, for tests and readers.
-func GridBonus(score []float32, h, w, g int, beta float32) []float32 {
-	out := append([]float32(nil), score...)
-	for ci := 0; ci < h; ci += g {
-		for cj := 0; cj < w; cj += g {
-			best := -1
-			for u := range g {
-				for v := range g {
-					t := (ci+u)*w + cj + v
-					if best < 0 || score[t] > score[best] {
-						best = t
-					}
-				}
-			}
-			out[best] = score[best] + float32(score[best]*beta)
-		}
-	}
-	return out
-}
-
-// TopK returns the indices of the k highest scores, highest first (ties: lower index first; the
-// reference's argsort is not stable, so exact ties are arbitrary there). Host statement of the
-// executor's rank, for tests and readers.
-func TopK(score []float32, k int) []int32 {
-	idx := make([]int32, len(score))
-	for i := range idx {
-		idx[i] = int32(i)
-	}
-	sort.SliceStable(idx, func(a, b int) bool { return score[idx[a]] > score[idx[b]] })
-	return append([]int32(nil), idx[:min(k, len(idx))]...)
 }

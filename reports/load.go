@@ -77,6 +77,7 @@ type Row struct {
 	Baseline       *Row                    // Baseline is the none run the speedups are relative to (nil if missing).
 	FLOPsSpeedup   Value                   // FLOPsSpeedup is the baseline's FLOPs over the row's.
 	LatencySpeedup Value                   // LatencySpeedup is the baseline's latency over the row's.
+	CompileMS      float64                 // CompileMS is the graph compilation the run spent, not in Latency.
 
 	loadNotes []string // what reading the run found odd, for Data.Notes
 }
@@ -161,6 +162,14 @@ func LoadWith(opts Options, paths ...string) (*Data, error) {
 		return nil, fmt.Errorf("%s: no finished runs to report (see the status column of the runs table)", strings.Join(paths, ", "))
 	}
 	d.group(rows)
+	var compile float64
+	for _, r := range rows {
+		compile += r.CompileMS
+	}
+	// On the pure-Go backend compilation takes milliseconds; on a JIT backend (XLA) seconds.
+	if compile >= 1000 {
+		d.Notes = append(d.Notes, fmt.Sprintf("Latency excludes graph compilation: %.1f s over these runs (the `compile` timings), a one-time cost of a JIT backend.", compile/1000))
+	}
 	if !slices.ContainsFunc(rows, func(r *Row) bool { return r.FLOPs.Known }) {
 		d.Notes = append(d.Notes, "FLOPs: the databases hold no FLOPs counts, so the FLOPs and FLOPs-speedup columns are blank and the FLOPs figures are omitted.")
 	}
@@ -248,6 +257,11 @@ func (r *Row) fill(db *store.DB, opts Options) error {
 	if r.Latency, r.LatencyFrom, err = latency(db.SQL(), r.Run.ID); err != nil {
 		return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
 	}
+	var compile sql.NullFloat64
+	if err := db.SQL().QueryRow(`SELECT sum(total_ms) FROM timings WHERE run_id = ? AND name = 'compile'`, r.Run.ID).Scan(&compile); err != nil {
+		return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
+	}
+	r.CompileMS = compile.Float64
 	return r.readMetrics(db.SQL())
 }
 

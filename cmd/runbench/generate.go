@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -86,7 +88,79 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	fmt.Fprintf(cmd.OutOrStdout(), "run %d (%s): %d images to %s, recorded in %s (batch %d, %d graph families compiled)\n",
 		res.Run.ID, res.Run.ConfigHash[:12], res.Done, sf.outDir, dbPath, sf.batch, m.GraphCount())
 	res.Timing.Report(cmd.OutOrStdout(), sf.method, res.Base)
+	if res.Steady.Images > 0 {
+		fmt.Fprintf(cmd.OutOrStdout(), "steady state (batches after the first):\n")
+		var base *harness.Timing
+		if res.Base != nil {
+			base = &res.BaseSteady
+		}
+		res.Steady.Report(cmd.OutOrStdout(), sf.method, base)
+	}
+	if sf.timingJSON != "" {
+		return writeTimingJSON(sf.timingJSON, res, sf, m)
+	}
 	return nil
+}
+
+// timingReport is what --timing-json writes: one run's timing split, its steady state and,
+// with --compare, method none's on the same batches (tools/gpu/check.sh reads it).
+type timingReport struct {
+	Method            string            `json:"method"`
+	Params            map[string]string `json:"params,omitempty"`
+	Model             string            `json:"model"`
+	Device            string            `json:"device"`
+	Images            int               `json:"images"`
+	Batch             int               `json:"batch"`
+	Calls             int               `json:"calls"`
+	CompileS          float64           `json:"compile_s"`
+	GraphFamilies     int               `json:"graph_families"`
+	WallS             float64           `json:"wall_s"`
+	MsPerImage        float64           `json:"ms_per_image"`
+	SteadyImages      int               `json:"steady_images"`
+	SteadyMsPerImage  float64           `json:"steady_ms_per_image"`
+	ForwardMsPerCall  float64           `json:"forward_ms_per_call"`
+	OverheadMsPerCall float64           `json:"overhead_ms_per_call"`
+	SamplerMsPerCall  float64           `json:"sampler_ms_per_call"`
+	OverheadPct       float64           `json:"overhead_pct"`
+	FLOPs             int64             `json:"flops"`
+	BaseSteadyMs      float64           `json:"none_steady_ms_per_image,omitempty"`
+	BaseFLOPs         int64             `json:"none_flops,omitempty"`
+	RealizedSpeedup   float64           `json:"realized_speedup,omitempty"`
+	FLOPsSpeedup      float64           `json:"flops_speedup,omitempty"`
+}
+
+func writeTimingJSON(path string, res *harness.JobResult, sf sampleFlags, m *dit.Model) error {
+	t := res.Timing
+	steady := res.Steady
+	if steady.Images == 0 {
+		steady = t // one batch: no steady state to separate
+	}
+	perImage := func(x harness.Timing) float64 { return 1000 * x.Wall().Seconds() / float64(max(x.Images, 1)) }
+	perCall := func(d time.Duration, x harness.Timing) float64 { return 1000 * d.Seconds() / float64(max(x.Calls, 1)) }
+	raw, _ := methods.ParseParams(sf.params)
+	r := timingReport{Method: sf.method, Params: raw, Model: m.Config.String(), Device: engine.Describe(m.Backend()),
+		Images: t.Images, Batch: sf.batch, Calls: t.Calls, CompileS: m.CompileTime().Seconds(), GraphFamilies: m.GraphCount(),
+		WallS: t.Wall().Seconds(), MsPerImage: perImage(t), SteadyImages: steady.Images, SteadyMsPerImage: perImage(steady),
+		ForwardMsPerCall: perCall(steady.Forward, steady), OverheadMsPerCall: perCall(steady.Overhead, steady),
+		SamplerMsPerCall: perCall(steady.Update, steady), OverheadPct: 100 * steady.Overhead.Seconds() / max(steady.Wall().Seconds(), 1e-9),
+		FLOPs: t.FLOPs}
+	if res.Base != nil {
+		base := res.BaseSteady
+		if base.Images == 0 {
+			base = *res.Base
+		}
+		r.BaseSteadyMs, r.BaseFLOPs = perImage(base), res.Base.FLOPs
+		r.RealizedSpeedup = r.BaseSteadyMs / r.SteadyMsPerImage
+		r.FLOPsSpeedup = float64(res.Base.FLOPs) / float64(max(t.FLOPs, 1))
+	}
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := mkdirFor(path); err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
 }
 
 // gitRev is the VCS revision stamped into the binary, if any.

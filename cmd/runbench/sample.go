@@ -17,24 +17,25 @@ import (
 )
 
 type sampleFlags struct {
-	sampler   string
-	steps     string
-	cfg       float64
-	guideAll  bool
-	replay    string
-	out       string
-	numImages int
-	seed      int64
-	labels    string
-	batch     int
-	outDir    string
-	db        string
-	method    string
-	params    []string
-	trace     string
-	compare   bool
-	record    string
-	audit     int
+	sampler    string
+	steps      string
+	cfg        float64
+	guideAll   bool
+	replay     string
+	out        string
+	numImages  int
+	seed       int64
+	labels     string
+	batch      int
+	outDir     string
+	db         string
+	method     string
+	params     []string
+	trace      string
+	compare    bool
+	record     string
+	audit      int
+	timingJSON string
 }
 
 // policy builds the method of one batch (a fresh instance: methods keep per-batch state) and its
@@ -44,7 +45,7 @@ func (sf sampleFlags) policy(m *dit.Model, steps, rows int, samples []int) (meth
 	if err != nil {
 		return nil, nil, err
 	}
-	env := methods.Env{Layout: m.Layout(), Steps: steps, Rows: rows, Seed: sf.seed, Samples: samples, Backend: m.Backend()}
+	env := methods.Env{Layout: m.Layout(), Steps: steps, Rows: rows, Seed: sf.seed, Samples: samples}
 	pol, _, err := methods.New(sf.method, raw, env)
 	if err != nil {
 		return nil, nil, err
@@ -130,6 +131,7 @@ Without --replay, --num images are generated: the noise and label of image i dep
 	cmd.Flags().BoolVar(&sf.compare, "compare", false, "also time method none on the same inputs and report the wall-clock speedup next to the FLOPs speedup")
 	cmd.Flags().StringVar(&sf.record, "record", "light", "step_stats recording: off, light (batch-level dynamics, cache error, tokens, FLOPs) or full (also per sample, with token indices)")
 	cmd.Flags().IntVar(&sf.audit, "audit-samples", 0, "images per batch audited for cache error: a shadow full pass and an uncached trajectory each (costs about 2 images' compute per audited image)")
+	cmd.Flags().StringVar(&sf.timingJSON, "timing-json", "", "write the run's timing (compile seconds, steady ms/image after the first batch, split by forward/policy/sampler, FLOPs; with --compare none's too) as JSON to this file")
 	cmd.Flags().StringVar(&sf.db, "db", "", "SQLite results database to record the run in (default: OUT-DIR/runs.db)")
 	return cmd
 }

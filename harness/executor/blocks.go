@@ -55,8 +55,6 @@ type modSig struct {
 	Report    bool // score_in and the rule's choice leave the graph (Options.Choices)
 	Emit      bool // the chosen token indices leave the graph (Options.Tokens)
 	Score     hook.TokenScore
-	BaseZero  bool // no base score stored yet (dry or first partial step): staleness alone
-	StaleZero bool // counters all zero (after a full step)
 	Weight    float32
 	Norm      int
 	Grid      int
@@ -139,8 +137,27 @@ func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *h
 	args := append([]any{h}, anyOf(cond)...)
 	args = append(args, anyOf(e.net.BlockWeights(b))...)
 	rows, n := h.Shape().Dimensions[0], e.layout.Tokens
+	hostIn := make([][][]float32, len(bp.Modules)) // score_in of choices made on the host
 	for m, mp := range bp.Modules {
-		ms, margs := e.moduleSig(b, m, mp, bp.Refresh, rows, opt)
+		mopt := opt
+		if e.hostChoice(mp, opt) {
+			// Chosen here, the tokens enter the graph as planned ones (unless the plan forces
+			// others); the rule still ages the counters in the graph, and the caller's plan gets
+			// the tokens when it asks.
+			var fresh [][]int32
+			hostIn[m], fresh = e.chooseOnHost(b, m, mp.Select, opt.Cache, rows)
+			mopt.Choices = nil
+			if mp.Tokens == nil {
+				mp.Tokens = fresh
+				if opt.Tokens {
+					bp.Modules[m].Tokens = fresh
+				}
+			}
+			if opt.Choices != nil {
+				opt.Choices(b, e.layout.Modules[m], hostIn[m], fresh)
+			}
+		}
+		ms, margs := e.moduleSig(b, m, mp, bp.Refresh, rows, mopt)
 		sig.Mods = append(sig.Mods, ms)
 		args = append(args, margs...)
 	}
@@ -279,20 +296,13 @@ func (e *Executor) moduleSig(b, m int, mp hook.ModulePlan, refresh hook.TokenSco
 			if ms.Choose || ms.Report {
 				switch s.Score {
 				case hook.ScoreAttention, hook.ScoreValueNorm:
-					if c.Base(b) == nil {
-						ms.BaseZero = true
-					} else {
-						args = append(args, c.Base(b))
-					}
+					// No base score yet (nothing refreshed it): staleness alone orders the tokens.
+					args = append(args, or(c.Base(b), e.zeros(rows)))
 				case hook.ScoreRandom:
 					args = append(args, tensors.FromFlatDataAndDimensions(flatten(s.Random), rows, e.layout.Tokens))
 				}
 			}
-			if c.Stale(b, m) == nil {
-				ms.StaleZero = true
-			} else {
-				args = append(args, c.Stale(b, m))
-			}
+			args = append(args, or(c.Stale(b, m), e.zeros(rows)))
 		}
 	}
 	if opt.Probe != nil && mp.Action == hook.Predict {
@@ -383,14 +393,11 @@ func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *No
 		idx, inv = next(), next()
 	}
 	var base, stale *Node
-	if (ms.Choose || ms.Report) && (ms.Score == hook.ScoreRandom || ((ms.Score == hook.ScoreAttention || ms.Score == hook.ScoreValueNorm) && !ms.BaseZero)) {
+	if (ms.Choose || ms.Report) && (ms.Score == hook.ScoreRandom || ms.Score == hook.ScoreAttention || ms.Score == hook.ScoreValueNorm) {
 		base = next()
 	}
 	if ms.Rule {
-		stale = Zeros(g, shapes.Make(dtypes.Float32, B, n))
-		if !ms.StaleZero {
-			stale = next()
-		}
+		stale = next()
 	}
 	iota := Iota(g, shapes.Make(dtypes.Int32, B, n), 1)
 	var report []*Node
@@ -429,8 +436,7 @@ func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *No
 }
 
 // scoreIn is the score before the grid bonus: base + float32(λ·stale)/float32(N), in float32
-// as the official code computes it. A missing base score (nothing refreshed it yet) leaves the
-// staleness term alone.
+// as the official code computes it.
 func scoreIn(ms modSig, base, stale, x, cache *Node) *Node {
 	switch ms.Score {
 	case hook.ScoreNorm:
@@ -440,9 +446,29 @@ func scoreIn(ms modSig, base, stale, x, cache *Node) *Node {
 		cos := Div(ReduceSum(Mul(x, cache), -1), Mul(MaxScalar(vectorNorm(x), 1e-8), MaxScalar(vectorNorm(cache), 1e-8)))
 		base = l2normalize(OneMinus(cos))
 	}
-	term := DivScalar(MulScalar(stale, float64(ms.Weight)), float64(float32(ms.Norm)))
-	if base == nil {
-		return term
+	return Add(base, DivScalar(MulScalar(stale, float64(ms.Weight)), float64(float32(ms.Norm))))
+}
+
+// zeros returns a device tensor [rows, tokens] of zeros, made once per row count and never
+// released: a missing base score or all-zero staleness counters enter the graph as it, so that
+// "nothing stored yet" needs no graph variant of its own (0 + x = x exactly).
+func (e *Executor) zeros(rows int) *tensors.Tensor {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.zero == nil {
+		e.zero = map[int]*tensors.Tensor{}
 	}
-	return Add(base, term)
+	if z, ok := e.zero[rows]; ok {
+		return z
+	}
+	z := tensors.FromFlatDataAndDimensions(make([]float32, rows*e.layout.Tokens), rows, e.layout.Tokens)
+	e.zero[rows] = z
+	return z
+}
+
+func or(t, otherwise *tensors.Tensor) *tensors.Tensor {
+	if t != nil {
+		return t
+	}
+	return otherwise
 }

@@ -41,11 +41,14 @@ type Executor struct {
 	compiled int
 	// probeNames are the block probes' names, known once a probing block graph was built.
 	probeNames []string
+	zero       map[int]*tensors.Tensor // zeros [rows, tokens] by row count (see zeros)
+	hostRanks  bool                    // rank planned scores on the host (pure-Go backend; see host.go)
 }
 
 // New returns the executor of a model; name prefixes its graphs' names.
 func New(b backends.Backend, name string, net Net) *Executor {
-	return &Executor{backend: b, net: net, layout: net.Layout(), name: name, families: map[string]*Family{}}
+	return &Executor{backend: b, net: net, layout: net.Layout(), name: name, families: map[string]*Family{},
+		hostRanks: strings.HasPrefix(b.Name(), "SimpleGo")}
 }
 
 // Backend is the backend the graphs run on.

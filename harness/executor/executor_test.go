@@ -91,7 +91,17 @@ func stale(c *hook.Cache, b, m int) []float32 {
 // and zeroes the recomputed ones, a skipped block (DuCa's aggressive step) leaves them alone; the
 // tokens chosen follow the base score of the last refreshing attention, plus staleness.
 func TestStalenessAndChoice(t *testing.T) {
+	for _, device := range []bool{false, true} {
+		t.Run(map[bool]string{false: "host", true: "graph"}[device], func(t *testing.T) { stalenessAndChoice(t, device) })
+	}
+}
+
+func stalenessAndChoice(t *testing.T, device bool) {
 	e := newToy(t)
+	run := func(t *testing.T, e *Executor, p *hook.Plan, c *hook.Cache, opt hook.Options) []float32 {
+		opt.DeviceChoice = device
+		return run(t, e, p, c, opt)
+	}
 	c := hook.NewCache(toyLayout)
 	defer c.Reset()
 	full := hook.FullPlan(toyLayout)

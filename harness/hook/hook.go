@@ -1,9 +1,11 @@
 // Package hook is the surface between acceleration methods and models: a method plans, per step,
-// one Action for every (block, module) of a model; the model carries the plan out and keeps its
-// module outputs in a Cache that the harness owns.
+// one Action for every (block, module) of a model; the executor (harness/executor) carries the
+// plan out on the model's graphs and keeps what persists across steps in a Cache that the harness
+// owns.
 //
-// Models implement each action once (gather → compute → scatter in one graph); methods never touch
-// model code or weights. See DESIGN.md, "The hook surface".
+// A plan depends on the step index only; what depends on data (token choices, Taylor sums) is a
+// rule the plan names and the executor runs on the device. Methods never touch model code or
+// weights. See docs/architecture.md.
 package hook
 
 import (
@@ -517,6 +519,10 @@ type Options struct {
 	// Choices, when set, receives every device token choice: the score before the grid bonus and
 	// the tokens the rule chose (which differ from those computed when the plan forces Tokens).
 	Choices func(block int, module Module, scoreIn [][]float32, chosen [][]int32)
+	// DeviceChoice ranks every token choice inside the graph, also where the executor would rank
+	// scores known before the call on the host (the pure-Go backend, whose memory is the host's;
+	// tests of the graph path).
+	DeviceChoice bool
 }
 
 // Spec is the data layout a model consumes and produces.

@@ -13,9 +13,9 @@ import (
 	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/harness/executor"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/golden"
-	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
 )
@@ -491,7 +491,7 @@ func TestDeferredChoice(t *testing.T) {
 				}
 				for r := range B {
 					// The device's rank against the host statement of top-k, on the device's score.
-					if want := methods.TopK(scores[b][r], 5+b); !slices.Equal(tok[r], want) || !slices.Equal(chosen[b][r], want) {
+					if want := executor.TopK(scores[b][r], 5+b); !slices.Equal(tok[r], want) || !slices.Equal(chosen[b][r], want) {
 						t.Fatalf("block %d row %d: device chose %v (reported %v), host top-k %v", b, r, tok[r], chosen[b][r], want)
 					}
 				}
