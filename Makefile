@@ -3,7 +3,7 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin/runbench
 
-.PHONY: all build setup test bench bench-docs gobench lint fuzz gpu-build clean docs-figures
+.PHONY: all build setup test bench bench-docs gobench lint fuzz gpu-build gpu-pack gpu-stage-official gpu-check clean docs-figures
 
 all: build
 
@@ -80,6 +80,33 @@ fuzz:
 # gpu-build makes the XLA (CUDA PJRT) binary; see README "GPU".
 gpu-build:
 	CGO_ENABLED=1 $(GO) build -tags xla -o bin/runbench-xla ./cmd/runbench
+
+# gpu-check is the one-call GPU check (tools/gpu/README.md): every method and the official PyTorch
+# DiT / DiT-ToCa on DiT-XL/2 256px random weights. It packs the stripped XLA binary into
+# .gpu/runbench-xla.gz (gpu-pack), stages the official code into .gpu/official (gpu-stage-official:
+# from OFFICIAL_DIT_SRC / OFFICIAL_TOCA_SRC, each a git checkout, a bare git dir or a plain folder,
+# else a git clone; pinned commits in tools/gpu/stage_official.sh), then runs tools/gpu/check.sh
+# here if nvidia-smi finds a GPU, or prints how to run it on a GPU machine. .gpu/ is git-ignored.
+OFFICIAL_DIT_SRC  ?=
+OFFICIAL_TOCA_SRC ?=
+gpu-pack:
+	mkdir -p .gpu
+	CGO_ENABLED=1 $(GO) build -tags xla -ldflags "-s -w" -o .gpu/runbench-xla ./cmd/runbench
+	gzip -9 -f .gpu/runbench-xla
+	@ls -l .gpu/runbench-xla.gz
+
+gpu-stage-official:
+	OFFICIAL_DIT_SRC="$(OFFICIAL_DIT_SRC)" OFFICIAL_TOCA_SRC="$(OFFICIAL_TOCA_SRC)" bash tools/gpu/stage_official.sh .gpu/official
+
+gpu-check: gpu-pack gpu-stage-official
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		bash tools/gpu/check.sh; \
+	else \
+		echo "gpu-check: no GPU here. On a CUDA machine with python3 (torch, timm) and the jax-cuda13 PJRT plugin,"; \
+		echo "in a copy of this tree that holds .gpu/runbench-xla.gz and .gpu/official ($$(du -ch .gpu/runbench-xla.gz .gpu/official | tail -1 | cut -f1)), run:"; \
+		echo "  bash tools/gpu/check.sh     # env: OUT=out/gpu-check NUM=48 BATCH=16 BUDGET_S=540 ...; results in OUT/gpu-check.md"; \
+		echo "With the device tool: command 'bash tools/gpu/check.sh', carry [\".gpu/runbench-xla.gz\", \".gpu/official\"], timeout_s 600."; \
+	fi
 
 clean:
 	rm -rf bin out
