@@ -48,17 +48,17 @@ type modSig struct {
 	History int             // Full: history terms produced (0 = none)
 	Series  int             // Predict: history terms summed
 	// Partial:
-	Bucket    int  // rows computed (the fresh count rounded up to a bucket; 0 = none)
-	Planned   bool // tokens planned on the host (idx and inverse map are inputs)
-	Rule      bool // a selection rule: staleness tracked on the device
-	Choose    bool // the rule chooses (else it only reports its own choice)
-	Report    bool // score_in and the rule's choice leave the graph (Options.Choices)
-	Emit      bool // the chosen token indices leave the graph (Options.Tokens)
-	Score     hook.TokenScore
-	Weight    float32
-	Norm      int
-	Grid      int
-	Beta      float32
+	Bucket  int  // rows computed (the fresh count rounded up to a bucket; 0 = none)
+	Planned bool // tokens planned on the host (idx and inverse map are inputs)
+	Rule    bool // a selection rule: staleness tracked on the device
+	Choose  bool // the rule chooses (else it only reports its own choice)
+	Report  bool // score_in and the rule's choice leave the graph (Options.Choices)
+	Emit    bool // the chosen token indices leave the graph (Options.Tokens)
+	Score   hook.TokenScore
+	Weight  float32
+	Norm    int
+	Grid    int
+	Beta    float32
 }
 
 type blockSig struct {
@@ -133,19 +133,56 @@ func (e *Executor) skip(sk hook.SpanSkip, h *tensors.Tensor, c *hook.Cache) *ten
 
 // block runs one block under its plan and updates the cache.
 func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *hook.BlockPlan, opt hook.Options) *tensors.Tensor {
+	sig, args := e.blockArgs(b, h, cond, bp, opt)
+	nc, nw := len(cond), len(e.net.BlockWeights(b))
+	fam := e.Family(sig.key(), func(in []*Node) []*Node { return e.blockGraph(in, nc, nw, sig) })
+	outs := fam.Run(args...)
+	rest := outs[1:]
+	take := func() *tensors.Tensor { t := rest[0]; rest = rest[1:]; return t }
+	used, free := e.keep(b, sig, bp, opt, h.Shape().Dimensions[0], take)
+	if opt.Probe != nil {
+		for _, p := range e.probeNames {
+			t := take()
+			opt.Probe(fmt.Sprintf("block%d_%s", b, p), t)
+			free = append(free, t)
+		}
+		for m, mod := range e.layout.Modules {
+			opt.Probe(fmt.Sprintf("block%d_%s_raw", b, mod), used[m])
+			added := take()
+			opt.Probe(fmt.Sprintf("block%d_%s", b, mod), added)
+			free = append(free, added)
+		}
+	}
+	if opt.Modules != nil {
+		for m, mod := range e.layout.Modules {
+			mp := bp.Modules[m]
+			fresh := mp.Fresh()
+			if mp.Action == hook.Full {
+				fresh = e.layout.Tokens
+			}
+			opt.Modules(b, mod, mp.Action, fresh, used[m])
+		}
+	}
+	for _, t := range free {
+		t.MustFinalizeAll()
+	}
+	return outs[0]
+}
+
+// blockArgs decides the block's compiled variant and its arguments: the stream, the
+// conditioning, the weights, then each module's. Token choices the host makes (host.go) happen
+// here and enter as planned tokens.
+func (e *Executor) blockArgs(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *hook.BlockPlan, opt hook.Options) (blockSig, []any) {
 	sig := blockSig{Probe: opt.Probe != nil}
 	args := append([]any{h}, anyOf(cond)...)
 	args = append(args, anyOf(e.net.BlockWeights(b))...)
-	rows, n := h.Shape().Dimensions[0], e.layout.Tokens
-	hostIn := make([][][]float32, len(bp.Modules)) // score_in of choices made on the host
+	rows := h.Shape().Dimensions[0]
 	for m, mp := range bp.Modules {
 		mopt := opt
 		if e.hostChoice(mp, opt) {
-			// Chosen here, the tokens enter the graph as planned ones (unless the plan forces
-			// others); the rule still ages the counters in the graph, and the caller's plan gets
-			// the tokens when it asks.
-			var fresh [][]int32
-			hostIn[m], fresh = e.chooseOnHost(b, m, mp.Select, opt.Cache, rows)
+			// The rule still ages the counters in the graph; the caller's plan gets the tokens
+			// when it asks, and a plan that forces other tokens keeps them.
+			scoreIn, fresh := e.chooseOnHost(b, m, mp.Select, opt.Cache, rows)
 			mopt.Choices = nil
 			if mp.Tokens == nil {
 				mp.Tokens = fresh
@@ -154,22 +191,22 @@ func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *h
 				}
 			}
 			if opt.Choices != nil {
-				opt.Choices(b, e.layout.Modules[m], hostIn[m], fresh)
+				opt.Choices(b, e.layout.Modules[m], scoreIn, fresh)
 			}
 		}
 		ms, margs := e.moduleSig(b, m, mp, bp.Refresh, rows, mopt)
 		sig.Mods = append(sig.Mods, ms)
 		args = append(args, margs...)
 	}
-	nc, nw := len(cond), len(e.net.BlockWeights(b))
-	fam := e.Family(sig.key(), func(in []*Node) []*Node { return e.blockGraph(in, nc, nw, sig) })
-	outs := fam.Run(args...)
-	next, rest := outs[0], outs[1:]
-	take := func() *tensors.Tensor { t := rest[0]; rest = rest[1:]; return t }
+	return sig, args
+}
 
+// keep takes the block graph's outputs after the stream, in the order blockGraph appends them,
+// into the cache and the plan. It returns each module's output as the block used it and the
+// outputs nobody keeps.
+func (e *Executor) keep(b int, sig blockSig, bp *hook.BlockPlan, opt hook.Options, rows int, take func() *tensors.Tensor) (used, free []*tensors.Tensor) {
 	c := opt.Cache
-	used := make([]*tensors.Tensor, len(sig.Mods)) // each module's output as the block used it
-	var free []*tensors.Tensor                     // outputs nobody keeps
+	used = make([]*tensors.Tensor, len(sig.Mods))
 	for m, ms := range sig.Mods {
 		mp := &bp.Modules[m]
 		if ms.Out {
@@ -183,18 +220,15 @@ func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *h
 		if ms.Rule {
 			c.SetStale(b, m, take())
 		}
-		var chosen *tensors.Tensor
 		if ms.Emit {
-			chosen = take()
+			chosen := take()
 			mp.Tokens = firstK(chosen, mp.Select.K)
+			free = append(free, chosen)
 		}
 		if ms.Report {
 			scoreIn, own := take(), take()
-			opt.Choices(b, e.layout.Modules[m], rowsOf(scoreIn, n), firstK(own, mp.Select.K))
+			opt.Choices(b, e.layout.Modules[m], rowsOf(scoreIn, e.layout.Tokens), firstK(own, mp.Select.K))
 			free = append(free, scoreIn, own)
-		}
-		if chosen != nil {
-			free = append(free, chosen)
 		}
 		var hist []*tensors.Tensor
 		for range ms.History {
@@ -223,33 +257,7 @@ func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *h
 			}
 		}
 	}
-	if opt.Probe != nil {
-		for _, p := range e.probeNames {
-			t := take()
-			opt.Probe(fmt.Sprintf("block%d_%s", b, p), t)
-			free = append(free, t)
-		}
-		for m, mod := range e.layout.Modules {
-			opt.Probe(fmt.Sprintf("block%d_%s_raw", b, mod), used[m])
-			added := take()
-			opt.Probe(fmt.Sprintf("block%d_%s", b, mod), added)
-			free = append(free, added)
-		}
-	}
-	if opt.Modules != nil {
-		for m, mod := range e.layout.Modules {
-			mp := bp.Modules[m]
-			fresh := mp.Fresh()
-			if mp.Action == hook.Full {
-				fresh = e.layout.Tokens
-			}
-			opt.Modules(b, mod, mp.Action, fresh, used[m])
-		}
-	}
-	for _, t := range free {
-		t.MustFinalizeAll()
-	}
-	return next
+	return used, free
 }
 
 // moduleSig decides the compiled variant of one module and the arguments it takes.

@@ -40,10 +40,26 @@ func TestPlanValidate(t *testing.T) {
 			p.Blocks[2].Modules[0] = ModulePlan{Action: Predict, Series: &Series{Scale: []float32{1}, Power: []float32{1}}}
 			return p
 		}(), "predict from 1 history terms, and the cache holds 0"},
-		{func() *Plan { p := FullPlan(l); p.Blocks[2].Modules[0].History = &History{Step: 1, Orders: 2}; return p }(), "needs a cache holding 1 terms"},
-		{func() *Plan { p := partial(nil); p.Blocks[1].Modules[1].Select = &Selection{K: 5, Score: ScoreNorm, StaleNorm: 1}; return p }(), "selection of 5 tokens out of 4"},
-		{func() *Plan { p := partial(nil); p.Blocks[1].Modules[1].Select = &Selection{K: 1, Score: ScoreRandom, StaleNorm: 1}; return p }(), "random score for 0 rows"},
-		{func() *Plan { p := partial(nil); p.Blocks[1].Modules[1].Select = &Selection{K: 1, Score: ScoreNorm}; return p }(), "staleness normaliser 0"},
+		{func() *Plan {
+			p := FullPlan(l)
+			p.Blocks[2].Modules[0].History = &History{Step: 1, Orders: 2}
+			return p
+		}(), "needs a cache holding 1 terms"},
+		{func() *Plan {
+			p := partial(nil)
+			p.Blocks[1].Modules[1].Select = &Selection{K: 5, Score: ScoreNorm, StaleNorm: 1}
+			return p
+		}(), "selection of 5 tokens out of 4"},
+		{func() *Plan {
+			p := partial(nil)
+			p.Blocks[1].Modules[1].Select = &Selection{K: 1, Score: ScoreRandom, StaleNorm: 1}
+			return p
+		}(), "random score for 0 rows"},
+		{func() *Plan {
+			p := partial(nil)
+			p.Blocks[1].Modules[1].Select = &Selection{K: 1, Score: ScoreNorm}
+			return p
+		}(), "staleness normaliser 0"},
 		{func() *Plan { p := FullPlan(l); p.Blocks[1].Refresh = ScoreNorm; return p }(), "cannot refresh a norm score"},
 		{partial(nil), "partial without planned tokens or a selection rule"},
 	} {
