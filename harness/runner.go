@@ -42,6 +42,20 @@ type Config struct {
 	// Features names the feature extractor whose output is stored with every sample (nil: none);
 	// the stored features are results too, so another extractor is another run.
 	Features *FeatureSpec `json:"features,omitempty"`
+	// VAE identifies the decoder that turns latents into the stored images ("" = none: latents
+	// are stored as they are); another decoder is another run.
+	VAE string `json:"vae,omitempty"`
+}
+
+// ImageDecoder turns the latents a model samples into images (the Stable Diffusion VAE decoder).
+type ImageDecoder interface {
+	// ID names the decoder and its weights (e.g. "sd-vae sha256:…"): Config.VAE.
+	ID() string
+	// ImageShape is the shape of the image decoded from a latent of the given shape.
+	ImageShape(c, h, w int) (ic, ih, iw int, err error)
+	// Decode turns n latents [n, c, h, w], as the sampler returns them, into n images
+	// [n, ic, ih, iw] in the model's [−1, 1] range (unclamped).
+	Decode(latent []float32, n int) ([]float32, error)
 }
 
 // Job is one configuration to sample into a results database.
@@ -58,6 +72,11 @@ type Job struct {
 	Audit     int       // images per batch audited for cache error (shadow full passes)
 	// Extractor computes the features of every batch's images (Config.Features names it).
 	Extractor metrics.Extractor
+	// Decoder, when set, decodes every batch's latents into images (Config.VAE names it), in
+	// chunks of DecodeBatch images (0: the sampling batch); images, not latents, are then stored
+	// and fed to the extractor.
+	Decoder     ImageDecoder
+	DecodeBatch int
 	// DiscardOutputs deletes each sample's file once hashed (the row keeps the hash; large sweeps).
 	DiscardOutputs bool
 	GitRev         string
@@ -115,7 +134,17 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 	if c.Backend == "" {
 		c.Backend = engine.Describe(job.Model.Backend())
 	}
-	if err := checkFeatures(c.Features, job.Extractor, spec); err != nil {
+	img := spec // what is stored: the samples, or their decoded images
+	if (job.Decoder != nil) != (c.VAE != "") || (job.Decoder != nil && job.Decoder.ID() != c.VAE) {
+		return nil, fmt.Errorf("vae: the configuration names decoder %q but the job's is %v", c.VAE, decoderID(job.Decoder))
+	}
+	if job.Decoder != nil {
+		var err error
+		if img.Channels, img.Height, img.Width, err = job.Decoder.ImageShape(spec.Channels, spec.Height, spec.Width); err != nil {
+			return nil, fmt.Errorf("vae: %w", err)
+		}
+	}
+	if err := checkFeatures(c.Features, job.Extractor, img); err != nil {
 		return nil, err
 	}
 	c, cj, err := ResolveConfig(c, job.RawParams)
@@ -241,13 +270,29 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		if rec != nil {
 			batch.StepStats = rec.Stats()
 		}
-		feats, err := batchFeatures(job.Extractor, c.Features, out.Sample, B, spec)
+		images := out.Sample
+		if job.Decoder != nil {
+			t0 := time.Now()
+			if images, err = decodeChunks(job.Decoder, out.Sample, B, per, job.DecodeBatch); err != nil {
+				_ = job.DB.SetStatus(run.ID, store.StatusFailed)
+				return res, err
+			}
+			bt.Decode = time.Since(t0)
+			batch.Timings = append(batch.Timings, store.Timing{Scope: "stage", Name: "decode", Count: B, TotalMS: ms(bt.Decode, 1)})
+		}
+		t1 := time.Now()
+		feats, err := batchFeatures(job.Extractor, c.Features, images, B, img)
 		if err != nil {
 			_ = job.DB.SetStatus(run.ID, store.StatusFailed)
 			return res, err
 		}
+		if feats != nil {
+			bt.Features = time.Since(t1)
+			batch.Timings = append(batch.Timings, store.Timing{Scope: "stage", Name: "features", Count: B, TotalMS: ms(bt.Features, 1)})
+		}
+		ipx := img.Channels * img.Height * img.Width
 		for j, i := range idx {
-			path, hash, err := WriteSample(job.OutDir, i, out.Sample[j*per:(j+1)*per], spec.Channels, spec.Height, spec.Width)
+			path, hash, err := WriteSample(job.OutDir, i, images[j*ipx:(j+1)*ipx], img.Channels, img.Height, img.Width)
 			if err != nil {
 				return res, err
 			}
@@ -283,6 +328,31 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		return res, job.DB.SetStatus(run.ID, store.StatusDone)
 	}
 	return res, nil
+}
+
+// decodeChunks decodes a batch's n latents (per values each) in chunks of at most size images
+// (0: all at once), so the decoder's memory is bounded whatever the sampling batch.
+func decodeChunks(d ImageDecoder, latents []float32, n, per, size int) ([]float32, error) {
+	if size <= 0 {
+		size = n
+	}
+	var out []float32
+	for lo := 0; lo < n; lo += size {
+		hi := min(n, lo+size)
+		imgs, err := d.Decode(latents[lo*per:hi*per], hi-lo)
+		if err != nil {
+			return nil, fmt.Errorf("vae: decode images %d..%d of the batch: %w", lo, hi-1, err)
+		}
+		out = append(out, imgs...)
+	}
+	return out, nil
+}
+
+func decoderID(d ImageDecoder) string {
+	if d == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%q", d.ID())
 }
 
 // ResolveConfig validates a configuration's method parameters into c.Params (defaults filled in,

@@ -16,6 +16,7 @@ type Timing struct {
 	Forward, Overhead, Update time.Duration
 	Record                    time.Duration // recorder (not in Wall: it is measurement, not sampling)
 	Compile                   time.Duration // graph compilation (not in Wall: a JIT backend's one-time cost)
+	Decode, Features          time.Duration // VAE decoding and feature extraction of the images (not in Wall)
 	FLOPs                     int64
 }
 
@@ -45,6 +46,8 @@ func (t *Timing) Merge(o Timing) {
 	t.Update += o.Update
 	t.Record += o.Record
 	t.Compile += o.Compile
+	t.Decode += o.Decode
+	t.Features += o.Features
 	t.FLOPs += o.FLOPs
 }
 
@@ -61,6 +64,17 @@ func (t *Timing) Report(w io.Writer, method string, base *Timing) {
 		ms(t.Overhead, t.Calls), 100*t.Overhead.Seconds()/max(t.Wall().Seconds(), 1e-9), ms(t.Update, t.Calls))
 	if t.Compile > 0 {
 		fmt.Fprintf(w, "  graph compilation: %.2f s (not in the timings above)\n", t.Compile.Seconds())
+	}
+	if t.Decode > 0 || t.Features > 0 {
+		rate := func(d time.Duration) float64 { return float64(t.Images) / max(d.Seconds(), 1e-9) }
+		fmt.Fprintf(w, "  per stage: sampling %.2f images/s", rate(t.Wall()))
+		if t.Decode > 0 {
+			fmt.Fprintf(w, ", VAE decoding %.2f images/s", rate(t.Decode))
+		}
+		if t.Features > 0 {
+			fmt.Fprintf(w, ", features %.2f images/s", rate(t.Features))
+		}
+		fmt.Fprintln(w)
 	}
 	if t.Record > 0 {
 		fmt.Fprintf(w, "  recording: %.2f ms/call (%.1f%% of sampling)\n", ms(t.Record, t.Calls), 100*t.Record.Seconds()/max(t.Wall().Seconds(), 1e-9))

@@ -19,6 +19,7 @@ import (
 	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
+	"github.com/cachebench/cachebench/models/vae"
 )
 
 // generate samples --num images through harness.Run: images to --out-dir, the run to SQLite; a
@@ -50,6 +51,19 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	if sf.audit < 0 || sf.audit > sf.batch {
 		return fmt.Errorf("--audit-samples %d: want 0..--batch (%d)", sf.audit, sf.batch)
 	}
+	if sf.vaeBatch < 0 {
+		return fmt.Errorf("--vae-batch %d: want ≥ 0 (0: the sampling batch)", sf.vaeBatch)
+	}
+	var dec *vae.Decoder
+	if sf.vae != "" {
+		var err error
+		if dec, err = vae.Load(m.Backend(), sf.vae); err != nil {
+			return fmt.Errorf("--vae: %w", err)
+		}
+		if _, _, _, err := dec.ImageShape(spec.Channels, spec.Height, spec.Width); err != nil {
+			return fmt.Errorf("--vae %s: %w", sf.vae, err)
+		}
+	}
 	backendCfg, _ := cmd.Flags().GetString("backend")
 	dbPath := sf.db
 	if dbPath == "" {
@@ -71,6 +85,9 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 		RawParams: raw, Model: m, BatchSize: sf.batch, OutDir: sf.outDir, DB: db, Compare: sf.compare, GitRev: gitRev(),
 		Record: level, Audit: sf.audit,
 		Progress: func(done, total int) { bar.ChangeMax(total); _ = bar.Set(done) },
+	}
+	if dec != nil {
+		job.Decoder, job.Config.VAE, job.DecodeBatch = dec, dec.ID(), sf.vaeBatch
 	}
 	res, err := harness.Run(ctx, job)
 	_ = bar.Finish()

@@ -132,6 +132,7 @@ type Decoder struct {
 	Config
 	Layout      Layout  // the checkpoint's key layout
 	Path        string  // the checkpoint it was read from
+	Hash        string  // the checkpoint file's sha256 (hex; set by Load)
 	ScaleFactor float64 // the latent is divided by it before decoding (ScaleFactor by default)
 
 	backend backends.Backend
@@ -175,6 +176,23 @@ func (c Config) ProbeNames() []string {
 		names = append(names, fmt.Sprintf("up_%d", i))
 	}
 	return append(names, "image")
+}
+
+// ID names the decoder by its weights, for run configurations: "sd-vae@" and the first 16 hex
+// digits of the checkpoint's sha256.
+func (d *Decoder) ID() string {
+	if len(d.Hash) < 16 {
+		return "sd-vae@" + d.Hash
+	}
+	return "sd-vae@" + d.Hash[:16]
+}
+
+// ImageShape is the shape of the image decoded from a latent [c, h, w].
+func (d *Decoder) ImageShape(c, h, w int) (ic, ih, iw int, err error) {
+	if c != d.EmbedDim || h <= 0 || w <= 0 {
+		return 0, 0, 0, fmt.Errorf("a %d×%d×%d latent does not fit the decoder (%d latent channels)", c, h, w, d.EmbedDim)
+	}
+	return d.OutChannels, h * d.Upscale(), w * d.Upscale(), nil
 }
 
 // Decode decodes batch square latents [batch, EmbedDim, s, s] (flat NCHW, as the sampler returns

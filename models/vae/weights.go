@@ -428,5 +428,12 @@ func Load(b backends.Backend, path string) (*Decoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	return New(b, f)
+	d, err := New(b, f)
+	if err != nil {
+		return nil, err
+	}
+	if d.Hash, err = checkpoint.FileHash(path); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
