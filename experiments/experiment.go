@@ -59,6 +59,8 @@ type Model struct {
 	Heads     int         // attention heads (0 = from the preset or arch)
 	Arch      *dit.Config // a custom random-weights architecture ([model.arch]); nil = none
 	Backend   string      // GoMLX backend configuration ("" = the command line's or the default)
+	VAE       string      // AutoencoderKL checkpoint that decodes the latents into images ("" = none)
+	VAEBatch  int         // images per decoder pass (0 = the sampling batch)
 }
 
 // Config is the architecture the model section describes, when it can be known without
@@ -291,7 +293,24 @@ func (e *Experiment) readModel(t *table, o Overrides) {
 		m.Arch = readArch(a)
 	}
 	m.Backend, _ = t.str("backend")
-	t.unknown("preset", "image_size", "weights", "heads", "arch", "backend")
+	if v, ok := t.pathValue("vae"); ok {
+		m.VAE = v
+		st, err := os.Stat(v)
+		switch {
+		case o.MetricsOnly:
+		case err != nil:
+			t.errf("vae", "%s does not exist or cannot be read (give an AutoencoderKL checkpoint: sd-vae-ft-ema/mse, LDM or diffusers keys)", v)
+		case st.IsDir():
+			t.errf("vae", "%s is a folder, want a checkpoint file (.safetensors, .pt or .bin)", v)
+		}
+	}
+	if n, ok := t.integer("vae_batch"); ok {
+		if n < 0 || m.VAE == "" {
+			t.errf("vae_batch", "want images per decoder pass ≥ 0, with model.vae (got %d)", n)
+		}
+		m.VAEBatch = int(n)
+	}
+	t.unknown("preset", "image_size", "weights", "heads", "arch", "backend", "vae", "vae_batch")
 
 	switch {
 	case m.Arch != nil && m.Preset != "":

@@ -174,6 +174,8 @@ func TestProblems(t *testing.T) {
 		{"unknown env", "output = \"${CACHEBENCH_NO_SUCH_VAR}/x\"\n" + base + "[methods.none]\n", "CACHEBENCH_NO_SUCH_VAR, which is not set"},
 		{"arch and preset", strings.Replace(base, "[model]\n", "[model]\npreset = \"DiT-S/2\"\n", 1) + "[methods.none]\n", "not both"},
 		{"weights no heads", "[model]\nweights = \"x.toml\"\n[sampling]\nsampler = \"ddim\"\nsteps = 10\nsamples = 4\n[methods.none]\n", "model.heads is required"},
+		{"vae missing", strings.Replace(base, "[model]\n", "[model]\nvae = \"no-such-vae.safetensors\"\n", 1) + "[methods.none]\n", "model.vae: no-such-vae.safetensors does not exist"},
+		{"vae batch without vae", strings.Replace(base, "[model]\n", "[model]\nvae_batch = 4\n", 1) + "[methods.none]\n", "with model.vae"},
 		{"arch missing key", strings.Replace(base, "depth = 2, ", "", 1) + "[methods.none]\n", "missing model.arch.depth"},
 		{"label range", base + "labels = [3, 10]\n[methods.none]\n", "element 1 = 10 is not a class in [0, 10)"},
 		{"prompts", strings.Replace(base, "samples = 4\n", "samples = 4\nprompts = \"coco.txt\"\n", 1) + "[methods.none]\n", "need a text-conditioned model"},

@@ -51,7 +51,10 @@ type Sweep struct {
 	Arch  Arch
 	// Load builds the model; it is called once, when the first configuration with missing
 	// samples comes up, so a finished sweep (or one that only needs metrics) loads nothing.
-	Load           func() (Model, error)
+	Load func() (Model, error)
+	// LoadDecoder builds the VAE decoder of items whose Config.VAE is set, after Load.
+	LoadDecoder    func() (ImageDecoder, error)
+	DecodeBatch    int
 	DB             *store.DB
 	OutDir         string // samples of a configuration go to OutDir/METHOD-HASH12/
 	BatchSize      int
@@ -91,7 +94,7 @@ type ItemResult struct {
 // ExperimentItems expands an experiment's points into sweep items for a model: model is its
 // description, weights its weights hash, backend the backend configuration in force, and
 // features the stored features (nil: none).
-func ExperimentItems(e *experiments.Experiment, model, weights, backend string, features *FeatureSpec) []SweepItem {
+func ExperimentItems(e *experiments.Experiment, model, weights, backend, vae string, features *FeatureSpec) []SweepItem {
 	guide := DefaultGuideChannels
 	if e.Sampling.Guide == experiments.GuideAll {
 		guide = diffusion.GuidanceAll
@@ -101,9 +104,17 @@ func ExperimentItems(e *experiments.Experiment, model, weights, backend string, 
 		out = append(out, SweepItem{Label: p.Label(), RawParams: p.Params, BaseSteps: e.Sampling.Steps,
 			Config: Config{Model: model, Weights: weights, Method: p.Method, Sampler: e.Sampling.Sampler, Steps: p.Steps,
 				CFGScale: e.Sampling.CFG, Guide: guide, Seed: e.Sampling.Seed, NumSamples: e.Sampling.Samples,
-				Labels: e.Sampling.Labels, Backend: backend, Features: features}})
+				Labels: e.Sampling.Labels, Backend: backend, Features: features, VAE: vae}})
 	}
 	return out
+}
+
+// decoderFor is the sweep's decoder for a configuration that decodes, else nil.
+func decoderFor(c Config, d ImageDecoder) ImageDecoder {
+	if c.VAE == "" {
+		return nil
+	}
+	return d
 }
 
 // ItemHash is the config hash a sweep item's run is stored under.
@@ -172,6 +183,7 @@ func RunSweep(ctx context.Context, s Sweep) ([]ItemResult, error) {
 		allTotal += missing[k]
 	}
 	var model Model
+	var decoder ImageDecoder
 	allDone, allStart := 0, time.Now()
 	for k, it := range s.Items {
 		if missing[k] == 0 {
@@ -183,11 +195,21 @@ func RunSweep(ctx context.Context, s Sweep) ([]ItemResult, error) {
 				return res, err
 			}
 		}
+		if it.Config.VAE != "" && decoder == nil {
+			if s.LoadDecoder == nil {
+				return res, fmt.Errorf("%s: the configuration decodes with %s, and the sweep has no decoder", it.Label, it.Config.VAE)
+			}
+			var err error
+			if decoder, err = s.LoadDecoder(); err != nil {
+				return res, err
+			}
+		}
 		start := time.Now()
 		base := allDone
 		job := Job{Config: it.Config, RawParams: it.RawParams, Model: model, BatchSize: s.BatchSize,
 			OutDir: filepath.Join(s.OutDir, fmt.Sprintf("%s-%s", it.Config.Method, res[k].Hash[:12])), DB: s.DB, Shard: s.Shard,
 			Record: s.Record, Audit: s.Audit, Extractor: s.Extractor, DiscardOutputs: s.DiscardOutputs, GitRev: s.GitRev,
+			Decoder: decoderFor(it.Config, decoder), DecodeBatch: s.DecodeBatch,
 			Progress: func(done, total int) {
 				allDone = base + done
 				if s.Progress != nil {

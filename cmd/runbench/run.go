@@ -26,6 +26,7 @@ import (
 	"github.com/cachebench/cachebench/models/dit"
 	"github.com/cachebench/cachebench/models/fmnist"
 	"github.com/cachebench/cachebench/models/inception"
+	"github.com/cachebench/cachebench/models/vae"
 )
 
 // randomWeightsHash is what a run records as its weights when it has none (dit.RandomWeights
@@ -192,13 +193,18 @@ func sweepMetrics(e *experiments.Experiment, c dit.Config, backend string) (metr
 	if e.Metrics == nil {
 		return nil, nil, "", nil
 	}
-	if c.InChannels != 3 && (c.InChannels != 1 || e.Metrics.Extractor != "fmnist") {
-		return nil, nil, fmt.Sprintf("metrics skipped: the model outputs %d-channel %dx%d latents; image features need a VAE decoder, "+
-			"which cachebench does not have yet (the latents are stored, so metrics can be computed once it exists)",
-			c.InChannels, c.InputSize, c.InputSize), nil
+	if !imageOutputs(e, c) {
+		return nil, nil, fmt.Sprintf("metrics skipped: the model outputs %d-channel %dx%d latents and the experiment names no "+
+			"[model] vae to decode them (the latents are stored)", c.InChannels, c.InputSize, c.InputSize), nil
 	}
 	ex, spec, err := openMetrics(e.Metrics, backend)
 	return ex, spec, "", err
+}
+
+// imageOutputs tells whether a sweep stores images its [metrics] extractor can read: RGB (or
+// decoded by a VAE), or grey images for the Fashion-MNIST classifier.
+func imageOutputs(e *experiments.Experiment, c dit.Config) bool {
+	return e.Model.VAE != "" || c.InChannels == 3 || (c.InChannels == 1 && e.Metrics != nil && e.Metrics.Extractor == "fmnist")
 }
 
 // lazyInception is the Inception extractor whose network is loaded at its first use: a rerun
@@ -375,7 +381,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		if ex != nil {
 			features = featuresOf(ex.ID())
 		}
-	} else if e.Metrics != nil && (rm.cfg.InChannels == 3 || (rm.cfg.InChannels == 1 && e.Metrics.Extractor == "fmnist")) {
+	} else if e.Metrics != nil && imageOutputs(e, rm.cfg) {
 		// Listing must show the same hashes as running: the features are part of the configuration.
 		hash, err := checkpoint.FileHash(e.Metrics.Weights)
 		if err != nil {
@@ -387,7 +393,15 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 			features = inceptionFeatures("pytorch-fid-inception-v3@" + hash[:16])
 		}
 	}
-	items := harness.ExperimentItems(e, rm.cfg.String(), rm.weights, backend, features)
+	var vaeID string
+	if e.Model.VAE != "" {
+		hash, err := checkpoint.FileHash(e.Model.VAE)
+		if err != nil {
+			return fmt.Errorf("%s: model.vae: %w", path, err)
+		}
+		vaeID = vae.IDOf(hash)
+	}
+	items := harness.ExperimentItems(e, rm.cfg.String(), rm.weights, backend, vaeID, features)
 	if f.list {
 		return listSweep(cmd.OutOrStdout(), db, items)
 	}
@@ -396,6 +410,24 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		Log: func(msg string) { logf("%s", msg) }}
 	if ex != nil {
 		sw.Extractor = ex
+	}
+	if e.Model.VAE != "" {
+		sw.DecodeBatch = e.Model.VAEBatch
+		sw.LoadDecoder = func() (harness.ImageDecoder, error) {
+			b, err := engine.New(backend)
+			if err != nil {
+				return nil, err
+			}
+			logf("loading the VAE decoder %s", e.Model.VAE)
+			d, err := vae.Load(b, e.Model.VAE)
+			if err != nil {
+				return nil, fmt.Errorf("%s: model.vae: %w", path, err)
+			}
+			if d.ID() != vaeID {
+				return nil, fmt.Errorf("%s: model.vae %s changed while the sweep ran", path, e.Model.VAE)
+			}
+			return d, nil
+		}
 	}
 	var model *dit.Model
 	sw.Load = func() (harness.Model, error) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/internal/golden"
 	"github.com/cachebench/cachebench/models/inception/inceptiontest"
 )
 
@@ -95,6 +96,24 @@ names = ["fid", "is"]
 	out = mustRunbench(t, "run", exp, "--db", filepath.Join(dir, "latent.db"))
 	if !strings.Contains(out, "metrics skipped: the model outputs 4-channel 8x8 latents") {
 		t.Errorf("latent run:\n%s", out)
+	}
+
+	// The latent model with [model] vae: its latents are decoded (the golden two-level decoder:
+	// 8×8 → 16×16 RGB) and the metrics computed from the decoded images.
+	withVAE := strings.Replace(latent, "[sampling]", fmt.Sprintf("vae = %q\nvae_batch = 1\n[sampling]", golden.Path("sd-vae/weights.safetensors")), 1)
+	if err := os.WriteFile(exp, []byte(withVAE), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vdb := filepath.Join(dir, "vae.db")
+	out = mustRunbench(t, "run", exp, "--db", vdb)
+	if !strings.Contains(out, "fid ") || strings.Contains(out, "metrics skipped") {
+		t.Fatalf("latent run with a VAE:\n%s", out)
+	}
+	db, _ = store.Open(vdb)
+	runs, _ = db.Runs()
+	db.Close()
+	if len(runs) != 1 || !strings.Contains(runs[0].ConfigJSON, `"vae":"sd-vae@`) {
+		t.Errorf("run with a VAE: %d runs, config %s", len(runs), runs[0].ConfigJSON)
 	}
 }
 

@@ -180,12 +180,10 @@ func (c Config) ProbeNames() []string {
 
 // ID names the decoder by its weights, for run configurations: "sd-vae@" and the first 16 hex
 // digits of the checkpoint's sha256.
-func (d *Decoder) ID() string {
-	if len(d.Hash) < 16 {
-		return "sd-vae@" + d.Hash
-	}
-	return "sd-vae@" + d.Hash[:16]
-}
+func (d *Decoder) ID() string { return IDOf(d.Hash) }
+
+// IDOf is the ID of a decoder whose checkpoint has the given sha256 (hex), known without loading it.
+func IDOf(hash string) string { return "sd-vae@" + hash[:min(16, len(hash))] }
 
 // ImageShape is the shape of the image decoded from a latent [c, h, w].
 func (d *Decoder) ImageShape(c, h, w int) (ic, ih, iw int, err error) {
