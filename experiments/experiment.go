@@ -121,7 +121,7 @@ type Overrides struct {
 	Samples       int    // number of samples per configuration
 	Batch         int    // samples per model call
 	Output        string // output folder
-	RandomWeights bool   // ignore model.weights and use random weights (needs a preset or arch)
+	RandomWeights bool   // ignore model.weights (and model.vae: latents are stored) and use random weights (needs a preset or arch)
 	NoMetrics     bool   // drop the [metrics] section (and the checks of its files)
 	MetricsOnly   bool   // only [metrics] will be used (runbench merge --metrics): model.weights need not exist here
 }
@@ -293,7 +293,9 @@ func (e *Experiment) readModel(t *table, o Overrides) {
 		m.Arch = readArch(a)
 	}
 	m.Backend, _ = t.str("backend")
-	if v, ok := t.pathValue("vae"); ok {
+	if o.RandomWeights {
+		t.used["vae"], t.used["vae_batch"] = true, true
+	} else if v, ok := t.pathValue("vae"); ok {
 		m.VAE = v
 		st, err := os.Stat(v)
 		switch {
@@ -304,7 +306,7 @@ func (e *Experiment) readModel(t *table, o Overrides) {
 			t.errf("vae", "%s is a folder, want a checkpoint file (.safetensors, .pt or .bin)", v)
 		}
 	}
-	if n, ok := t.integer("vae_batch"); ok {
+	if n, ok := t.integer("vae_batch"); ok && !o.RandomWeights {
 		if n < 0 || m.VAE == "" {
 			t.errf("vae_batch", "want images per decoder pass ≥ 0, with model.vae (got %d)", n)
 		}

@@ -13,7 +13,10 @@ import (
 func siteFiles(t *testing.T) {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range []string{"DiT-XL-2-256x256.pt", "pt_inception.pth", "VIRTUAL_imagenet256_labeled.npz"} {
+	if err := os.Mkdir(filepath.Join(dir, "sd-vae-ft-ema"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"DiT-XL-2-256x256.pt", "pt_inception.pth", "VIRTUAL_imagenet256_labeled.npz", "sd-vae-ft-ema/diffusion_pytorch_model.safetensors"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +47,7 @@ func TestShippedExperiments(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s as a smoke test: %v", f, err)
 			}
-			if e.Sampling.Samples != 8 || e.Model.Weights != "" || e.Metrics != nil {
+			if e.Sampling.Samples != 8 || e.Model.Weights != "" || e.Model.VAE != "" || e.Metrics != nil {
 				t.Errorf("%s: overrides not applied: %+v", f, e.Sampling)
 			}
 		}
@@ -62,7 +65,8 @@ func TestShippedExperiments(t *testing.T) {
 		if strings.Join(labels, "|") != strings.Join(want[f], "|") {
 			t.Errorf("%s points:\n%s\nwant\n%s", f, strings.Join(labels, "\n"), strings.Join(want[f], "\n"))
 		}
-		if e.Sampling.Samples != 50000 || e.Sampling.CFG != 1.5 || e.Model.Preset != "DiT-XL/2" || e.Metrics == nil || e.Sampling.Guide != GuideDiT {
+		if e.Sampling.Samples != 50000 || e.Sampling.CFG != 1.5 || e.Model.Preset != "DiT-XL/2" || e.Metrics == nil || e.Sampling.Guide != GuideDiT ||
+			!strings.HasSuffix(e.Model.VAE, "sd-vae-ft-ema/diffusion_pytorch_model.safetensors") {
 			t.Errorf("%s: protocol %+v %+v", f, e.Sampling, e.Model)
 		}
 	}

@@ -229,24 +229,13 @@ func writeNpyEntry(z *zip.Writer, key string, v any) error {
 	return nil
 }
 
-// writeImagesEntry writes arr_0 with a hand-made npy 1.0 header, since npyio infers shapes only from nested slices.
+// writeImagesEntry writes arr_0 with a hand-made npy 1.0 header (npyHeader).
 func writeImagesEntry(z *zip.Writer, im *Images) error {
 	w, err := createStored(z, "arr_0")
 	if err != nil {
 		return err
 	}
-	dict := fmt.Sprintf("{'descr': '|u1', 'fortran_order': False, 'shape': (%d, %d, %d, %d), }", im.N, im.H, im.W, im.C)
-	// Pad so that magic(6)+version(2)+length(2)+header is a multiple of 64, ending in '\n'.
-	hlen := len(dict) + 1
-	hlen += (64 - (10+hlen)%64) % 64
-	var hdr bytes.Buffer
-	hdr.Write(npy.Magic[:])
-	hdr.Write([]byte{1, 0})
-	binary.Write(&hdr, binary.LittleEndian, uint16(hlen))
-	hdr.WriteString(dict)
-	hdr.WriteString(strings.Repeat(" ", hlen-len(dict)-1))
-	hdr.WriteByte('\n')
-	if _, err := w.Write(hdr.Bytes()); err != nil {
+	if _, err := w.Write(npyHeader("|u1", im.N, im.H, im.W, im.C)); err != nil {
 		return err
 	}
 	_, err = w.Write(im.Pix)
@@ -523,4 +512,62 @@ func readMeanCov(path string, z *zip.Reader, muKey, sigmaKey string, required bo
 		}
 	}
 	return mu, s, nil
+}
+
+// WriteSampleBatch writes an ADM sample batch: "arr_0", n uint8 images [n, h, w, c] produced one
+// at a time by image(i) (so that 50,000 images never sit in memory together), and, when labels is
+// not nil, "arr_1", their int64 class labels — the layout of guided-diffusion's sample batches,
+// which its evaluations/evaluator.py reads.
+func WriteSampleBatch(path string, n, h, w, c int, image func(i int) ([]uint8, error), labels []int64) error {
+	if n <= 0 || h <= 0 || w <= 0 || (c != 1 && c != 3) {
+		return fmt.Errorf("metrics: %s: %d images of %d×%d×%d, want a positive count of 1- or 3-channel images", path, n, h, w, c)
+	}
+	if labels != nil && len(labels) != n {
+		return fmt.Errorf("metrics: %s: %d labels for %d images", path, len(labels), n)
+	}
+	return writeNpz(path, func(z *zip.Writer) error {
+		wr, err := createStored(z, "arr_0")
+		if err != nil {
+			return err
+		}
+		if _, err := wr.Write(npyHeader("|u1", n, h, w, c)); err != nil {
+			return err
+		}
+		for i := range n {
+			px, err := image(i)
+			if err != nil {
+				return err
+			}
+			if len(px) != h*w*c {
+				return fmt.Errorf("image %d has %d values, want %d×%d×%d", i, len(px), h, w, c)
+			}
+			if _, err := wr.Write(px); err != nil {
+				return err
+			}
+		}
+		if labels != nil {
+			return writeNpyEntry(z, "arr_1", labels)
+		}
+		return nil
+	})
+}
+
+// npyHeader is an npy 1.0 header for a C-order array (npyio infers shapes only from nested slices).
+func npyHeader(descr string, shape ...int) []byte {
+	dims := make([]string, len(shape))
+	for i, d := range shape {
+		dims[i] = fmt.Sprint(d)
+	}
+	dict := fmt.Sprintf("{'descr': '%s', 'fortran_order': False, 'shape': (%s), }", descr, strings.Join(dims, ", "))
+	// Pad so that magic(6)+version(2)+length(2)+header is a multiple of 64, ending in '\n'.
+	hlen := len(dict) + 1
+	hlen += (64 - (10+hlen)%64) % 64
+	var hdr bytes.Buffer
+	hdr.Write(npy.Magic[:])
+	hdr.Write([]byte{1, 0})
+	binary.Write(&hdr, binary.LittleEndian, uint16(hlen))
+	hdr.WriteString(dict)
+	hdr.WriteString(strings.Repeat(" ", hlen-len(dict)-1))
+	hdr.WriteByte('\n')
+	return hdr.Bytes()
 }

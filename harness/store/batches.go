@@ -330,3 +330,35 @@ func runExists(tx *sql.Tx, runID int64) error {
 	}
 	return err
 }
+
+// SampleOutputs returns a run's samples in index order without their features (which a large
+// run holds gigabytes of): what exporting the outputs needs.
+func (db *DB) SampleOutputs(runID int64) ([]Sample, error) {
+	rows, err := db.db.Query(`SELECT sample_index, label, noise_seed, output_path, output_hash
+		FROM samples WHERE run_id = ? ORDER BY sample_index`, runID)
+	if err != nil {
+		return nil, db.errf("run %d samples: %w", runID, err)
+	}
+	defer rows.Close()
+	var out []Sample
+	for rows.Next() {
+		var (
+			s          Sample
+			label      sql.NullInt64
+			path, hash sql.NullString
+		)
+		if err := rows.Scan(&s.Index, &label, &s.NoiseSeed, &path, &hash); err != nil {
+			return nil, db.errf("run %d samples: %w", runID, err)
+		}
+		if label.Valid {
+			l := int(label.Int64)
+			s.Label = &l
+		}
+		s.OutputPath, s.OutputHash = path.String, hash.String
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, db.errf("run %d samples: %w", runID, err)
+	}
+	return out, nil
+}
