@@ -96,7 +96,17 @@ type MethodEntry struct {
 	Line   int                 // where the entry starts
 	Axes   []Axis              // grid axes in file order (a scalar is a one-value axis)
 	Points []map[string]string // explicit points (nil = one empty point)
+	Paper  *Published          // the published numbers of the entry's one configuration (nil = none)
 }
+
+// Published is what a paper reports for one configuration, shown beside the measured values.
+type Published struct {
+	Values map[string]float64 // metric names (fid, sfid, is, precision, recall, ...), flops_speedup, latency_speedup
+	Source string             // where the numbers are printed, e.g. "ToCa (ICLR 2025), Table 1"
+}
+
+// publishedKeys are the quantities a paper entry may give.
+var publishedKeys = []string{"fid", "sfid", "is", "precision", "recall", "kid", "clip_score", "flops_speedup", "latency_speedup"}
 
 // Axis is one parameter of a grid with its values, as methods.Info.Parse takes them.
 type Axis struct {

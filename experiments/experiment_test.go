@@ -65,6 +65,18 @@ func TestShippedExperiments(t *testing.T) {
 		if strings.Join(labels, "|") != strings.Join(want[f], "|") {
 			t.Errorf("%s points:\n%s\nwant\n%s", f, strings.Join(labels, "\n"), strings.Join(want[f], "\n"))
 		}
+		if f == "toca_dit_ddim50.toml" {
+			var fids []float64
+			for _, p := range e.Points() {
+				if p.Paper == nil {
+					t.Fatalf("%s: %s has no published numbers", f, p.Label())
+				}
+				fids = append(fids, p.Paper.Values["fid"])
+			}
+			if !slices.Equal(fids, []float64{2.43, 3.75, 3.88, 3.04}) {
+				t.Errorf("%s: published FIDs %v", f, fids)
+			}
+		}
 		if e.Sampling.Samples != 50000 || e.Sampling.CFG != 1.5 || e.Model.Preset != "DiT-XL/2" || e.Metrics == nil || e.Sampling.Guide != GuideDiT ||
 			!strings.HasSuffix(e.Model.VAE, "sd-vae-ft-ema/diffusion_pytorch_model.safetensors") {
 			t.Errorf("%s: protocol %+v %+v", f, e.Sampling, e.Model)
@@ -178,6 +190,9 @@ func TestProblems(t *testing.T) {
 		{"unknown env", "output = \"${CACHEBENCH_NO_SUCH_VAR}/x\"\n" + base + "[methods.none]\n", "CACHEBENCH_NO_SUCH_VAR, which is not set"},
 		{"arch and preset", strings.Replace(base, "[model]\n", "[model]\npreset = \"DiT-S/2\"\n", 1) + "[methods.none]\n", "not both"},
 		{"weights no heads", "[model]\nweights = \"x.toml\"\n[sampling]\nsampler = \"ddim\"\nsteps = 10\nsamples = 4\n[methods.none]\n", "model.heads is required"},
+		{"paper on a grid", base + "[methods.fora]\nN = [2, 3]\npaper = { fid = 3.0, source = \"x\" }\n", "published numbers belong to one configuration, and this entry has 2"},
+		{"paper without source", base + "[methods.fora]\nN = 3\npaper = { fid = 3.0 }\n", "give source"},
+		{"paper unknown key", base + "[methods.fora]\nN = 3\npaper = { fidd = 3.0, source = \"x\" }\n", `unknown published quantity "fidd"`},
 		{"vae missing", strings.Replace(base, "[model]\n", "[model]\nvae = \"no-such-vae.safetensors\"\n", 1) + "[methods.none]\n", "model.vae: no-such-vae.safetensors does not exist"},
 		{"vae batch without vae", strings.Replace(base, "[model]\n", "[model]\nvae_batch = 4\n", 1) + "[methods.none]\n", "with model.vae"},
 		{"arch missing key", strings.Replace(base, "depth = 2, ", "", 1) + "[methods.none]\n", "missing model.arch.depth"},

@@ -3,6 +3,7 @@ package experiments
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +19,7 @@ type Point struct {
 	Params map[string]string // raw parameter values as given (defaults not filled in)
 	Order  []string          // parameter names in file order, for labels
 	Steps  string            // sampling steps in force (the fewer-steps baseline overrides sampling.steps)
+	Paper  *Published        // the entry's published numbers (nil = none)
 }
 
 // Label names the point for people: the entry and its parameters in file order.
@@ -60,7 +62,7 @@ func (m MethodEntry) points(steps string) []Point {
 			combos = next
 		}
 		for _, c := range combos {
-			p := Point{Entry: m.Name, Method: m.Method, Params: map[string]string{}, Steps: steps}
+			p := Point{Entry: m.Name, Method: m.Method, Params: map[string]string{}, Steps: steps, Paper: m.Paper}
 			for i, ax := range m.Axes {
 				p.Params[ax.Param] = c[i]
 				p.Order = append(p.Order, ax.Param)
@@ -93,6 +95,48 @@ func sortedKeys(m map[string]string) []string {
 func checkSteps(spec string) error {
 	_, err := diffusion.NewSchedule(1000, spec)
 	return err
+}
+
+// readPublished reads an entry's paper = { fid = 3.04, ..., source = "..." }.
+func readPublished(t *table, v any) *Published {
+	m, isTable := v.(map[string]any)
+	if !isTable {
+		t.errf("paper", "want a table of published numbers ({ fid = 3.04, source = \"...\" }), got %s", typeName(v))
+		return nil
+	}
+	p := &Published{Values: map[string]float64{}}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		switch x := m[k].(type) {
+		case string:
+			if k != "source" {
+				t.errf("paper", "%s = %q: want a number", k, x)
+				continue
+			}
+			p.Source = x
+		case int64:
+			p.Values[k] = float64(x)
+		case float64:
+			p.Values[k] = x
+		default:
+			t.errf("paper", "%s is %s, want a number (or a string for source)", k, typeName(x))
+			continue
+		}
+		if k != "source" && !slices.Contains(publishedKeys, k) {
+			t.errf("paper", "unknown published quantity %q (known: %s)", k, strings.Join(publishedKeys, ", "))
+		}
+	}
+	if p.Source == "" {
+		t.errf("paper", "give source = \"...\": where the numbers are published")
+	}
+	if len(p.Values) == 0 {
+		t.errf("paper", "no published numbers")
+	}
+	return p
 }
 
 // readMethods reads every [methods.NAME] table, checks each parameter value against the
@@ -134,7 +178,7 @@ func (e *Experiment) readMethods(t *table) {
 		}
 		ok := true
 		for _, k := range sub.keys {
-			if k == "method" || k == "points" {
+			if k == "method" || k == "points" || k == "paper" {
 				continue
 			}
 			v, _ := sub.raw(k)
@@ -152,6 +196,12 @@ func (e *Experiment) readMethods(t *table) {
 			pts, good := explicitPoints(sub, params, info, entry.Axes, known, v)
 			ok = ok && good
 			entry.Points = pts
+		}
+		if v, has := sub.raw("paper"); has {
+			entry.Paper = readPublished(sub, v)
+			if n := len(entry.points(e.Sampling.Steps)); n != 1 && entry.Paper != nil {
+				sub.errf("paper", "published numbers belong to one configuration, and this entry has %d", n)
+			}
 		}
 		if !ok {
 			continue

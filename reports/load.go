@@ -78,6 +78,7 @@ type Row struct {
 	FLOPsSpeedup   Value                   // FLOPsSpeedup is the baseline's FLOPs over the row's.
 	LatencySpeedup Value                   // LatencySpeedup is the baseline's latency over the row's.
 	CompileMS      float64                 // CompileMS is the graph compilation the run spent, not in Latency.
+	Published      *Published              // Published is the paper's numbers for this configuration (nil: none given).
 
 	loadNotes []string // what reading the run found odd, for Data.Notes
 }
@@ -129,6 +130,15 @@ type FLOPsFunc func(db *store.DB, run store.Run) (FLOPsCount, error)
 // Options tune LoadWith.
 type Options struct {
 	FLOPs FLOPsFunc // FLOPs gives a run's FLOPs per image; nil means StoredFLOPs.
+	// Published gives what a paper reports for a run's method and parameters (nil: nothing),
+	// shown in a column beside each measured quantity.
+	Published func(method string, params map[string]any) *Published
+}
+
+// Published is what a paper reports for one configuration.
+type Published struct {
+	Values map[string]float64 // metric names, flops_speedup, latency_speedup
+	Source string
 }
 
 // ErrNoRuns reports a database that holds no runs.
@@ -247,6 +257,9 @@ func (r *Row) fill(db *store.DB, opts Options) error {
 		r.Method = "unknown"
 	}
 	r.Setting = formatParams(c.Params)
+	if opts.Published != nil {
+		r.Published = opts.Published(c.Method, c.Params)
+	}
 	r.Key = Key{Model: r.Run.Model, Weights: r.Run.WeightsHash, Sampler: r.Run.Sampler, Steps: r.Run.Steps, CFGScale: r.Run.CFGScale, Seed: r.Run.Seed}
 
 	fc, err := opts.FLOPs(db, r.Run)

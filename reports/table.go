@@ -94,6 +94,13 @@ func metricNames(rows []*Row) []string {
 		for n := range r.Metrics {
 			present[n] = true
 		}
+		if r.Published != nil { // a published metric gets its column even before it is measured
+			for n := range r.Published.Values {
+				if !strings.HasSuffix(n, "_speedup") {
+					present[n] = true
+				}
+			}
+		}
 	}
 	var out []string
 	for _, m := range metricColumns {
@@ -150,30 +157,80 @@ func scaled(v Value, s scale) Value {
 func NewTable(g *Group) Table {
 	fs, ls := flopsScale(g.Rows), latencyScale(g.Rows)
 	metrics := metricNames(g.Rows)
+	published := publishedNames(g.Rows)
+	paperCol := func(c Column) Column { c.Name += " (paper)"; return c }
 	t := Table{Title: g.Title, Notes: slices.Clone(g.Notes), Columns: []Column{
 		{Name: "Method", Kind: KindText},
 		{Name: "Setting", Kind: KindText},
 		{Name: "FLOPs", Unit: fs.unit, Kind: KindNumber, Digits: fs.digits},
 		{Name: "FLOPs speedup", Kind: KindSpeedup, Digits: 2, Better: HigherIsBetter},
-		{Name: "Latency", Unit: ls.unit, Kind: KindNumber, Digits: ls.digits},
-		{Name: "Latency speedup", Kind: KindSpeedup, Digits: 2, Better: HigherIsBetter},
 	}}
+	if published["flops_speedup"] {
+		t.Columns = append(t.Columns, paperCol(t.Columns[3]))
+	}
+	t.Columns = append(t.Columns, Column{Name: "Latency", Unit: ls.unit, Kind: KindNumber, Digits: ls.digits},
+		Column{Name: "Latency speedup", Kind: KindSpeedup, Digits: 2, Better: HigherIsBetter})
+	if published["latency_speedup"] {
+		t.Columns = append(t.Columns, paperCol(t.Columns[len(t.Columns)-1]))
+	}
 	for _, m := range metrics {
 		t.Columns = append(t.Columns, metricColumnOf(m))
+		if published[m] {
+			t.Columns = append(t.Columns, paperCol(metricColumnOf(m)))
+		}
 	}
+	var sources []string
 	for _, r := range g.Rows {
-		cells := []Cell{{Text: r.Method}, {Text: r.Setting}, {Value: scaled(r.FLOPs, fs)}, {Value: r.FLOPsSpeedup},
-			{Value: scaled(r.Latency, ls)}, {Value: r.LatencySpeedup}}
+		paper := func(name string) Cell {
+			if r.Published == nil {
+				return Cell{}
+			}
+			if v, ok := r.Published.Values[name]; ok {
+				return Cell{Value: known(v)}
+			}
+			return Cell{}
+		}
+		cells := []Cell{{Text: r.Method}, {Text: r.Setting}, {Value: scaled(r.FLOPs, fs)}, {Value: r.FLOPsSpeedup}}
+		if published["flops_speedup"] {
+			cells = append(cells, paper("flops_speedup"))
+		}
+		cells = append(cells, Cell{Value: scaled(r.Latency, ls)}, Cell{Value: r.LatencySpeedup})
+		if published["latency_speedup"] {
+			cells = append(cells, paper("latency_speedup"))
+		}
 		for _, m := range metrics {
 			var v Value
 			if x, ok := r.Metrics[m]; ok {
 				v = known(x.Value)
 			}
 			cells = append(cells, Cell{Value: v})
+			if published[m] {
+				cells = append(cells, paper(m))
+			}
 		}
 		t.Rows = append(t.Rows, cells)
+		if r.Published != nil && !slices.Contains(sources, r.Published.Source) {
+			sources = append(sources, r.Published.Source)
+		}
+	}
+	if len(sources) > 0 {
+		t.Notes = append(t.Notes, "(paper) columns: the published numbers of the same configuration, from "+strings.Join(sources, "; ")+
+			". They were measured on the authors' hardware and evaluator; compare the trends, and the measured columns with each other.")
 	}
 	return t
+}
+
+// publishedNames reports which quantities some row has published numbers for.
+func publishedNames(rows []*Row) map[string]bool {
+	out := map[string]bool{}
+	for _, r := range rows {
+		if r.Published != nil {
+			for k := range r.Published.Values {
+				out[k] = true
+			}
+		}
+	}
+	return out
 }
 
 // Tables builds one table per group, in group order.

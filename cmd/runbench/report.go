@@ -3,15 +3,18 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cachebench/cachebench/experiments"
+	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/reports"
 )
 
 func newReportCmd() *cobra.Command {
-	var format, out string
+	var format, out, experiment string
 	cmd := &cobra.Command{
 		Use:   "report DB... [--format text|md|latex|html] [--out DIR]",
 		Short: "The papers' tables and quality-vs-speedup figures of results databases, without rerunning anything",
@@ -38,7 +41,13 @@ is written there: report.md with figures/ (PNG and SVG), a self-contained report
 			if err != nil {
 				return fmt.Errorf("--format: %w", err)
 			}
-			d, err := reports.Load(args...)
+			var opts reports.Options
+			if experiment != "" {
+				if opts.Published, err = publishedOf(experiment); err != nil {
+					return err
+				}
+			}
+			d, err := reports.LoadWith(opts, args...)
 			if err != nil {
 				return fmt.Errorf("report: %w", err)
 			}
@@ -74,5 +83,54 @@ is written there: report.md with figures/ (PNG and SVG), a self-contained report
 	}
 	cmd.Flags().StringVar(&format, "format", string(reports.FormatText), "text, md, latex or html: what goes to stdout, or with --out the one document written")
 	cmd.Flags().StringVarP(&out, "out", "o", "", "write the report (documents and figures) into this directory")
+	cmd.Flags().StringVar(&experiment, "experiment", "", "experiment file whose [methods.*] paper = {...} numbers are shown beside the measured ones, in \"(paper)\" columns")
 	return cmd
+}
+
+// publishedOf reads the published numbers of an experiment file's configurations and matches a
+// run to them by method and parameters (defaults filled in, as the run's configuration stores them).
+func publishedOf(path string) (func(string, map[string]any) *reports.Published, error) {
+	e, err := experiments.Load(path, experiments.Overrides{RandomWeights: true, NoMetrics: true})
+	if err != nil {
+		return nil, fmt.Errorf("--experiment: %w", err)
+	}
+	type entry struct {
+		method string
+		params map[string]string
+		paper  *reports.Published
+	}
+	var known []entry
+	for _, p := range e.Points() {
+		if p.Paper == nil {
+			continue
+		}
+		info, err := methods.Lookup(p.Method)
+		if err != nil {
+			return nil, err
+		}
+		vals, err := info.Parse(p.Params)
+		if err != nil {
+			return nil, fmt.Errorf("--experiment %s: %s: %w", path, p.Label(), err)
+		}
+		known = append(known, entry{p.Method, stringsOf(vals), &reports.Published{Values: p.Paper.Values, Source: p.Paper.Source}})
+	}
+	return func(method string, params map[string]any) *reports.Published {
+		got := stringsOf(params)
+		for _, k := range known {
+			if k.method == method && maps.Equal(k.params, got) {
+				return k.paper
+			}
+		}
+		return nil
+	}, nil
+}
+
+// stringsOf renders parameter values alike whether they come from methods.Values (int, float64,
+// string) or from a run's JSON (float64, string).
+func stringsOf[V any](m map[string]V) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = fmt.Sprint(v)
+	}
+	return out
 }

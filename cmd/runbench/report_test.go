@@ -90,6 +90,49 @@ func TestReportCLI(t *testing.T) {
 	}
 }
 
+// --experiment puts the published numbers of each configuration beside the measured ones,
+// matched by method and parameters, and names their source.
+func TestReportPublished(t *testing.T) {
+	dir := t.TempDir()
+	db := reportDB(t, dir)
+	exp := filepath.Join(dir, "paper.toml")
+	body := `[model]
+preset = "DiT-S/2"
+[sampling]
+sampler = "ddim"
+steps = 10
+samples = 2
+[methods.none]
+paper = { fid = 2.43, is = 241.25, source = "Paper A, Table 1" }
+[methods.fora]
+N = 3
+paper = { fid = 3.88, flops_speedup = 2.76, source = "Paper A, Table 1" }
+[methods.fora5]
+method = "fora"
+N = 5
+paper = { fid = 6.58, source = "Paper B" }
+`
+	if err := os.WriteFile(exp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runReport(db, "--experiment", exp, "--format", "md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"FID (paper)", "FLOPs speedup (paper)", "IS (paper)", " 3.88 |", " 2.76× |", " 241.25 |", "Paper A, Table 1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "6.58") || strings.Contains(out, "Paper B") {
+		t.Errorf("a configuration without a run shows its published numbers:\n%s", out)
+	}
+	plain, err := runReport(db, "--format", "md")
+	if err != nil || strings.Contains(plain, "(paper)") {
+		t.Errorf("without --experiment: %v\n%s", err, plain)
+	}
+}
+
 func TestReportCLIErrors(t *testing.T) {
 	dir := t.TempDir()
 	text := filepath.Join(dir, "results.csv")
