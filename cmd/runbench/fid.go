@@ -240,6 +240,7 @@ padded to 32×32 as the classifier was trained.`,
 func newStatsCmd() *cobra.Command {
 	var ef extractorFlags
 	var images, out string
+	var keepImages bool
 	cmd := &cobra.Command{
 		Use:   "stats --images DIR|NPZ|fmnist:SPLIT[:N] --extractor inception|fmnist --weights W --out REF.npz",
 		Short: "Compute reference statistics (mu, sigma, mu_s, sigma_s) of an image set",
@@ -263,6 +264,9 @@ ADM evaluator alike.`,
 			if err != nil {
 				return err
 			}
+			if keepImages {
+				rs.Images = &metrics.Images{N: s.images.N, H: s.images.H, W: s.images.W, C: 3, Pix: s.images.Pix}
+			}
 			if err := metrics.WriteRefStats(out, rs); err != nil {
 				return err
 			}
@@ -277,6 +281,7 @@ ADM evaluator alike.`,
 	ef.register(cmd)
 	cmd.Flags().StringVar(&images, "images", "", "folder of images, .npz (arr_0) or fmnist:SPLIT[:N] (real Fashion-MNIST)")
 	cmd.Flags().StringVar(&out, "out", "", "statistics file to write (.npz)")
+	cmd.Flags().BoolVar(&keepImages, "keep-images", false, "also write the images as arr_0, as ADM reference batches do (precision/recall and KID read them)")
 	return cmd
 }
 

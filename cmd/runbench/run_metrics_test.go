@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"image"
+	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
@@ -98,22 +100,70 @@ names = ["fid", "is"]
 		t.Errorf("latent run:\n%s", out)
 	}
 
-	// The latent model with [model] vae: its latents are decoded (the golden two-level decoder:
-	// 8×8 → 16×16 RGB) and the metrics computed from the decoded images.
+	// The latent model with [model] vae, the ADM way end to end: a synthetic reference batch in
+	// the ADM layout (arr_0 images with mu, sigma, mu_s, sigma_s, written by stats --keep-images),
+	// latents decoded by the golden two-level VAE (8×8 → 16×16 RGB), FID, sFID, IS, precision and
+	// recall from the decoded images, merge --metrics recomputing them, and the report's columns.
+	refDir := filepath.Join(dir, "refimgs")
+	if err := os.Mkdir(refDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		img := image.NewRGBA(image.Rect(0, 0, 16, 16))
+		for p := range img.Pix {
+			img.Pix[p] = uint8((p*(7+i) + 31*i) % 251)
+		}
+		f, err := os.Create(filepath.Join(refDir, fmt.Sprintf("%d.png", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := png.Encode(f, img); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	adm := filepath.Join(dir, "ref_adm.npz")
+	mustRunbench(t, "stats", "--images", refDir, "--weights", weights, "--out", adm, "--keep-images")
 	withVAE := strings.Replace(latent, "[sampling]", fmt.Sprintf("vae = %q\nvae_batch = 1\n[sampling]", golden.Path("sd-vae/weights.safetensors")), 1)
+	withVAE = strings.Replace(withVAE, "samples = 2", "samples = 4", 1)
+	withVAE = strings.Replace(withVAE, fmt.Sprintf("reference = %q\nnames = [\"fid\", \"is\"]", ref),
+		fmt.Sprintf("reference = %q\nreference_images = %q\nnames = [\"fid\", \"sfid\", \"is\", \"precision\", \"recall\"]", adm, adm), 1)
+	if !strings.Contains(withVAE, "sfid") {
+		t.Fatalf("experiment not rewritten:\n%s", withVAE)
+	}
 	if err := os.WriteFile(exp, []byte(withVAE), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	vdb := filepath.Join(dir, "vae.db")
 	out = mustRunbench(t, "run", exp, "--db", vdb)
-	if !strings.Contains(out, "fid ") || strings.Contains(out, "metrics skipped") {
-		t.Fatalf("latent run with a VAE:\n%s", out)
+	for _, m := range []string{"fid ", "sfid ", "precision ", "recall "} {
+		if !strings.Contains(out, m) || strings.Contains(out, "metrics skipped") {
+			t.Fatalf("latent run with a VAE lacks %q:\n%s", m, out)
+		}
 	}
 	db, _ = store.Open(vdb)
 	runs, _ = db.Runs()
 	db.Close()
 	if len(runs) != 1 || !strings.Contains(runs[0].ConfigJSON, `"vae":"sd-vae@`) {
 		t.Errorf("run with a VAE: %d runs, config %s", len(runs), runs[0].ConfigJSON)
+	}
+	vcopy := filepath.Join(dir, "vcopy.db")
+	mustRunbench(t, "merge", vcopy, vdb)
+	cdb, _ = store.Open(vcopy)
+	if _, err := cdb.SQL().Exec("DELETE FROM metrics"); err != nil {
+		t.Fatal(err)
+	}
+	cdb.Close()
+	vmerged := filepath.Join(dir, "vmerged.db")
+	mustRunbench(t, "merge", vmerged, vcopy, "--metrics", exp)
+	if d := diffRows(resultRowsOf(t, vmerged), resultRowsOf(t, vdb)); d != "" {
+		t.Fatalf("recomputed metrics of the decoded run differ:\n%s", d)
+	}
+	rep := mustRunbench(t, "report", vmerged, "--format", "md")
+	for _, col := range []string{"FID", "sFID", "IS", "Precision", "Recall"} {
+		if !strings.Contains(rep, "| "+col+" ") {
+			t.Errorf("report lacks column %s:\n%s", col, rep)
+		}
 	}
 }
 
