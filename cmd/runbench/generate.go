@@ -55,7 +55,14 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 		return fmt.Errorf("--vae-batch %d: want ≥ 0 (0: the sampling batch)", sf.vaeBatch)
 	}
 	var dec *vae.Decoder
-	if sf.vae != "" {
+	if sf.vae == "random:sd" {
+		// Throughput without a checkpoint: SD's decoder with random weights (the images are noise).
+		var err error
+		if dec, err = vae.New(m.Backend(), vae.RandomWeights(vae.SD, 0)); err != nil {
+			return fmt.Errorf("--vae: %w", err)
+		}
+		dec.Hash = "random-sd-seed-0"
+	} else if sf.vae != "" {
 		var err error
 		if dec, err = vae.Load(m.Backend(), sf.vae); err != nil {
 			return fmt.Errorf("--vae: %w", err)
@@ -140,6 +147,7 @@ type timingReport struct {
 	SamplerMsPerCall  float64           `json:"sampler_ms_per_call"`
 	OverheadPct       float64           `json:"overhead_pct"`
 	FLOPs             int64             `json:"flops"`
+	DecodeImagesPerS  float64           `json:"decode_images_per_s,omitempty"`
 	BaseSteadyMs      float64           `json:"none_steady_ms_per_image,omitempty"`
 	BaseFLOPs         int64             `json:"none_flops,omitempty"`
 	RealizedSpeedup   float64           `json:"realized_speedup,omitempty"`
@@ -161,6 +169,9 @@ func writeTimingJSON(path string, res *harness.JobResult, sf sampleFlags, m *dit
 		ForwardMsPerCall: perCall(steady.Forward, steady), OverheadMsPerCall: perCall(steady.Overhead, steady),
 		SamplerMsPerCall: perCall(steady.Update, steady), OverheadPct: 100 * steady.Overhead.Seconds() / max(steady.Wall().Seconds(), 1e-9),
 		FLOPs: t.FLOPs}
+	if t.Decode > 0 {
+		r.DecodeImagesPerS = float64(t.Images) / t.Decode.Seconds()
+	}
 	if res.Base != nil {
 		base := res.BaseSteady
 		if base.Images == 0 {

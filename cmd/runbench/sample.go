@@ -133,7 +133,7 @@ Without --replay, --num images are generated: the noise and label of image i dep
 	cmd.Flags().BoolVar(&sf.compare, "compare", false, "also time method none on the same inputs and report the wall-clock speedup next to the FLOPs speedup")
 	cmd.Flags().StringVar(&sf.record, "record", "light", "step_stats recording: off, light (batch-level dynamics, cache error, tokens, FLOPs) or full (also per sample, with token indices)")
 	cmd.Flags().IntVar(&sf.audit, "audit-samples", 0, "images per batch audited for cache error: a shadow full pass and an uncached trajectory each (costs about 2 images' compute per audited image)")
-	cmd.Flags().StringVar(&sf.vae, "vae", "", "AutoencoderKL checkpoint (SD v1, sd-vae-ft-ema/mse; LDM or diffusers keys): decode the sampled latents and store PNG images")
+	cmd.Flags().StringVar(&sf.vae, "vae", "", "AutoencoderKL checkpoint (SD v1, sd-vae-ft-ema/mse; LDM or diffusers keys): decode the sampled latents and store PNG images; random:sd = SD's decoder with random weights (throughput only)")
 	cmd.Flags().IntVar(&sf.vaeBatch, "vae-batch", 0, "images per VAE decoder pass (0: the sampling batch)")
 	cmd.Flags().StringVar(&sf.timingJSON, "timing-json", "", "write the run's timing (compile seconds, steady ms/image after the first batch, split by forward/policy/sampler, FLOPs; with --compare none's too) as JSON to this file")
 	cmd.Flags().StringVar(&sf.db, "db", "", "SQLite results database to record the run in (default: OUT-DIR/runs.db)")

@@ -9,7 +9,8 @@
 #
 # Environment (all optional):
 #   OUT=out/gpu-check  NUM=48  BATCH=16  STEPS=50  CFG=1.5  PRESET=DiT-XL/2  IMAGE_SIZE=256
-#   SYSTEMS="none official fora deltadit toca duca taylorseer"   run order (the table has its own)
+#   SYSTEMS="none official fora deltadit toca duca taylorseer vae"   run order (the table has its own; vae = none
+#                      plus SD's VAE decoder with random weights: the decoding stage's images/s)
 #   BUDGET_S=540       seconds for the whole script: a system not started with MIN_LEFT_S (45) left is skipped
 #   RUN_TIMEOUT=200    seconds per runbench run;  OFFICIAL_TIMEOUT=240 seconds for both official systems
 #   TF32=1             PyTorch TF32 as the official sample.py (0: strict FP32)
@@ -29,7 +30,7 @@ STEPS=${STEPS:-50}
 CFG=${CFG:-1.5}
 PRESET=${PRESET:-DiT-XL/2}
 IMAGE_SIZE=${IMAGE_SIZE:-256}
-SYSTEMS=${SYSTEMS:-none official fora deltadit toca duca taylorseer}
+SYSTEMS=${SYSTEMS:-none official fora deltadit toca duca taylorseer vae}
 BUDGET_S=${BUDGET_S:-540}
 MIN_LEFT_S=${MIN_LEFT_S:-45}
 RUN_TIMEOUT=${RUN_TIMEOUT:-200}
@@ -56,6 +57,7 @@ method() {
 	toca) echo "--method toca --param N=3 --param ratio=0.07" ;;
 	duca) echo "--method duca --param N=3 --param ratio=0.05" ;;
 	taylorseer) echo "--method taylorseer --param N=3 --param order=2" ;;
+	vae) echo "--method none --vae random:sd --vae-batch $BATCH" ;; # the decoding stage: SD's VAE, random weights
 	*) return 1 ;;
 	esac
 }

@@ -12,7 +12,7 @@ import json
 import math
 import sys
 
-CACHEBENCH_ORDER = ["none", "fora", "deltadit", "toca", "duca", "taylorseer"]
+CACHEBENCH_ORDER = ["none", "fora", "deltadit", "toca", "duca", "taylorseer", "vae"]
 OFFICIAL_ORDER = ["official-dit", "official-toca"]
 
 
@@ -116,6 +116,10 @@ def main():
             "Realized speedup = the family's uncached ms/image ÷ this row's (cachebench methods vs cachebench none, "
             "official DiT-ToCa vs official DiT); FLOPs speedup = uncached FLOPs ÷ this row's, per image "
             "(official rows: DiT-ToCa's own test_FLOPs counter, blocks only, uncached = every step forced full)."]
+    for r in recs:
+        if not r.get("error") and num(r.get("decode_images_per_s")):
+            out += ["", f"Stages ({label(r)}): sampling {1e3 / num(r.get('steady_ms_per_image')):.2f} images/s (steady), "
+                        f"VAE decoding {num(r.get('decode_images_per_s')):.2f} images/s (SD v1 decoder, batch {r.get('batch')})."]
     cb, od = by.get("none"), by.get("official-dit")
     if cb and od and not cb.get("error") and not od.get("error"):
         cms, oms = num(cb.get("steady_ms_per_image")), num(od.get("steady_ms_per_image"))
