@@ -153,6 +153,25 @@ func (g *Group) measure(nones []*Row, noBaseline map[*Row]bool) {
 	if len(from) > 1 {
 		g.Notes = append(g.Notes, "Latencies come from different measurements ("+strings.Join(sortedKeys(from), ", ")+"); compare them with care.")
 	}
+	var stage [2]struct {
+		ms     float64
+		images int
+	}
+	for _, r := range g.Rows {
+		for i := range stage {
+			stage[i].ms += r.StageMS[i]
+			stage[i].images += r.StageImages[i]
+		}
+	}
+	var parts []string
+	for i, name := range []string{"VAE decoding", "feature extraction"} {
+		if stage[i].images > 0 && stage[i].ms > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.2f images/s", name, 1000*float64(stage[i].images)/stage[i].ms))
+		}
+	}
+	if len(parts) > 0 {
+		g.Notes = append(g.Notes, "Stages after sampling, over this table's runs (not in the latencies): "+strings.Join(parts, ", ")+".")
+	}
 }
 
 // pickBaseline prefers the none runs of the row's own database (same machine, same

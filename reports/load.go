@@ -78,6 +78,8 @@ type Row struct {
 	FLOPsSpeedup   Value                   // FLOPsSpeedup is the baseline's FLOPs over the row's.
 	LatencySpeedup Value                   // LatencySpeedup is the baseline's latency over the row's.
 	CompileMS      float64                 // CompileMS is the graph compilation the run spent, not in Latency.
+	StageMS        [2]float64              // StageMS is the time of VAE decoding and of feature extraction (stage timings).
+	StageImages    [2]int                  // StageImages is how many images each stage timed.
 	Published      *Published              // Published is the paper's numbers for this configuration (nil: none given).
 
 	loadNotes []string // what reading the run found odd, for Data.Notes
@@ -275,6 +277,15 @@ func (r *Row) fill(db *store.DB, opts Options) error {
 		return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
 	}
 	r.CompileMS = compile.Float64
+	for i, name := range []string{"decode", "features"} {
+		var n sql.NullInt64
+		var ms sql.NullFloat64
+		if err := db.SQL().QueryRow(`SELECT sum(count), sum(total_ms) FROM timings WHERE run_id = ? AND scope = 'stage' AND name = ?`,
+			r.Run.ID, name).Scan(&n, &ms); err != nil {
+			return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
+		}
+		r.StageImages[i], r.StageMS[i] = int(n.Int64), ms.Float64
+	}
 	return r.readMetrics(db.SQL())
 }
 

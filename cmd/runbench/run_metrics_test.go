@@ -165,6 +165,9 @@ names = ["fid", "is"]
 			t.Errorf("report lacks column %s:\n%s", col, rep)
 		}
 	}
+	if !strings.Contains(rep, "VAE decoding") || !strings.Contains(rep, "feature extraction") {
+		t.Errorf("report lacks the stages' throughput:\n%s", rep)
+	}
 }
 
 // The embedded default's path in `make bench`: shards sampled apart and merged with --metrics
