@@ -185,9 +185,18 @@ func (db *DB) DoneBatches(runID int64) (map[int]bool, error) {
 }
 
 // Samples returns the samples of a run ordered by index.
-func (db *DB) Samples(runID int64) ([]Sample, error) {
-	rows, err := db.db.Query(`SELECT sample_index, label, prompt, noise_seed, output_path, output_hash, features
-		FROM samples WHERE run_id = ? ORDER BY sample_index`, runID)
+func (db *DB) Samples(runID int64) ([]Sample, error) { return db.samples(runID, true) }
+
+// SampleOutputs returns a run's samples in index order without their features (which a large
+// run holds gigabytes of): what exporting the outputs needs.
+func (db *DB) SampleOutputs(runID int64) ([]Sample, error) { return db.samples(runID, false) }
+
+func (db *DB) samples(runID int64, features bool) ([]Sample, error) {
+	cols := "sample_index, label, prompt, noise_seed, output_path, output_hash, NULL"
+	if features {
+		cols = "sample_index, label, prompt, noise_seed, output_path, output_hash, features"
+	}
+	rows, err := db.db.Query(`SELECT `+cols+` FROM samples WHERE run_id = ? ORDER BY sample_index`, runID)
 	if err != nil {
 		return nil, db.errf("run %d samples: %w", runID, err)
 	}
@@ -198,9 +207,9 @@ func (db *DB) Samples(runID int64) ([]Sample, error) {
 			s                  Sample
 			label              sql.NullInt64
 			prompt, path, hash sql.NullString
-			features           []byte
+			blob               []byte
 		)
-		if err := rows.Scan(&s.Index, &label, &prompt, &s.NoiseSeed, &path, &hash, &features); err != nil {
+		if err := rows.Scan(&s.Index, &label, &prompt, &s.NoiseSeed, &path, &hash, &blob); err != nil {
 			return nil, db.errf("run %d samples: %w", runID, err)
 		}
 		if label.Valid {
@@ -212,7 +221,7 @@ func (db *DB) Samples(runID int64) ([]Sample, error) {
 			s.Prompt = &p
 		}
 		s.OutputPath, s.OutputHash = path.String, hash.String
-		if s.Features, err = decodeFeatures(features); err != nil {
+		if s.Features, err = decodeFeatures(blob); err != nil {
 			return nil, db.errf("run %d sample %d: %w", runID, s.Index, err)
 		}
 		out = append(out, s)
@@ -329,36 +338,4 @@ func runExists(tx *sql.Tx, runID int64) error {
 		return fmt.Errorf("run %d %w", runID, ErrNotFound)
 	}
 	return err
-}
-
-// SampleOutputs returns a run's samples in index order without their features (which a large
-// run holds gigabytes of): what exporting the outputs needs.
-func (db *DB) SampleOutputs(runID int64) ([]Sample, error) {
-	rows, err := db.db.Query(`SELECT sample_index, label, noise_seed, output_path, output_hash
-		FROM samples WHERE run_id = ? ORDER BY sample_index`, runID)
-	if err != nil {
-		return nil, db.errf("run %d samples: %w", runID, err)
-	}
-	defer rows.Close()
-	var out []Sample
-	for rows.Next() {
-		var (
-			s          Sample
-			label      sql.NullInt64
-			path, hash sql.NullString
-		)
-		if err := rows.Scan(&s.Index, &label, &s.NoiseSeed, &path, &hash); err != nil {
-			return nil, db.errf("run %d samples: %w", runID, err)
-		}
-		if label.Valid {
-			l := int(label.Int64)
-			s.Label = &l
-		}
-		s.OutputPath, s.OutputHash = path.String, hash.String
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, db.errf("run %d samples: %w", runID, err)
-	}
-	return out, nil
 }

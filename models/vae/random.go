@@ -2,8 +2,10 @@ package vae
 
 import (
 	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 
 	"github.com/cachebench/cachebench/models/checkpoint"
 )
@@ -13,37 +15,34 @@ import (
 var SD = Config{EmbedDim: 4, ZChannels: 4, Channels: []int{128, 256, 512, 512}, NumResBlocks: 2, OutChannels: 3,
 	LevelAttn: []bool{false, false, false, false}, MidAttn: true}
 
-// RandomWeights returns an LDM-layout state dict of the configuration with N(0, 0.02²) weights
-// and unit GroupNorm scales: an untrained decoder for throughput measurements (runbench sample
-// --vae random:sd) where no checkpoint may be downloaded.
+// RandomWeights returns an LDM-layout state dict of the configuration: convolution weights
+// N(0, 1/fan_in), GroupNorm scales 1 + N(0, 0.1²), biases N(0, 0.05²) — an untrained decoder whose
+// activations keep their scale, for throughput measurements (runbench sample --vae random:sd) and
+// tests where no checkpoint may be downloaded.
 func RandomWeights(c Config, seed uint64) *checkpoint.File {
-	rng := rand.New(rand.NewPCG(seed, 0x5dae))
+	rng := rand.New(rand.NewPCG(seed, 1))
 	f := &checkpoint.File{Path: "random", Tensors: map[string]*checkpoint.Tensor{}}
 	shapes := c.ExpectedShapes()
 	for _, k := range slices.Sorted(maps.Keys(shapes)) {
-		shape := shapes[k]
+		s := shapes[k]
 		n := 1
-		for _, d := range shape {
+		for _, d := range s {
 			n *= d
 		}
-		data := make([]float32, n)
-		for i := range data {
-			data[i] = float32(rng.NormFloat64() * 0.02)
-			if len(shape) == 1 && isNormScale(k) {
-				data[i] = 1
+		v := make([]float32, n)
+		for i := range v {
+			x := rng.NormFloat64()
+			switch {
+			case len(s) > 1:
+				x /= math.Sqrt(float64(n / s[0]))
+			case strings.Contains(k, "norm") && strings.HasSuffix(k, ".weight"):
+				x = 1 + 0.1*x
+			default:
+				x *= 0.05
 			}
+			v[i] = float32(x)
 		}
-		f.Tensors[k] = checkpoint.NewF32(data, shape...)
+		f.Tensors[k] = checkpoint.NewF32(v, s...)
 	}
 	return f
-}
-
-// isNormScale tells GroupNorm weights (norm*.weight) apart from biases and conv weights.
-func isNormScale(k string) bool {
-	for _, s := range []string{"norm1.weight", "norm2.weight", "norm.weight", "norm_out.weight"} {
-		if len(k) >= len(s) && k[len(k)-len(s):] == s {
-			return true
-		}
-	}
-	return false
 }

@@ -415,41 +415,12 @@ func TestBadLatent(t *testing.T) {
 	}
 }
 
-// randomWeights draws a state dict for a configuration (LDM names), as the golden rule does.
-func randomWeights(c vae.Config, seed uint64) map[string]*checkpoint.Tensor {
-	r := rand.New(rand.NewPCG(seed, 1))
-	out := map[string]*checkpoint.Tensor{}
-	want := c.ExpectedShapes()
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		s := want[k]
-		n := 1
-		for _, d := range s {
-			n *= d
-		}
-		v := make([]float32, n)
-		for i := range v {
-			x := r.NormFloat64()
-			switch {
-			case len(s) > 1:
-				x /= math.Sqrt(float64(n / s[0]))
-			case strings.Contains(k, "norm") && strings.HasSuffix(k, ".weight"):
-				x = 1 + 0.1*x
-			default:
-				x *= 0.05
-			}
-			v[i] = float32(x)
-		}
-		out[k] = checkpoint.NewF32(v, s...)
-	}
-	return out
-}
-
 // TestOtherArchitecture: three levels, one ResBlock per level, attention at level 1 and none in
 // the mid block, 3 latent channels: read off the weights in both layouts, same images.
 func TestOtherArchitecture(t *testing.T) {
 	c := vae.Config{EmbedDim: 3, ZChannels: 4, Channels: []int{32, 32, 64}, NumResBlocks: 0, OutChannels: 3,
 		LevelAttn: []bool{false, true, false}}
-	ldm := &checkpoint.File{Path: "random", Tensors: randomWeights(c, 7)}
+	ldm := vae.RandomWeights(c, 7)
 	latent := make([]float32, 2*3*4*5)
 	r := rand.New(rand.NewPCG(8, 1))
 	for i := range latent {
