@@ -17,7 +17,8 @@ import (
 // See TraceSqrtProduct for how the trace term is computed and why it
 // matches the reference's scipy.linalg.sqrtm.
 //
-// Errors: dimension mismatch, empty input, or non-finite entries.
+// Errors: dimension mismatch, empty input, non-finite entries, or a covariance that is not
+// positive semi-definite (a negative variance, or a negative distance).
 func FrechetDistance(mu1 []float64, sigma1 mat.Symmetric, mu2 []float64, sigma2 mat.Symmetric) (float64, error) {
 	d := len(mu1)
 	if d == 0 {
@@ -45,6 +46,16 @@ func FrechetDistance(mu1 []float64, sigma1 mat.Symmetric, mu2 []float64, sigma2 
 		return 0, err
 	}
 
+	for _, c := range []struct {
+		name  string
+		sigma mat.Symmetric
+	}{{"sigma1", sigma1}, {"sigma2", sigma2}} {
+		for i := range d {
+			if v := c.sigma.At(i, i); v < 0 {
+				return 0, fmt.Errorf("metrics: FrechetDistance: %s[%d,%d] = %g: a covariance has no negative variances (not positive semi-definite)", c.name, i, i, v)
+			}
+		}
+	}
 	var diff2 float64
 	for i := range mu1 {
 		t := mu1[i] - mu2[i]
@@ -55,7 +66,13 @@ func FrechetDistance(mu1 []float64, sigma1 mat.Symmetric, mu2 []float64, sigma2 
 	if err != nil {
 		return 0, err
 	}
-	return diff2 + tr1 + tr2 - 2*trCovmean, nil
+	fid := diff2 + tr1 + tr2 - 2*trCovmean
+	// With positive semi-definite covariances the distance is ≥ 0 up to rounding; below that, one
+	// of them has negative eigenvalues that the diagonal did not show.
+	if fid < -1e-9*max(1, diff2+tr1+tr2) {
+		return 0, fmt.Errorf("metrics: FrechetDistance: the covariances are not positive semi-definite (the distance would be %g < 0)", fid)
+	}
+	return fid, nil
 }
 
 // TraceSqrtProduct returns tr(√(σ1σ2)) for symmetric positive semi-definite σ1, σ2 (pytorch-fid's tr_covmean).

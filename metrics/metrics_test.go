@@ -41,6 +41,19 @@ func TestFrechetDiagonal(t *testing.T) {
 	if got, err := FrechetDistance(mu1, zero, mu1, zero); err != nil || got != 0 {
 		t.Errorf("zero covariances: %v, %v; want 0", got, err)
 	}
+	// Not positive semi-definite: σ = −I (a negative variance, once printed as FID −0.32), and a
+	// matrix with a positive diagonal but a negative eigenvalue ([[1, 2], [2, 1]]: −1).
+	neg := mat.NewSymDense(5, nil)
+	for i := range 5 {
+		neg.SetSym(i, i, -1)
+	}
+	if _, err := FrechetDistance(mu1, s1, mu2, neg); err == nil || !strings.Contains(err.Error(), "sigma2[0,0] = -1") {
+		t.Errorf("σ2 = −I: err = %v", err)
+	}
+	indef := mat.NewSymDense(2, []float64{1, 2, 2, 1})
+	if got, err := FrechetDistance([]float64{0, 0}, indef, []float64{0, 0}, indef); err == nil || !strings.Contains(err.Error(), "not positive semi-definite") {
+		t.Errorf("indefinite σ: FID %v, err = %v", got, err)
+	}
 }
 
 // TestFrechetBothRankDeficient compares against the eigendecomposition oracle when neither covariance has full rank.

@@ -164,6 +164,8 @@ func TestBadInputCLI(t *testing.T) {
 		{[]string{"sample", "--weights", w, "--heads", "4", "--labels", "3,12", "--out-dir", dir}, "--labels"},
 		{[]string{"sample", "--weights", w, "--heads", "4", "--steps", "20", "--replay", golden.Path("caching/baseline.safetensors"), "--out", filepath.Join(dir, "r")}, "x_init has shape"},
 		{[]string{"sample", "--weights", w, "--heads", "4", "--steps", "20", "--sampler", "ddpm", "--replay", golden.Path("dit/sampling_ddim.safetensors"), "--out", filepath.Join(dir, "r")}, "noise_000"},
+		{[]string{"sample", "--weights", w, "--heads", "4", "--replay", golden.Path("dit/sampling_ddim.safetensors"), "--out", filepath.Join(dir, "r"), "--db", filepath.Join(dir, "x.db")}, "--db does not apply to --replay"},
+		{[]string{"sample", "--weights", w, "--heads", "4", "--replay", golden.Path("dit/sampling_ddim.safetensors"), "--out", filepath.Join(dir, "r"), "--record", "full"}, "--record does not apply to --replay"},
 	} {
 		out, err := run(t, c.args...)
 		if err == nil {

@@ -329,8 +329,12 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	if err != nil {
 		return err
 	}
-	if f.samples < 0 || f.batch < 0 {
-		return fmt.Errorf("--samples %d and --batch %d must be positive", f.samples, f.batch)
+	// 0 is the overrides' "not given"; a 0 the user typed is an error, not the file's value
+	// (--samples 0 once ran all 50,000 samples of a paper file).
+	for _, name := range []string{"samples", "batch"} {
+		if v, _ := cmd.Flags().GetInt(name); cmd.Flags().Changed(name) && v <= 0 {
+			return fmt.Errorf("--%s %d: want a positive number", name, v)
+		}
 	}
 	e, err := loadExperiment(path, experiments.Overrides{Samples: f.samples, Batch: f.batch, Output: f.out,
 		RandomWeights: f.randomWeights, NoMetrics: f.noMetrics})

@@ -257,4 +257,11 @@ func TestRunMalformedCLI(t *testing.T) {
 			t.Errorf("%v accepted", bad)
 		}
 	}
+	// A typed 0 is not "flag not given": --samples 0 once ran every sample of the file.
+	shipped := filepath.Join("..", "..", "experiments", "toca_dit_ddim50.toml")
+	for _, flag := range []string{"--samples", "--batch"} {
+		if _, err := runbench(t, "run", shipped, flag, "0", "--list", "--random-weights"); err == nil || !strings.Contains(err.Error(), flag+" 0: want a positive number") {
+			t.Errorf("%s 0: err = %v", flag, err)
+		}
+	}
 }

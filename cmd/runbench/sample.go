@@ -109,6 +109,13 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			ctx, stop := interruptContext(cmd.ErrOrStderr())
 			defer stop()
 			if sf.replay != "" {
+				// A replay writes --out and records nothing: flags of the recorded path would be
+				// silently ignored.
+				for _, name := range []string{"db", "record", "audit-samples", "vae", "vae-batch", "timing-json", "num", "out-dir", "labels", "batch"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s does not apply to --replay (it writes --out and records nothing in a database)", name)
+					}
+				}
 				return replay(ctx, m, kind, sched, sf)
 			}
 			_ = sched
