@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/spf13/cobra"
@@ -42,6 +43,13 @@ x/t/y pass (x_embed, t_freq, c, block0_adaln, block_0 ..., final_tokens).`,
 			x, t, y, err := readXTY(f, "x", "t", "y")
 			if err != nil {
 				return err
+			}
+			for i, v := range t {
+				// The model was trained on the timesteps of its 1000-step schedule; the sinusoid would
+				// take any number, silently.
+				if v < 0 || v > 999 || math.IsNaN(v) {
+					return fmt.Errorf("%s: t[%d] = %g: want a timestep of the 1000-step schedule, 0..999", in, i, v)
+				}
 			}
 			results := map[string]*checkpoint.Tensor{}
 			var opt hook.Options

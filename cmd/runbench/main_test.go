@@ -158,6 +158,8 @@ func TestBadInputCLI(t *testing.T) {
 		{fwd(write("shape.safetensors", with("x", checkpoint.NewF32(make([]float32, 2*3*8*8), 2, 3, 8, 8)))), "x has 384 values"},
 		{fwd(write("rows.safetensors", with("t", checkpoint.NewI64([]int64{1}, 1)))), "want equal"},
 		{fwd(write("nan.safetensors", with("x", checkpoint.NewF32(nanX, 2, 4, 8, 8)))), "non-finite"},
+		{fwd(write("t5000.safetensors", with("t", checkpoint.NewI64([]int64{1, 5000}, 2)))), "t[1] = 5000: want a timestep"},
+		{fwd(write("tneg.safetensors", with("t", checkpoint.NewI64([]int64{-1, 2}, 2)))), "t[0] = -1: want a timestep"},
 		{fwd(write("noy.safetensors", map[string]*checkpoint.Tensor{"x": good["x"], "t": good["t"]})), `"y"`},
 		{[]string{"sample", "--weights", w, "--heads", "4", "--sampler", "euler"}, "unknown sampler"},
 		{[]string{"sample", "--weights", w, "--heads", "4", "--steps", "2000"}, "--steps"},
