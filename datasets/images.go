@@ -127,18 +127,7 @@ func readFolder(dir string) (*Images, error) {
 	return im, nil
 }
 
-func decodeFile(path string) (image.Image, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("datasets: %w", err)
-	}
-	defer f.Close()
-	img, _, err := image.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("datasets: %s: not a readable PNG or JPEG image: %w", path, err)
-	}
-	return img, nil
-}
+func decodeFile(path string) (image.Image, error) { return DecodeImage(path, "") }
 
 // toRGB writes img's pixels into dst (H×W×3), with fast paths for what the PNG and JPEG decoders
 // return.

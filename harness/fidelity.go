@@ -3,11 +3,10 @@ package harness
 import (
 	"fmt"
 	"image"
-	"image/png"
 	"math"
-	"os"
 	"strings"
 
+	"github.com/cachebench/cachebench/datasets"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/metrics"
 )
@@ -63,11 +62,11 @@ func PairedFidelity(db *store.DB, run, base store.Run) (psnr, ssim float64, n in
 		if !ok {
 			continue
 		}
-		x, h, w, c, err := readPNG(s.OutputPath)
+		x, h, w, c, err := readPNG(s.OutputPath, s.OutputHash)
 		if err != nil {
 			return 0, 0, 0, err
 		}
-		y, h2, w2, c2, err := readPNG(t.OutputPath)
+		y, h2, w2, c2, err := readPNG(t.OutputPath, t.OutputHash)
 		if err != nil {
 			return 0, 0, 0, err
 		}
@@ -88,20 +87,15 @@ func PairedFidelity(db *store.DB, run, base store.Run) (psnr, ssim float64, n in
 	return psnr / float64(n), ssim / float64(n), n, nil
 }
 
-// readPNG reads a sample image written by WriteSample as float32 channel planes [c, h, w] of
-// 0..255 values.
-func readPNG(path string) ([]float32, int, int, int, error) {
+// readPNG reads a sample image written by WriteSample, after checking it is the file the run
+// recorded, as float32 channel planes [c, h, w] of 0..255 values.
+func readPNG(path, hash string) ([]float32, int, int, int, error) {
 	if path == "" {
 		return nil, 0, 0, 0, fmt.Errorf("paired fidelity needs the sample images (outputs = \"keep\")")
 	}
-	f, err := os.Open(path)
+	img, err := datasets.DecodeImage(path, hash)
 	if err != nil {
 		return nil, 0, 0, 0, err
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		return nil, 0, 0, 0, fmt.Errorf("%s: %w", path, err)
 	}
 	bd := img.Bounds()
 	h, w := bd.Dy(), bd.Dx()

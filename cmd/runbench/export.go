@@ -3,15 +3,13 @@ package main
 import (
 	"fmt"
 	"image"
-	"image/png"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cachebench/cachebench/datasets"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/metrics"
-	"github.com/cachebench/cachebench/models/checkpoint"
 )
 
 func newExportCmd() *cobra.Command {
@@ -113,21 +111,9 @@ func exportADM(dbPath string, runID int64, out string) (int, error) {
 
 // readPNG reads a sample's image after checking the file is the one the run recorded.
 func readPNG(s store.Sample) (image.Image, error) {
-	hash, err := checkpoint.FileHash(s.OutputPath)
+	m, err := datasets.DecodeImage(s.OutputPath, s.OutputHash)
 	if err != nil {
 		return nil, fmt.Errorf("sample %d: %w", s.Index, err)
-	}
-	if hash != s.OutputHash {
-		return nil, fmt.Errorf("sample %d: %s has sha256 %s…, the run recorded %s…: the file was replaced after sampling", s.Index, s.OutputPath, hash[:12], s.OutputHash[:min(12, len(s.OutputHash))])
-	}
-	f, err := os.Open(s.OutputPath)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	m, err := png.Decode(f)
-	if err != nil {
-		return nil, fmt.Errorf("sample %d: %s: %w", s.Index, s.OutputPath, err)
 	}
 	return m, nil
 }

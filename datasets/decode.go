@@ -1,0 +1,53 @@
+package datasets
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"image"
+	"io"
+	"os"
+)
+
+// MaxImagePixels bounds the images read from files (width × height): a header that claims more
+// (a corrupt or hostile file) is an error before any pixel memory is allocated, not an
+// out-of-memory crash. 2^28 is a 16384×16384 image.
+const MaxImagePixels = 1 << 28
+
+// DecodeImage reads a PNG or JPEG file. With wantHash ("" = no check) it first checks the file's
+// sha256 (hex) against the one a run recorded, so that a replaced image is an error, not a
+// silently different metric.
+func DecodeImage(path, wantHash string) (image.Image, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("datasets: %w", err)
+	}
+	defer f.Close()
+	if wantHash != "" {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err != nil {
+			return nil, fmt.Errorf("datasets: %s: %w", path, err)
+		}
+		if got := hex.EncodeToString(h.Sum(nil)); got != wantHash {
+			return nil, fmt.Errorf("datasets: %s has sha256 %.12s…, the run recorded %.12s…: the file was replaced after sampling", path, got, wantHash)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("datasets: %s: %w", path, err)
+		}
+	}
+	cfg, _, err := image.DecodeConfig(f)
+	if err != nil {
+		return nil, fmt.Errorf("datasets: %s: not a readable PNG or JPEG image: %w", path, err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > MaxImagePixels {
+		return nil, fmt.Errorf("datasets: %s: header claims a %d×%d image; at most %d pixels are read", path, cfg.Width, cfg.Height, MaxImagePixels)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, fmt.Errorf("datasets: %s: %w", path, err)
+	}
+	img, _, err := image.Decode(f)
+	if err != nil {
+		return nil, fmt.Errorf("datasets: %s: not a readable PNG or JPEG image: %w", path, err)
+	}
+	return img, nil
+}
