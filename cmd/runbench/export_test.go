@@ -32,7 +32,7 @@ func TestExportADM(t *testing.T) {
 	if im.N != 3 || im.H != 16 || im.W != 16 || im.C != 3 {
 		t.Fatalf("arr_0 is %d×%d×%d×%d, want 3×16×16×3", im.N, im.H, im.W, im.C)
 	}
-	m, err := readPNG2(t, filepath.Join(dir, "000002.png"))
+	m, err := readPNG2(t, filepath.Join(runDir(t, dir, ""), "000002.png"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestExportADM(t *testing.T) {
 		t.Errorf("arr_1 = %v, want the cycled labels [7 3 7]", labels)
 	}
 	// A replaced image: the hash no longer matches the run's.
-	if err := os.WriteFile(filepath.Join(dir, "000001.png"), []byte("not the sample"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(runDir(t, dir, ""), "000001.png"), []byte("not the sample"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := runbench(t, "export", filepath.Join(dir, "runs.db"), "--adm", out); err == nil || !strings.Contains(err.Error(), "was replaced after sampling") {

@@ -96,6 +96,13 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	if dec != nil {
 		job.Decoder, job.Config.VAE, job.DecodeBatch = dec, dec.ID(), sf.vaeBatch
 	}
+	// Each configuration writes into a folder of its own (METHOD-HASH12, as runbench run does): a
+	// second run with another method or setting must not overwrite the first one's images.
+	_, cj, err := harness.ResolveConfig(job.Config, raw)
+	if err != nil {
+		return err
+	}
+	job.OutDir = filepath.Join(sf.outDir, fmt.Sprintf("%s-%s", sf.method, store.ConfigHash(cj)[:12]))
 	res, err := harness.Run(ctx, job)
 	_ = bar.Finish()
 	fmt.Fprintln(cmd.ErrOrStderr())
@@ -110,7 +117,7 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 		return nil
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "run %d (%s): %d images to %s, recorded in %s (batch %d, %d graph families compiled)\n",
-		res.Run.ID, res.Run.ConfigHash[:12], res.Done, sf.outDir, dbPath, sf.batch, m.GraphCount())
+		res.Run.ID, res.Run.ConfigHash[:12], res.Done, job.OutDir, dbPath, sf.batch, m.GraphCount())
 	res.Timing.Report(cmd.OutOrStdout(), sf.method, res.Base)
 	if res.Steady.Images > 0 {
 		fmt.Fprintf(cmd.OutOrStdout(), "steady state (batches after the first):\n")

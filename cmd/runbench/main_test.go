@@ -98,8 +98,8 @@ func TestGenerateDeterministicAndResumes(t *testing.T) {
 	mustRun(t, append(common, "--batch", "3", "--out-dir", filepath.Join(dir, "b"))...)
 	for i := range 3 {
 		name := fmt.Sprintf("%06d.safetensors", i)
-		a, errA := os.ReadFile(filepath.Join(dir, "a", name))
-		b, errB := os.ReadFile(filepath.Join(dir, "b", name))
+		a, errA := os.ReadFile(filepath.Join(runDir(t, filepath.Join(dir, "a"), ""), name))
+		b, errB := os.ReadFile(filepath.Join(runDir(t, filepath.Join(dir, "b"), ""), name))
 		if errA != nil || errB != nil || !bytes.Equal(a, b) {
 			t.Errorf("%s differs between batch 1 and batch 3 (%v %v)", name, errA, errB)
 		}
@@ -110,11 +110,37 @@ func TestGenerateDeterministicAndResumes(t *testing.T) {
 	}
 	// A different seed is a different run with different noise.
 	mustRun(t, "sample", "--weights", w, "--heads", "4", "--sampler", "ddpm", "--steps", "8", "--num", "1", "--seed", "6", "--out-dir", filepath.Join(dir, "c"))
-	a, _ := os.ReadFile(filepath.Join(dir, "a", "000000.safetensors"))
-	c, _ := os.ReadFile(filepath.Join(dir, "c", "000000.safetensors"))
+	a, _ := os.ReadFile(filepath.Join(runDir(t, filepath.Join(dir, "a"), ""), "000000.safetensors"))
+	c, _ := os.ReadFile(filepath.Join(runDir(t, filepath.Join(dir, "c"), ""), "000000.safetensors"))
 	if bytes.Equal(a, c) {
 		t.Error("seeds 5 and 6 gave the same sample")
 	}
+	// Another method into the same --out-dir writes a folder of its own: the first run's samples
+	// stay (they were once overwritten while the database kept their hashes).
+	mustRun(t, append(common, "--batch", "3", "--method", "fora", "--out-dir", filepath.Join(dir, "a"))...)
+	again, _ := os.ReadFile(filepath.Join(runDir(t, filepath.Join(dir, "a"), "none-"), "000000.safetensors"))
+	if !bytes.Equal(a, again) {
+		t.Error("a fora run into the same --out-dir changed the none run's sample")
+	}
+	if _, err := os.Stat(filepath.Join(runDir(t, filepath.Join(dir, "a"), "fora-"), "000002.safetensors")); err != nil {
+		t.Errorf("fora's samples: %v", err)
+	}
+}
+
+// runDir is the one run folder (METHOD-HASH12) under out whose name starts with prefix.
+func runDir(t *testing.T, out, prefix string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(out, prefix+"*"))
+	var dirs []string
+	for _, d := range m {
+		if st, err := os.Stat(d); err == nil && st.IsDir() {
+			dirs = append(dirs, d)
+		}
+	}
+	if len(dirs) != 1 {
+		t.Fatalf("%s: run folders %v, want one starting with %q", out, dirs, prefix)
+	}
+	return dirs[0]
 }
 
 func TestBadInputCLI(t *testing.T) {

@@ -133,7 +133,7 @@ Without --replay, --num images are generated: the noise and label of image i dep
 	cmd.Flags().Int64Var(&sf.seed, "seed", 0, "seed; sample i's noise and label derive from (seed, i) only")
 	cmd.Flags().StringVar(&sf.labels, "labels", "", "comma-separated class labels, cycled over the images (default: drawn from (seed, i))")
 	cmd.Flags().IntVar(&sf.batch, "batch", 8, "images per model call (does not change any result)")
-	cmd.Flags().StringVar(&sf.outDir, "out-dir", "out/samples", "where generated images (PNG) or latents (safetensors) go")
+	cmd.Flags().StringVar(&sf.outDir, "out-dir", "out/samples", "folder of the runs: images (PNG) or latents (safetensors) go to OUT-DIR/METHOD-HASH12/, the database to OUT-DIR/runs.db")
 	cmd.Flags().StringVar(&sf.method, "method", "none", "acceleration method (fora, toca, ...; `runbench flops --help` counts its FLOPs)")
 	cmd.Flags().StringArrayVar(&sf.params, "param", nil, "method parameter name=value (repeatable)")
 	cmd.Flags().StringVar(&sf.trace, "trace", "", "with --replay: write the per-call action log (actions, fresh token indices, FLOPs) as JSON")
