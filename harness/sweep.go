@@ -318,7 +318,8 @@ func storePaired(db *store.DB, run, base store.Run) ([]store.Metric, error) {
 	if err != nil {
 		return nil, err
 	}
-	ref := fmt.Sprintf("run %d (none, same noise)", base.ID)
+	// The base run by its configuration hash: a row id differs between databases (merges).
+	ref := fmt.Sprintf("none run %s (same noise)", base.ConfigHash[:12])
 	ms := []store.Metric{{Name: "psnr_vs_none", Value: psnr, N: n, Reference: ref}, {Name: "ssim_vs_none", Value: ssim, N: n, Reference: ref}}
 	return ms, db.PutMetrics(run.ID, ms)
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"crypto/sha256"
 	"github.com/sbinet/npyio/npy"
 	"gonum.org/v1/gonum/mat"
 )
@@ -570,4 +571,20 @@ func npyHeader(descr string, shape ...int) []byte {
 	hdr.WriteString(strings.Repeat(" ", hlen-len(dict)-1))
 	hdr.WriteByte('\n')
 	return hdr.Bytes()
+}
+
+// ReferenceID names a reference file for stored metrics by its content, not by the path as typed:
+// "sha256:<16 hex> <file name>". A relative and an absolute path, or a moved copy, give the same
+// id, so recomputing or merging never stores a metric twice against one reference.
+func ReferenceID(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("metrics: reference: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("metrics: reference %s: %w", path, err)
+	}
+	return fmt.Sprintf("sha256:%x %s", h.Sum(nil)[:8], filepath.Base(path)), nil
 }

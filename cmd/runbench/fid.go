@@ -364,7 +364,11 @@ FID-FMNIST and IS-FMNIST, and class_acc, the share of images the classifier labe
 				}
 			}
 			if db != "" {
-				if err := storeReport(db, runID, rep, ref, ex.resize); err != nil {
+				refID, err := metrics.ReferenceID(ref)
+				if err != nil {
+					return err
+				}
+				if err := storeReport(db, runID, rep, refID, ex.resize); err != nil {
 					return err
 				}
 			}

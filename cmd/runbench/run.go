@@ -281,7 +281,11 @@ func openMetrics(em *experiments.Metrics, backend string) (metrics.Extractor, *h
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics.reference: %w", err)
 	}
-	spec := &harness.MetricsSpec{Names: em.Names, Ref: ref, Reference: em.Reference, Resize: resize}
+	refID, err := metrics.ReferenceID(em.Reference)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics.reference: %w", err)
+	}
+	spec := &harness.MetricsSpec{Names: em.Names, Ref: ref, Reference: refID, Resize: resize}
 	if p := em.ReferenceImages; p != "" {
 		var once sync.Once
 		var feats *metrics.Features

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/internal/golden"
+	"github.com/cachebench/cachebench/metrics"
 	"github.com/cachebench/cachebench/models/inception/inceptiontest"
 )
 
@@ -86,7 +87,8 @@ names = ["fid", "is"]
 	runs, _ := db.Runs()
 	ms, _ := db.Metrics(runs[0].ID)
 	db.Close()
-	if len(ms) != 2 || ms[0].N != 2 || !strings.HasPrefix(ms[0].Extractor, "pytorch-fid-inception-v3@") || ms[0].Reference != ref {
+	refID, _ := metrics.ReferenceID(ref)
+	if len(ms) != 2 || ms[0].N != 2 || !strings.HasPrefix(ms[0].Extractor, "pytorch-fid-inception-v3@") || ms[0].Reference != refID {
 		t.Errorf("stored metrics %+v", ms)
 	}
 
@@ -220,6 +222,24 @@ names = ["fid", "class_acc", "psnr_vs_none", "ssim_vs_none"]
 	}
 	if d := diffRows(resultRowsOf(t, merged), resultRowsOf(t, whole)); d != "" {
 		t.Fatalf("shards + merge --metrics differ from the unsharded sweep:\n%s", d)
+	}
+	// Merging the merged database again, with the metrics recomputed, stores each metric once:
+	// references name the none run by its configuration and the reference file by its content.
+	again := filepath.Join(dir, "again.db")
+	mustRunbench(t, "merge", again, merged, "--metrics", exp)
+	mustRunbench(t, "merge", again, merged, "--metrics", exp)
+	db, _ := store.Open(again)
+	defer db.Close()
+	var rows, distinct int
+	if err := db.SQL().QueryRow(`SELECT count(*), count(DISTINCT run_id || '/' || name) FROM metrics`).Scan(&rows, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if rows != distinct {
+		t.Errorf("%d metric rows for %d (run, metric) pairs after merging twice", rows, distinct)
+	}
+	var ref string
+	if err := db.SQL().QueryRow(`SELECT reference FROM metrics WHERE name = 'psnr_vs_none' LIMIT 1`).Scan(&ref); err != nil || !strings.HasPrefix(ref, "none run ") {
+		t.Errorf("psnr_vs_none reference %q (%v), want the none run's configuration hash", ref, err)
 	}
 }
 
