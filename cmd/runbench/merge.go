@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 
 	"github.com/spf13/cobra"
@@ -35,6 +36,20 @@ run whose configuration differs only in the method. Running ` + "`runbench run E
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			out, ins := args[0], args[1:]
+			// Every input is checked before anything is written: a bad second shard must not
+			// leave the first one merged into the output.
+			for _, in := range ins {
+				src, err := store.OpenReadOnly(in)
+				if err != nil {
+					return fmt.Errorf("merge: nothing written: %w", err)
+				}
+				src.Close()
+				if a, errA := os.Stat(in); errA == nil {
+					if b, errB := os.Stat(out); errB == nil && os.SameFile(a, b) {
+						return fmt.Errorf("merge: nothing written: input %s is the output itself", in)
+					}
+				}
+			}
 			if err := mkdirFor(out); err != nil {
 				return err
 			}

@@ -215,6 +215,18 @@ names = ["fid", "class_acc", "psnr_vs_none", "ssim_vs_none"]
 		mustRunbench(t, "run", exp, "--shard", fmt.Sprintf("%d/2", i), "--db", db, "--out", filepath.Join(dir, "sharded"))
 		shards = append(shards, db)
 	}
+	// A bad second input is found before the first one is written.
+	bogus := filepath.Join(dir, "bogus.db")
+	if err := os.WriteFile(bogus, []byte("not a database"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	partial := filepath.Join(dir, "partial.db")
+	if _, err := runbench(t, "merge", partial, shards[0], bogus); err == nil || !strings.Contains(err.Error(), "nothing written") {
+		t.Errorf("merge with a bad second input: %v", err)
+	}
+	if _, err := os.Stat(partial); err == nil {
+		t.Error("merge with a bad second input created the output")
+	}
 	merged := filepath.Join(dir, "merged.db")
 	out = mustRunbench(t, append([]string{"merge", merged}, append(shards, "--metrics", exp)...)...)
 	if strings.Count(out, "psnr_vs_none") != 3 {
