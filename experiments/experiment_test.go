@@ -193,6 +193,8 @@ func TestProblems(t *testing.T) {
 		{"paper on a grid", base + "[methods.fora]\nN = [2, 3]\npaper = { fid = 3.0, source = \"x\" }\n", "published numbers belong to one configuration, and this entry has 2"},
 		{"paper without source", base + "[methods.fora]\nN = 3\npaper = { fid = 3.0 }\n", "give source"},
 		{"paper unknown key", base + "[methods.fora]\nN = 3\npaper = { fidd = 3.0, source = \"x\" }\n", `unknown published quantity "fidd"`},
+		{"cfg nan", strings.Replace(base, "[sampling]\n", "[sampling]\ncfg = nan\n", 1) + "[methods.none]\n", "sampling.cfg: NaN: want a finite number"},
+		{"more steps", base + "[methods.steps]\nsteps = 100\n", "100 steps is not fewer than sampling.steps"},
 		{"vae missing", strings.Replace(base, "[model]\n", "[model]\nvae = \"no-such-vae.safetensors\"\n", 1) + "[methods.none]\n", "model.vae: no-such-vae.safetensors does not exist"},
 		{"vae batch without vae", strings.Replace(base, "[model]\n", "[model]\nvae_batch = 4\n", 1) + "[methods.none]\n", "with model.vae"},
 		{"arch missing key", strings.Replace(base, "depth = 2, ", "", 1) + "[methods.none]\n", "missing model.arch.depth"},

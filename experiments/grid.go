@@ -233,6 +233,14 @@ func (e *Experiment) readMethods(t *table) {
 // combinations the method rejects (a stage boundary past the last step, ...) show up now and
 // not hours into a sweep. It needs the architecture, so it is skipped for weights with heads only.
 func (e *Experiment) checkBuild(t *table, p Point) {
+	if info, err := methods.Lookup(p.Method); err == nil && info.Steps != nil && p.Steps != e.Sampling.Steps {
+		// The fewer-steps baseline must take fewer steps than the sampler it is compared with.
+		base, errB := diffusion.NewSchedule(1000, e.Sampling.Steps)
+		fewer, errF := diffusion.NewSchedule(1000, p.Steps)
+		if errB == nil && errF == nil && fewer.Steps() >= base.Steps() {
+			t.errf("", "point %s: %d steps is not fewer than sampling.steps (%d): the fewer-steps baseline must take fewer", p.Label(), fewer.Steps(), base.Steps())
+		}
+	}
 	c, ok := e.Model.Config()
 	if !ok || p.Steps == "" {
 		return

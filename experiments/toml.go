@@ -3,6 +3,7 @@ package experiments
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
@@ -199,6 +200,10 @@ func (t *table) number(k string) (float64, bool) {
 	case int64:
 		return float64(n), true
 	case float64:
+		if math.IsNaN(n) || math.IsInf(n, 0) {
+			t.errf(k, "%v: want a finite number", n)
+			return 0, false
+		}
 		return n, true
 	}
 	t.errf(k, "want a number, got %s", typeName(v))

@@ -151,6 +151,16 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Build the method once for this model before anything is stored: a setting the model cannot
+	// take (Δ-DiT blocks > depth with weights whose depth only loading reveals) is one error here,
+	// not a run left "running" after its first batch failed.
+	rows := min(job.BatchSize, c.NumSamples)
+	if c.CFGScale > 1 {
+		rows *= 2
+	}
+	if _, _, err := methods.New(c.Method, job.RawParams, methods.Env{Layout: job.Model.Layout(), Steps: sched.Steps(), Rows: rows, Seed: c.Seed, Samples: make([]int, min(job.BatchSize, c.NumSamples))}); err != nil {
+		return nil, err
+	}
 	run, _, err := job.DB.EnsureRun(store.Run{ConfigJSON: string(cj), Method: c.Method, Model: c.Model, WeightsHash: c.Weights,
 		Sampler: c.Sampler, Steps: sched.Steps(), CFGScale: c.CFGScale, Seed: c.Seed, NumSamples: c.NumSamples,
 		BatchSize: job.BatchSize, Backend: c.Backend, Device: engine.Describe(job.Model.Backend()), GitRev: job.GitRev})

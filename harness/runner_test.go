@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cachebench/cachebench/harness"
@@ -100,5 +101,20 @@ func TestRunDeterministicShardsResume(t *testing.T) {
 	}
 	if again, err := harness.Run(context.Background(), j); err != nil || again.Done != 0 {
 		t.Errorf("finished run redid %d samples (%v)", again.Done, err)
+	}
+}
+
+// A method setting the model cannot take is refused before the run is stored: nothing is left
+// "running" (Δ-DiT with more cached blocks than the model's depth, which only loading reveals).
+func TestRunRefusesBadSettingFirst(t *testing.T) {
+	dir := t.TempDir()
+	j := job(t, dir, 2, harness.Shard{})
+	j.Method, j.RawParams = "deltadit", map[string]string{"blocks": "99"}
+	if _, err := harness.Run(context.Background(), j); err == nil || !strings.Contains(err.Error(), "blocks=99") {
+		t.Fatalf("deltadit blocks=99 on a depth-4 model: %v", err)
+	}
+	runs, err := j.DB.Runs()
+	if err != nil || len(runs) != 0 {
+		t.Errorf("%d runs stored (%v), want none", len(runs), err)
 	}
 }
