@@ -83,6 +83,18 @@ func pathErrf(path, format string, args ...any) error {
 	return fmt.Errorf("store: %s: "+format, append([]any{path}, args...)...)
 }
 
+// readOnlyParams chooses how a read-only open reads the file. Without a -wal file no writer is
+// mid-transaction and every commit is in the main file, so the file is opened immutable: SQLite
+// then creates no -shm and takes no lock, which lets report, inspect and merge read a database
+// in a read-only folder (mode=ro alone needs to write the -shm beside it). With a -wal file a
+// writer may be live, and its committed pages are only visible through the WAL: mode=ro.
+func readOnlyParams(abs string) string {
+	if _, err := os.Stat(abs + "-wal"); errors.Is(err, os.ErrNotExist) {
+		return "&mode=ro&immutable=1"
+	}
+	return "&mode=ro"
+}
+
 // openWith opens path with the given migration list (tests inject longer lists).
 func openWith(path string, migs []string, readOnly bool) (*DB, error) {
 	if path == "" {
@@ -102,7 +114,7 @@ func openWith(path string, migs []string, readOnly bool) (*DB, error) {
 	}
 	params := fmt.Sprintf("_busy_timeout=%d&_foreign_keys=1", busyTimeoutMS)
 	if readOnly {
-		params += "&mode=ro"
+		params += readOnlyParams(abs)
 	} else {
 		params += "&_txlock=immediate"
 	}

@@ -600,3 +600,47 @@ func TestCanonicalJSON(t *testing.T) {
 		t.Fatal("func marshalled")
 	}
 }
+
+// A closed database opens read-only as immutable (no -shm is written beside it, so a read-only
+// folder works); one with a live writer's -wal opens with mode=ro and sees its commits.
+func TestReadOnlyOpenMode(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "r.db")
+	db, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := db.EnsureRun(Run{ConfigJSON: `{"method":"none"}`, Method: "none", NumSamples: 1, BatchSize: 1}); err != nil {
+		t.Fatal(err)
+	}
+	abs, _ := filepath.Abs(path)
+	if _, err := os.Stat(abs + "-wal"); err == nil {
+		if p := readOnlyParams(abs); strings.Contains(p, "immutable") {
+			t.Errorf("with a live writer's -wal: %q, want mode=ro without immutable", p)
+		}
+		ro, err := OpenReadOnly(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if runs, err := ro.Runs(); err != nil || len(runs) != 1 {
+			t.Errorf("read-only open beside a live writer: %d runs, %v", len(runs), err)
+		}
+		ro.Close()
+	}
+	db.Close()
+	os.Remove(abs + "-shm")
+	if p := readOnlyParams(abs); !strings.Contains(p, "immutable=1") {
+		t.Fatalf("closed database: %q, want immutable", p)
+	}
+	ro, err := OpenReadOnly(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if runs, err := ro.Runs(); err != nil || len(runs) != 1 {
+		t.Errorf("immutable open: %d runs, %v", len(runs), err)
+	}
+	if _, err := os.Stat(abs + "-shm"); err == nil {
+		t.Error("the immutable open wrote a -shm file beside the database")
+	}
+}
