@@ -1,5 +1,7 @@
-// Package harness runs models under acceleration methods: the sampling loop, and (in
-// sub-packages) the hook surface, samplers, backend selection and the results store.
+// Package harness is the ground floor the rest stands on: the sampling loop of one batch under
+// a policy (Sample), the per-step recorder and the timing split, and in sub-packages the hook
+// surface, the plan executor, the samplers, backend selection and the results store. It imports
+// no method, model or experiment; runs, sweeps and their metrics are package runner's.
 package harness
 
 import (

@@ -13,13 +13,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cachebench/cachebench/datasets"
-	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/metrics"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/fmnist"
 	"github.com/cachebench/cachebench/models/inception"
+	"github.com/cachebench/cachebench/runner"
 )
 
 // resizeInception is the input policy of pytorch-fid's Inception (recorded with every metric).
@@ -415,7 +415,7 @@ type reportRow struct {
 // reportRows names FID and IS of the Fashion-MNIST classifier fid_fmnist and is_fmnist, as the
 // sweep stores them, so that nobody mistakes them for Inception's.
 func reportRows(r report) []reportRow {
-	fid, is := harness.MetricName("fid", r.Extractor), harness.MetricName("is", r.Extractor)
+	fid, is := runner.MetricName("fid", r.Extractor), runner.MetricName("is", r.Extractor)
 	rows := []reportRow{{fid, r.FID}}
 	for _, p := range []struct {
 		name string

@@ -20,9 +20,10 @@ import (
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
 	"github.com/cachebench/cachebench/models/vae"
+	"github.com/cachebench/cachebench/runner"
 )
 
-// generate samples --num images through harness.Run: images to --out-dir, the run to SQLite; a
+// generate samples --num images through runner.Run: images to --out-dir, the run to SQLite; a
 // rerun resumes at the first missing image.
 func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffusion.Kind, sf sampleFlags, mf modelFlags) error {
 	spec := m.Spec()
@@ -86,8 +87,8 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	defer db.Close()
 	bar := progressbar.NewOptions(-1, progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionSetDescription("sampling"),
 		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true))
-	job := harness.Job{
-		Config: harness.Config{Model: m.Config.String(), Weights: weightsHash, Method: sf.method, Sampler: string(kind), Steps: sf.steps,
+	job := runner.Job{
+		Config: runner.Config{Model: m.Config.String(), Weights: weightsHash, Method: sf.method, Sampler: string(kind), Steps: sf.steps,
 			CFGScale: sf.cfg, Guide: sf.guide(), Seed: sf.seed, NumSamples: sf.numImages, Labels: labels, Backend: engine.Config(backendCfg)},
 		RawParams: raw, Model: m, BatchSize: sf.batch, OutDir: sf.outDir, DB: db, Compare: sf.compare, GitRev: gitRev(),
 		Record: level, Audit: sf.audit,
@@ -98,12 +99,12 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	}
 	// Each configuration writes into a folder of its own (METHOD-HASH12, as runbench run does): a
 	// second run with another method or setting must not overwrite the first one's images.
-	_, cj, err := harness.ResolveConfig(job.Config, raw)
+	_, cj, err := runner.ResolveConfig(job.Config, raw)
 	if err != nil {
 		return err
 	}
 	job.OutDir = filepath.Join(sf.outDir, fmt.Sprintf("%s-%s", sf.method, store.ConfigHash(cj)[:12]))
-	res, err := harness.Run(ctx, job)
+	res, err := runner.Run(ctx, job)
 	_ = bar.Finish()
 	fmt.Fprintln(cmd.ErrOrStderr())
 	if err != nil {
@@ -161,7 +162,7 @@ type timingReport struct {
 	FLOPsSpeedup      float64           `json:"flops_speedup,omitempty"`
 }
 
-func writeTimingJSON(path string, res *harness.JobResult, sf sampleFlags, m *dit.Model) error {
+func writeTimingJSON(path string, res *runner.JobResult, sf sampleFlags, m *dit.Model) error {
 	t := res.Timing
 	steady := res.Steady
 	if steady.Images == 0 {

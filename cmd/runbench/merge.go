@@ -9,9 +9,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cachebench/cachebench/experiments"
-	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/runner"
 )
 
 func newMergeCmd() *cobra.Command {
@@ -106,7 +106,7 @@ func mergeMetrics(cmd *cobra.Command, db *store.DB, runs []store.Run, path strin
 	}
 	n := 0
 	for _, r := range runs {
-		var c harness.Config
+		var c runner.Config
 		if err := json.Unmarshal([]byte(r.ConfigJSON), &c); err != nil || c.Features == nil || r.Status != store.StatusDone {
 			continue
 		}
@@ -114,7 +114,7 @@ func mergeMetrics(cmd *cobra.Command, db *store.DB, runs []store.Run, path strin
 			fmt.Fprintf(cmd.ErrOrStderr(), "run %d (%s): features from %s, not %s; skipped\n", r.ID, short(r.ConfigHash), c.Features.Extractor, ex.ID())
 			continue
 		}
-		ms, err := harness.EvaluateRun(db, r, *spec)
+		ms, err := runner.EvaluateRun(db, r, *spec)
 		if err != nil {
 			return fmt.Errorf("run %d (%s): %w", r.ID, short(r.ConfigHash), err)
 		}
@@ -129,7 +129,7 @@ func mergeMetrics(cmd *cobra.Command, db *store.DB, runs []store.Run, path strin
 		fmt.Fprintln(cmd.ErrOrStderr(), "no complete run with stored features: nothing to compute (latent models store no features yet)")
 	}
 	if slices.Contains(spec.Names, "psnr_vs_none") || slices.Contains(spec.Names, "ssim_vs_none") {
-		return harness.PairRuns(db, runs, func(f string, a ...any) { fmt.Fprintf(cmd.OutOrStdout(), f+"\n", a...) })
+		return runner.PairRuns(db, runs, func(f string, a ...any) { fmt.Fprintf(cmd.OutOrStdout(), f+"\n", a...) })
 	}
 	return nil
 }

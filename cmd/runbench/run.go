@@ -27,6 +27,7 @@ import (
 	"github.com/cachebench/cachebench/models/fmnist"
 	"github.com/cachebench/cachebench/models/inception"
 	"github.com/cachebench/cachebench/models/vae"
+	"github.com/cachebench/cachebench/runner"
 )
 
 // randomWeightsHash is what a run records as its weights when it has none (dit.RandomWeights
@@ -76,20 +77,20 @@ into its own file (default OUTPUT/results-shard-i-of-n.db); combine the files wi
 }
 
 // parseShard reads "i/n" with 0 ≤ i < n.
-func parseShard(s string) (harness.Shard, error) {
+func parseShard(s string) (runner.Shard, error) {
 	if s == "" {
-		return harness.Shard{}, nil
+		return runner.Shard{}, nil
 	}
-	var sh harness.Shard
+	var sh runner.Shard
 	var rest string
 	if n, _ := fmt.Sscanf(s, "%d/%d%s", &sh.I, &sh.N, &rest); n != 2 || sh.N < 1 || sh.I < 0 || sh.I >= sh.N {
-		return harness.Shard{}, fmt.Errorf("--shard %q: want i/n with 0 ≤ i < n, e.g. 0/4", s)
+		return runner.Shard{}, fmt.Errorf("--shard %q: want i/n with 0 ≤ i < n, e.g. 0/4", s)
 	}
 	return sh, nil
 }
 
 // sweepDBPath is where a run (or one shard of it) is recorded by default.
-func sweepDBPath(e *experiments.Experiment, sh harness.Shard) string {
+func sweepDBPath(e *experiments.Experiment, sh runner.Shard) string {
 	if sh.N > 1 {
 		return filepath.Join(e.Output, fmt.Sprintf("results-shard-%d-of-%d.db", sh.I, sh.N))
 	}
@@ -189,7 +190,7 @@ func resolveModel(m experiments.Model) (*resolvedModel, error) {
 
 // sweepMetrics opens the extractor and the reference of an experiment's [metrics] (nil, nil
 // and a reason when the model's outputs are latents, which have no image features yet).
-func sweepMetrics(e *experiments.Experiment, c dit.Config, backend string) (metrics.Extractor, *harness.MetricsSpec, string, error) {
+func sweepMetrics(e *experiments.Experiment, c dit.Config, backend string) (metrics.Extractor, *runner.MetricsSpec, string, error) {
 	if e.Metrics == nil {
 		return nil, nil, "", nil
 	}
@@ -241,24 +242,24 @@ func (l *lazyInception) Extract(pix []uint8, n, h, w int, progress func(done, to
 }
 
 // inceptionFeatures is the stored feature layout of an Inception extractor.
-func inceptionFeatures(id string) *harness.FeatureSpec {
-	return &harness.FeatureSpec{Extractor: id, Pool: inception.Pool3Dim, Spatial: inception.SpatialDim, Logits: inception.NumLogits}
+func inceptionFeatures(id string) *runner.FeatureSpec {
+	return &runner.FeatureSpec{Extractor: id, Pool: inception.Pool3Dim, Spatial: inception.SpatialDim, Logits: inception.NumLogits}
 }
 
 // resizeFMNIST is the input policy of the Fashion-MNIST classifier (recorded with every metric).
 const resizeFMNIST = "none: 32x32 gray, x/127.5−1 (tools/fmnist_common.py)"
 
 // featuresOf is the stored feature layout of an extractor, by its ID.
-func featuresOf(id string) *harness.FeatureSpec {
+func featuresOf(id string) *runner.FeatureSpec {
 	if strings.HasPrefix(id, fmnist.IDPrefix) {
-		return &harness.FeatureSpec{Extractor: id, Pool: fmnist.FeatureDim, Logits: fmnist.NumClasses}
+		return &runner.FeatureSpec{Extractor: id, Pool: fmnist.FeatureDim, Logits: fmnist.NumClasses}
 	}
 	return inceptionFeatures(id)
 }
 
 // openMetrics prepares the Inception extractor and the reference statistics of a [metrics]
 // section; reference images are read and extracted only when a metric needs them.
-func openMetrics(em *experiments.Metrics, backend string) (metrics.Extractor, *harness.MetricsSpec, error) {
+func openMetrics(em *experiments.Metrics, backend string) (metrics.Extractor, *runner.MetricsSpec, error) {
 	hash, err := checkpoint.FileHash(em.Weights)
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics.weights: %w", err)
@@ -285,7 +286,7 @@ func openMetrics(em *experiments.Metrics, backend string) (metrics.Extractor, *h
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics.reference: %w", err)
 	}
-	spec := &harness.MetricsSpec{Names: em.Names, Ref: ref, Reference: refID, Resize: resize}
+	spec := &runner.MetricsSpec{Names: em.Names, Ref: ref, Reference: refID, Resize: resize}
 	if p := em.ReferenceImages; p != "" {
 		var once sync.Once
 		var feats *metrics.Features
@@ -376,8 +377,8 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	}
 
 	var ex metrics.Extractor
-	var mspec *harness.MetricsSpec
-	var features *harness.FeatureSpec
+	var mspec *runner.MetricsSpec
+	var features *runner.FeatureSpec
 	if !f.list {
 		var why string
 		if ex, mspec, why, err = sweepMetrics(e, rm.cfg, backend); err != nil {
@@ -409,11 +410,11 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		}
 		vaeID = vae.IDOf(hash)
 	}
-	items := harness.ExperimentItems(e, rm.cfg.String(), rm.weights, backend, vaeID, features)
+	items := runner.ExperimentItems(e, rm.cfg.String(), rm.weights, backend, vaeID, features)
 	if f.list {
 		return listSweep(cmd.OutOrStdout(), db, items)
 	}
-	sw := harness.Sweep{Items: items, Arch: rm.cfg, DB: db, OutDir: filepath.Join(e.Output, "samples"), BatchSize: e.Sampling.Batch,
+	sw := runner.Sweep{Items: items, Arch: rm.cfg, DB: db, OutDir: filepath.Join(e.Output, "samples"), BatchSize: e.Sampling.Batch,
 		Shard: sh, Record: level, Audit: e.Audit, DiscardOutputs: e.Outputs == experiments.OutputsHash, Metrics: mspec, GitRev: gitRev(),
 		Log: func(msg string) { logf("%s", msg) }}
 	if ex != nil {
@@ -421,7 +422,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	}
 	if e.Model.VAE != "" {
 		sw.DecodeBatch = e.Model.VAEBatch
-		sw.LoadDecoder = func() (harness.ImageDecoder, error) {
+		sw.LoadDecoder = func() (runner.ImageDecoder, error) {
 			b, err := engine.New(backend)
 			if err != nil {
 				return nil, err
@@ -438,7 +439,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		}
 	}
 	var model *dit.Model
-	sw.Load = func() (harness.Model, error) {
+	sw.Load = func() (runner.Model, error) {
 		logf("loading %s (%s) on %s", rm.cfg, rm.weights, backend)
 		m, err := rm.load(backend)
 		model = m
@@ -446,7 +447,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	}
 	var bar *progressbar.ProgressBar
 	cur := -1
-	sw.Progress = func(p harness.SweepProgress) {
+	sw.Progress = func(p runner.SweepProgress) {
 		if p.Item != cur {
 			if bar != nil {
 				_ = bar.Finish()
@@ -468,7 +469,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	ctx, stop := interruptContext(stderr)
 	defer stop()
 	logf("%s: %d configurations × %d samples (shard %s) → %s", path, len(items), e.Sampling.Samples, shardName(sh), dbPath)
-	res, err := harness.RunSweep(ctx, sw)
+	res, err := runner.RunSweep(ctx, sw)
 	if bar != nil {
 		_ = bar.Finish()
 		fmt.Fprintln(stderr)
@@ -494,7 +495,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	return nil
 }
 
-func shardName(sh harness.Shard) string {
+func shardName(sh runner.Shard) string {
 	if sh.N <= 1 {
 		return "all"
 	}
@@ -502,9 +503,9 @@ func shardName(sh harness.Shard) string {
 }
 
 // listSweep prints every configuration with its hash and how many samples the file holds.
-func listSweep(w io.Writer, db *store.DB, items []harness.SweepItem) error {
+func listSweep(w io.Writer, db *store.DB, items []runner.SweepItem) error {
 	for k, it := range items {
-		h, err := harness.ItemHash(it)
+		h, err := runner.ItemHash(it)
 		if err != nil {
 			return err
 		}
@@ -524,7 +525,7 @@ func listSweep(w io.Writer, db *store.DB, items []harness.SweepItem) error {
 }
 
 // printSweep prints one line per configuration: samples, FLOPs speedup, time per image, metrics.
-func printSweep(w io.Writer, res []harness.ItemResult) {
+func printSweep(w io.Writer, res []runner.ItemResult) {
 	for _, r := range res {
 		line := fmt.Sprintf("%s  %-40s  %d/%d samples", short(r.Hash), r.Item.Label, r.Have, r.Item.Config.NumSamples)
 		if r.Done > 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
+	"github.com/cachebench/cachebench/runner"
 )
 
 type sampleFlags struct {
@@ -271,7 +272,7 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 	tm.Images = images
 	var base *harness.Timing
 	if sf.compare {
-		if base, err = harness.TimeBaseline(ctx, m, req); err != nil {
+		if base, err = runner.TimeBaseline(ctx, m, req); err != nil {
 			return err
 		}
 	}

@@ -1,4 +1,4 @@
-package harness_test
+package runner_test
 
 import (
 	"bytes"
@@ -10,12 +10,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/internal/golden"
 	"github.com/cachebench/cachebench/models/dit"
 	"github.com/cachebench/cachebench/models/vae"
+	"github.com/cachebench/cachebench/runner"
 )
 
 // A latent model with a VAE stores decoded RGB images (16×16 from 8×8 latents with the golden
@@ -35,14 +35,14 @@ func TestRunDecodesLatents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(dir string, chunk int, decoder harness.ImageDecoder, id string) (*harness.JobResult, error) {
+	run := func(dir string, chunk int, decoder runner.ImageDecoder, id string) (*runner.JobResult, error) {
 		db, err := store.Open(filepath.Join(dir, "runs.db"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		return harness.Run(context.Background(), harness.Job{
-			Config: harness.Config{Model: c.String(), Weights: "random-seed-3", Method: "fora", Sampler: "ddim", Steps: "6",
+		return runner.Run(context.Background(), runner.Job{
+			Config: runner.Config{Model: c.String(), Weights: "random-seed-3", Method: "fora", Sampler: "ddim", Steps: "6",
 				CFGScale: 1.5, Guide: 3, Seed: 5, NumSamples: 3, VAE: id},
 			RawParams: map[string]string{"N": "2"}, Model: m, BatchSize: 3, OutDir: dir, DB: db,
 			Decoder: decoder, DecodeBatch: chunk})

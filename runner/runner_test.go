@@ -1,4 +1,4 @@
-package harness_test
+package runner_test
 
 import (
 	"bytes"
@@ -9,14 +9,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/internal/golden"
 	"github.com/cachebench/cachebench/models/dit"
+	"github.com/cachebench/cachebench/runner"
 )
 
-func job(t *testing.T, dir string, batch int, shard harness.Shard) harness.Job {
+func job(t *testing.T, dir string, batch int, shard runner.Shard) runner.Job {
 	t.Helper()
 	b, err := engine.New("")
 	if err != nil {
@@ -31,8 +31,8 @@ func job(t *testing.T, dir string, batch int, shard harness.Shard) harness.Job {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	return harness.Job{
-		Config: harness.Config{Model: m.Config.String(), Weights: "golden", Method: "toca", Sampler: "ddpm", Steps: "10",
+	return runner.Job{
+		Config: runner.Config{Model: m.Config.String(), Weights: "golden", Method: "toca", Sampler: "ddpm", Steps: "10",
 			CFGScale: 1.5, Guide: 3, Seed: 11, NumSamples: 5},
 		RawParams: map[string]string{"N": "2", "ratio": "0.3", "scheduler": "constant"},
 		Model:     m, BatchSize: batch, OutDir: dir, DB: db, Shard: shard,
@@ -55,7 +55,7 @@ func files(t *testing.T, dir string) map[string][]byte {
 // stopped without redoing committed batches.
 func TestRunDeterministicShardsResume(t *testing.T) {
 	ref := t.TempDir()
-	res, err := harness.Run(context.Background(), job(t, ref, 5, harness.Shard{}))
+	res, err := runner.Run(context.Background(), job(t, ref, 5, runner.Shard{}))
 	if err != nil || res.Done != 5 {
 		t.Fatalf("reference run: %v (%d done)", err, res.Done)
 	}
@@ -66,7 +66,7 @@ func TestRunDeterministicShardsResume(t *testing.T) {
 	// Two shards with batch 2, into one folder and database.
 	dir := t.TempDir()
 	for i := range 2 {
-		if _, err := harness.Run(context.Background(), job(t, dir, 2, harness.Shard{I: i, N: 2})); err != nil {
+		if _, err := runner.Run(context.Background(), job(t, dir, 2, runner.Shard{I: i, N: 2})); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -79,14 +79,14 @@ func TestRunDeterministicShardsResume(t *testing.T) {
 	// Cancel after the first batch, then resume: only the missing samples are generated.
 	dir = t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	j := job(t, dir, 2, harness.Shard{})
+	j := job(t, dir, 2, runner.Shard{})
 	j.Progress = func(done, total int) { cancel() }
-	res, err = harness.Run(ctx, j)
+	res, err = runner.Run(ctx, j)
 	if err == nil || res.Done != 2 {
 		t.Fatalf("cancelled run: err %v, %d done (want 2)", err, res.Done)
 	}
 	j.Progress = nil
-	res, err = harness.Run(context.Background(), j)
+	res, err = runner.Run(context.Background(), j)
 	if err != nil || res.Done != 3 {
 		t.Fatalf("resumed run: err %v, %d done (want 3)", err, res.Done)
 	}
@@ -99,7 +99,7 @@ func TestRunDeterministicShardsResume(t *testing.T) {
 	if err != nil || run.Status != store.StatusDone {
 		t.Errorf("status %q (%v), want done", run.Status, err)
 	}
-	if again, err := harness.Run(context.Background(), j); err != nil || again.Done != 0 {
+	if again, err := runner.Run(context.Background(), j); err != nil || again.Done != 0 {
 		t.Errorf("finished run redid %d samples (%v)", again.Done, err)
 	}
 }
@@ -108,9 +108,9 @@ func TestRunDeterministicShardsResume(t *testing.T) {
 // "running" (Δ-DiT with more cached blocks than the model's depth, which only loading reveals).
 func TestRunRefusesBadSettingFirst(t *testing.T) {
 	dir := t.TempDir()
-	j := job(t, dir, 2, harness.Shard{})
+	j := job(t, dir, 2, runner.Shard{})
 	j.Method, j.RawParams = "deltadit", map[string]string{"blocks": "99"}
-	if _, err := harness.Run(context.Background(), j); err == nil || !strings.Contains(err.Error(), "blocks=99") {
+	if _, err := runner.Run(context.Background(), j); err == nil || !strings.Contains(err.Error(), "blocks=99") {
 		t.Fatalf("deltadit blocks=99 on a depth-4 model: %v", err)
 	}
 	runs, err := j.DB.Runs()

@@ -1,4 +1,8 @@
-package harness
+// Package runner is the top floor of the harness: it turns configurations into stored results —
+// one run (Run: batches, resume, shards, decoding, features, timings), sweeps of an experiment's
+// configurations (RunSweep) and the metrics computed from stored features and images. It stands
+// on harness (the sampling loop), methods, metrics and the store.
+package runner
 
 import (
 	"context"
@@ -9,6 +13,7 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 
+	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/hook"
@@ -64,12 +69,12 @@ type Job struct {
 	RawParams map[string]string // the method's parameters as given (validated into Config.Params)
 	Model     Model
 	BatchSize int
-	OutDir    string    // where images (PNG) or latents (safetensors) are written
-	DB        *store.DB // where the run, its samples and timings are recorded
-	Shard     Shard     // which part of the sample index range this process does
-	Compare   bool      // also time method none on every batch (realized speedup)
-	Record    Level     // step_stats recording (RecordOff, RecordLight, RecordFull)
-	Audit     int       // images per batch audited for cache error (shadow full passes)
+	OutDir    string        // where images (PNG) or latents (safetensors) are written
+	DB        *store.DB     // where the run, its samples and timings are recorded
+	Shard     Shard         // which part of the sample index range this process does
+	Compare   bool          // also time method none on every batch (realized speedup)
+	Record    harness.Level // step_stats recording (harness.RecordOff, harness.RecordLight, harness.RecordFull)
+	Audit     int           // images per batch audited for cache error (shadow full passes)
 	// Extractor computes the features of every batch's images (Config.Features names it).
 	Extractor metrics.Extractor
 	// Decoder, when set, decodes every batch's latents into images (Config.VAE names it), in
@@ -97,13 +102,13 @@ func (s Shard) Range(n int) (lo, hi int) {
 // JobResult is what a job did.
 type JobResult struct {
 	Run    store.Run
-	Done   int     // images generated now (0 when everything was already done)
-	Timing Timing  // of this invocation
-	Base   *Timing // method none on the same batches, with Job.Compare
+	Done   int             // images generated now (0 when everything was already done)
+	Timing harness.Timing  // of this invocation
+	Base   *harness.Timing // method none on the same batches, with Job.Compare
 	// Steady and BaseSteady leave out the first batch of this invocation, whose first executions
 	// of each graph (allocations, autotuning on a JIT backend) are not the steady state; both are
 	// empty when there was one batch.
-	Steady, BaseSteady Timing
+	Steady, BaseSteady harness.Timing
 }
 
 // Run samples every missing image of the job's shard, batch by batch: each batch is one
@@ -199,7 +204,7 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 	}
 	per := spec.Channels * spec.Height * spec.Width
 	full := hook.FullPlan(job.Model.Layout())
-	var base Timing
+	var base harness.Timing
 	for _, idx := range batches {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -226,8 +231,8 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		if c.Method != "none" {
 			cache = hook.NewCache(job.Model.Layout())
 		}
-		var bt Timing
-		req := Request{Sampler: kind, Schedule: sched, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
+		var bt harness.Timing
+		req := harness.Request{Sampler: kind, Schedule: sched, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
 			Policy: pol, Cache: cache,
 			// Each image's stream yields its own row's noise, then its null row's: batch-independent.
 			Noise: func(_ int, dst []float32) error {
@@ -239,16 +244,16 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 				}
 				return nil
 			},
-			OnStep: func(s StepInfo) error { bt.Add(s, job.Model, full); return nil }}
-		var rec *Recorder
-		if job.Record != RecordOff {
-			rec = NewRecorder(job.Model.Backend(), job.Record, idx, job.Audit)
+			OnStep: func(s harness.StepInfo) error { bt.Add(s, job.Model, full); return nil }}
+		var rec *harness.Recorder
+		if job.Record != harness.RecordOff {
+			rec = harness.NewRecorder(job.Model.Backend(), job.Record, idx, job.Audit)
 			req.Recorder = rec
 		}
 		t0 := time.Now()
 		// The batch in flight finishes even when ctx ends (SIGINT): its work is committed below
 		// and the loop stops before the next batch.
-		out, err := Sample(context.WithoutCancel(ctx), job.Model, req)
+		out, err := harness.Sample(context.WithoutCancel(ctx), job.Model, req)
 		if cache != nil {
 			cache.Reset()
 		}
@@ -288,7 +293,7 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 				return res, err
 			}
 			bt.Decode = time.Since(t0)
-			batch.Timings = append(batch.Timings, store.Timing{Scope: "stage", Name: "decode", Count: B, TotalMS: ms(bt.Decode, 1)})
+			batch.Timings = append(batch.Timings, store.Timing{Scope: "stage", Name: "decode", Count: B, TotalMS: float64(bt.Decode.Microseconds()) / 1000})
 		}
 		t1 := time.Now()
 		feats, err := batchFeatures(job.Extractor, c.Features, images, B, img)
@@ -298,7 +303,7 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		}
 		if feats != nil {
 			bt.Features = time.Since(t1)
-			batch.Timings = append(batch.Timings, store.Timing{Scope: "stage", Name: "features", Count: B, TotalMS: ms(bt.Features, 1)})
+			batch.Timings = append(batch.Timings, store.Timing{Scope: "stage", Name: "features", Count: B, TotalMS: float64(bt.Features.Microseconds()) / 1000})
 		}
 		ipx := img.Channels * img.Height * img.Width
 		for j, i := range idx {
@@ -404,12 +409,12 @@ func missingBatches(lo, hi, size int, have map[int]bool) [][]int {
 }
 
 // TimeBaseline runs method none on the same request and returns its timing.
-func TimeBaseline(ctx context.Context, m Model, req Request) (*Timing, error) {
-	var t Timing
+func TimeBaseline(ctx context.Context, m Model, req harness.Request) (*harness.Timing, error) {
+	var t harness.Timing
 	full := hook.FullPlan(m.Layout())
 	req.Policy, req.Cache = nil, nil
-	req.OnStep = func(s StepInfo) error { t.Add(s, m, full); return nil }
-	if _, err := Sample(ctx, m, req); err != nil {
+	req.OnStep = func(s harness.StepInfo) error { t.Add(s, m, full); return nil }
+	if _, err := harness.Sample(ctx, m, req); err != nil {
 		return nil, err
 	}
 	t.Images = len(req.Labels)

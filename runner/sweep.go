@@ -1,4 +1,4 @@
-package harness
+package runner
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cachebench/cachebench/experiments"
+	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/harness/store"
@@ -59,7 +60,7 @@ type Sweep struct {
 	OutDir         string // samples of a configuration go to OutDir/METHOD-HASH12/
 	BatchSize      int
 	Shard          Shard
-	Record         Level
+	Record         harness.Level
 	Audit          int
 	DiscardOutputs bool
 	Extractor      metrics.Extractor // with Config.Features set in every item
@@ -85,7 +86,7 @@ type ItemResult struct {
 	Run      store.Run
 	Done     int // samples generated in this invocation
 	Have     int // samples in the database (this shard's range and any other)
-	Timing   Timing
+	Timing   harness.Timing
 	FLOPs    *store.RunFLOPs
 	Metrics  []store.Metric
 	NoMetric string // why metrics were not computed ("" when computed or not asked for)
@@ -95,7 +96,7 @@ type ItemResult struct {
 // description, weights its weights hash, backend the backend configuration in force, and
 // features the stored features (nil: none).
 func ExperimentItems(e *experiments.Experiment, model, weights, backend, vae string, features *FeatureSpec) []SweepItem {
-	guide := DefaultGuideChannels
+	guide := harness.DefaultGuideChannels
 	if e.Sampling.Guide == experiments.GuideAll {
 		guide = diffusion.GuidanceAll
 	}

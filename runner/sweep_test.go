@@ -1,4 +1,4 @@
-package harness_test
+package runner_test
 
 import (
 	"context"
@@ -9,11 +9,11 @@ import (
 	"testing"
 
 	"github.com/cachebench/cachebench/experiments"
-	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/metrics"
 	"github.com/cachebench/cachebench/models/dit"
+	"github.com/cachebench/cachebench/runner"
 )
 
 // fakeExtractor turns pixels into a few cheap deterministic features (weighted pixel sums), so
@@ -67,7 +67,7 @@ N = [2, 3]
 
 // sweepFixture is a 3-channel random DiT, the experiment's items with fake features, and
 // metrics against statistics of fake features of random images.
-func sweepFixture(t *testing.T) (dit.Config, []harness.SweepItem, *fakeExtractor, *harness.MetricsSpec, func() (harness.Model, error)) {
+func sweepFixture(t *testing.T) (dit.Config, []runner.SweepItem, *fakeExtractor, *runner.MetricsSpec, func() (runner.Model, error)) {
 	t.Helper()
 	e, err := experiments.Parse("rgb.toml", []byte(rgbExperiment), experiments.Overrides{})
 	if err != nil {
@@ -75,8 +75,8 @@ func sweepFixture(t *testing.T) (dit.Config, []harness.SweepItem, *fakeExtractor
 	}
 	c, _ := e.Model.Config()
 	ex := &fakeExtractor{}
-	fs := &harness.FeatureSpec{Extractor: ex.ID(), Pool: fakePool, Spatial: fakeSpatial, Logits: fakeLogits}
-	items := harness.ExperimentItems(e, c.String(), "random-seed-0", "go:ops_sequential", "", fs)
+	fs := &runner.FeatureSpec{Extractor: ex.ID(), Pool: fakePool, Spatial: fakeSpatial, Logits: fakeLogits}
+	items := runner.ExperimentItems(e, c.String(), "random-seed-0", "go:ops_sequential", "", fs)
 	if len(items) != 3 || items[1].Label != "fora N=2" || items[2].RawParams["N"] != "3" {
 		t.Fatalf("items %+v", items)
 	}
@@ -89,9 +89,9 @@ func sweepFixture(t *testing.T) (dit.Config, []harness.SweepItem, *fakeExtractor
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec := &harness.MetricsSpec{Names: []string{"fid", "sfid", "is", "precision", "recall", "kid"}, Ref: ref, Reference: "ref.npz", Resize: "none",
+	spec := &runner.MetricsSpec{Names: []string{"fid", "sfid", "is", "precision", "recall", "kid"}, Ref: ref, Reference: "ref.npz", Resize: "none",
 		RefFeatures: func() (*metrics.Features, error) { return refF, nil }}
-	load := func() (harness.Model, error) {
+	load := func() (runner.Model, error) {
 		b, err := engine.New("")
 		if err != nil {
 			return nil, err
@@ -126,10 +126,10 @@ func TestSweepFeaturesShardsMerge(t *testing.T) {
 	dir := t.TempDir()
 	c, items, ex, spec, load := sweepFixture(t)
 	loads := 0
-	counted := func() (harness.Model, error) { loads++; return load() }
-	sw := harness.Sweep{Items: items, Arch: c, Load: counted, DB: openDB(t, filepath.Join(dir, "whole.db")), OutDir: dir, BatchSize: 4,
+	counted := func() (runner.Model, error) { loads++; return load() }
+	sw := runner.Sweep{Items: items, Arch: c, Load: counted, DB: openDB(t, filepath.Join(dir, "whole.db")), OutDir: dir, BatchSize: 4,
 		Extractor: ex, Metrics: spec}
-	res, err := harness.RunSweep(context.Background(), sw)
+	res, err := runner.RunSweep(context.Background(), sw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestSweepFeaturesShardsMerge(t *testing.T) {
 	}
 	// A rerun loads nothing and computes nothing.
 	calls := ex.calls
-	if res, err = harness.RunSweep(context.Background(), sw); err != nil || res[2].Done != 0 || loads != 1 || ex.calls != calls {
+	if res, err = runner.RunSweep(context.Background(), sw); err != nil || res[2].Done != 0 || loads != 1 || ex.calls != calls {
 		t.Fatalf("rerun: %v, done %d, %d loads, %d extractions", err, res[2].Done, loads, ex.calls-calls)
 	}
 
@@ -152,8 +152,8 @@ func TestSweepFeaturesShardsMerge(t *testing.T) {
 		p := filepath.Join(dir, "shard"+string(rune('0'+i))+".db")
 		shards = append(shards, p)
 		sw := sw
-		sw.DB, sw.BatchSize, sw.Shard = openDB(t, p), 2, harness.Shard{I: i, N: 2}
-		res, err := harness.RunSweep(context.Background(), sw)
+		sw.DB, sw.BatchSize, sw.Shard = openDB(t, p), 2, runner.Shard{I: i, N: 2}
+		res, err := runner.RunSweep(context.Background(), sw)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +170,7 @@ func TestSweepFeaturesShardsMerge(t *testing.T) {
 	}
 	runs, _ := merged.Runs()
 	for _, r := range runs {
-		if _, err := harness.EvaluateRun(merged, r, *spec); err != nil {
+		if _, err := runner.EvaluateRun(merged, r, *spec); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -187,26 +187,26 @@ func TestSweepErrors(t *testing.T) {
 	db := openDB(t, filepath.Join(dir, "e.db"))
 	latent := c
 	latent.InChannels = 4
-	sw := harness.Sweep{Items: items[:1], Arch: latent, DB: db, OutDir: dir, BatchSize: 2, Extractor: ex,
-		Load: func() (harness.Model, error) {
+	sw := runner.Sweep{Items: items[:1], Arch: latent, DB: db, OutDir: dir, BatchSize: 2, Extractor: ex,
+		Load: func() (runner.Model, error) {
 			b, _ := engine.New("")
 			return dit.New(b, latent, dit.RandomWeights(latent, 0))
 		}}
-	if _, err := harness.RunSweep(context.Background(), sw); !errors.Is(err, harness.ErrLatentFeatures) {
+	if _, err := runner.RunSweep(context.Background(), sw); !errors.Is(err, runner.ErrLatentFeatures) {
 		t.Errorf("latent features: %v", err)
 	}
 	bad := items[1]
 	bad.RawParams = map[string]string{"N": "0"}
-	sw = harness.Sweep{Items: []harness.SweepItem{bad}, Arch: c, DB: db, OutDir: dir, BatchSize: 2, Load: load}
+	sw = runner.Sweep{Items: []runner.SweepItem{bad}, Arch: c, DB: db, OutDir: dir, BatchSize: 2, Load: load}
 	bad.Config.Features = nil
-	sw.Items = []harness.SweepItem{bad}
-	if _, err := harness.RunSweep(context.Background(), sw); err == nil || !strings.Contains(err.Error(), "fora N=2") {
+	sw.Items = []runner.SweepItem{bad}
+	if _, err := runner.RunSweep(context.Background(), sw); err == nil || !strings.Contains(err.Error(), "fora N=2") {
 		t.Errorf("bad parameter: %v", err)
 	}
 	nb := items[0]
 	nb.Config.Backend, nb.Config.Features = "", nil
-	sw.Items = []harness.SweepItem{nb}
-	if _, err := harness.RunSweep(context.Background(), sw); err == nil {
+	sw.Items = []runner.SweepItem{nb}
+	if _, err := runner.RunSweep(context.Background(), sw); err == nil {
 		t.Error("an item without a backend was accepted")
 	}
 }
