@@ -115,14 +115,86 @@ type JobResult struct {
 // transaction (samples, timings, batch marker), so a killed run resumes at the first missing
 // image and a cancelled context stops after the batch in flight.
 func Run(ctx context.Context, job Job) (*JobResult, error) {
-	c := job.Config
-	spec := job.Model.Spec()
-	kind, err := diffusion.ParseKind(c.Sampler)
+	r, err := prepare(job)
 	if err != nil {
 		return nil, err
 	}
-	sched, err := diffusion.NewSchedule(1000, c.Steps)
-	if err != nil {
+	res := &JobResult{Run: r.run}
+	batches, total, err := r.missing()
+	if err != nil || total == 0 {
+		return res, err
+	}
+	if err := os.MkdirAll(job.OutDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := job.DB.SetStatus(r.run.ID, store.StatusRunning); err != nil {
+		return nil, err
+	}
+	var base harness.Timing
+	for _, idx := range batches {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		b, err := r.sample(ctx, idx)
+		if err != nil {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+				_ = job.DB.SetStatus(r.run.ID, store.StatusFailed)
+			}
+			return res, err
+		}
+		if job.Compare && r.c.Method != "none" {
+			b.req.Recorder = nil
+			bb, err := TimeBaseline(context.WithoutCancel(ctx), job.Model, b.req)
+			if err != nil {
+				return res, err
+			}
+			base.Merge(*bb)
+			if res.Done > 0 {
+				res.BaseSteady.Merge(*bb)
+			}
+		}
+		if err := r.commit(b); err != nil {
+			return res, err
+		}
+		if res.Done > 0 {
+			res.Steady.Merge(b.timing)
+		}
+		res.Done += len(idx)
+		res.Timing.Merge(b.timing)
+		if job.Progress != nil {
+			job.Progress(res.Done, total)
+		}
+	}
+	if job.Compare && r.c.Method != "none" {
+		res.Base = &base
+	}
+	if all, err := job.DB.SampleIndices(r.run.ID); err == nil && len(all) == r.c.NumSamples {
+		return res, job.DB.SetStatus(r.run.ID, store.StatusDone)
+	}
+	return res, nil
+}
+
+// jobRun is a job checked against its model and recorded in the store.
+type jobRun struct {
+	job   Job
+	c     Config // resolved (defaults filled in, backend named)
+	run   store.Run
+	kind  diffusion.Kind
+	sched *diffusion.Schedule
+	spec  hook.Spec // what the model samples
+	img   hook.Spec // what is stored: the samples, or their decoded images
+}
+
+// prepare checks everything about a job that can be checked before anything is stored, and
+// records the run.
+func prepare(job Job) (*jobRun, error) {
+	r := &jobRun{job: job, c: job.Config, spec: job.Model.Spec()}
+	c := &r.c
+	var err error
+	if r.kind, err = diffusion.ParseKind(c.Sampler); err != nil {
+		return nil, err
+	}
+	if r.sched, err = diffusion.NewSchedule(1000, c.Steps); err != nil {
 		return nil, fmt.Errorf("steps: %w", err)
 	}
 	if c.NumSamples <= 0 || job.BatchSize <= 0 {
@@ -132,217 +204,198 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 		return nil, fmt.Errorf("shard %d/%d: want 0 ≤ i < n", job.Shard.I, job.Shard.N)
 	}
 	for _, y := range c.Labels {
-		if y < 0 || y >= int64(spec.NumClasses) {
-			return nil, fmt.Errorf("label %d out of range [0, %d)", y, spec.NumClasses)
+		if y < 0 || y >= int64(r.spec.NumClasses) {
+			return nil, fmt.Errorf("label %d out of range [0, %d)", y, r.spec.NumClasses)
 		}
 	}
 	if c.Backend == "" {
 		c.Backend = engine.Describe(job.Model.Backend())
 	}
-	img := spec // what is stored: the samples, or their decoded images
+	r.img = r.spec
 	if (job.Decoder != nil) != (c.VAE != "") || (job.Decoder != nil && job.Decoder.ID() != c.VAE) {
 		return nil, fmt.Errorf("vae: the configuration names decoder %q but the job's is %v", c.VAE, decoderID(job.Decoder))
 	}
 	if job.Decoder != nil {
-		var err error
-		if img.Channels, img.Height, img.Width, err = job.Decoder.ImageShape(spec.Channels, spec.Height, spec.Width); err != nil {
+		if r.img.Channels, r.img.Height, r.img.Width, err = job.Decoder.ImageShape(r.spec.Channels, r.spec.Height, r.spec.Width); err != nil {
 			return nil, fmt.Errorf("vae: %w", err)
 		}
 	}
-	if err := checkFeatures(c.Features, job.Extractor, img); err != nil {
+	if err := checkFeatures(c.Features, job.Extractor, r.img); err != nil {
 		return nil, err
 	}
-	c, cj, err := ResolveConfig(c, job.RawParams)
+	resolved, cj, err := ResolveConfig(*c, job.RawParams)
 	if err != nil {
 		return nil, err
 	}
+	r.c = resolved
 	// Build the method once for this model before anything is stored: a setting the model cannot
 	// take (Δ-DiT blocks > depth with weights whose depth only loading reveals) is one error here,
 	// not a run left "running" after its first batch failed.
-	rows := min(job.BatchSize, c.NumSamples)
-	if c.CFGScale > 1 {
+	n := min(job.BatchSize, r.c.NumSamples)
+	if _, err := r.policy(make([]int, n)); err != nil {
+		return nil, err
+	}
+	r.run, _, err = job.DB.EnsureRun(store.Run{ConfigJSON: string(cj), Method: r.c.Method, Model: r.c.Model, WeightsHash: r.c.Weights,
+		Sampler: r.c.Sampler, Steps: r.sched.Steps(), CFGScale: r.c.CFGScale, Seed: r.c.Seed, NumSamples: r.c.NumSamples,
+		BatchSize: job.BatchSize, Backend: r.c.Backend, Device: engine.Describe(job.Model.Backend()), GitRev: job.GitRev})
+	return r, err
+}
+
+// policy builds the method for a batch of the given sample indices (a fresh instance per batch:
+// methods keep per-batch state).
+func (r *jobRun) policy(idx []int) (methods.Method, error) {
+	rows := len(idx)
+	if r.c.CFGScale > 1 {
 		rows *= 2
 	}
-	if _, _, err := methods.New(c.Method, job.RawParams, methods.Env{Layout: job.Model.Layout(), Steps: sched.Steps(), Rows: rows, Seed: c.Seed, Samples: make([]int, min(job.BatchSize, c.NumSamples))}); err != nil {
-		return nil, err
-	}
-	run, _, err := job.DB.EnsureRun(store.Run{ConfigJSON: string(cj), Method: c.Method, Model: c.Model, WeightsHash: c.Weights,
-		Sampler: c.Sampler, Steps: sched.Steps(), CFGScale: c.CFGScale, Seed: c.Seed, NumSamples: c.NumSamples,
-		BatchSize: job.BatchSize, Backend: c.Backend, Device: engine.Describe(job.Model.Backend()), GitRev: job.GitRev})
+	m, _, err := methods.New(r.c.Method, r.job.RawParams, methods.Env{Layout: r.job.Model.Layout(), Steps: r.sched.Steps(), Rows: rows,
+		Seed: r.c.Seed, Samples: idx})
+	return m, err
+}
+
+// missing returns the batches of this shard's samples the store does not hold, and their count.
+func (r *jobRun) missing() ([][]int, int, error) {
+	done, err := r.job.DB.SampleIndices(r.run.ID)
 	if err != nil {
-		return nil, err
-	}
-	res := &JobResult{Run: run}
-	done, err := job.DB.SampleIndices(run.ID)
-	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	have := map[int]bool{}
 	for _, i := range done {
 		have[i] = true
 	}
-	lo, hi := job.Shard.Range(c.NumSamples)
-	batches := missingBatches(lo, hi, job.BatchSize, have)
+	lo, hi := r.job.Shard.Range(r.c.NumSamples)
+	batches := missingBatches(lo, hi, r.job.BatchSize, have)
 	total := 0
 	for _, b := range batches {
 		total += len(b)
 	}
-	if total == 0 {
-		return res, nil
-	}
-	if err := os.MkdirAll(job.OutDir, 0o755); err != nil {
-		return nil, err
-	}
-	if err := job.DB.SetStatus(run.ID, store.StatusRunning); err != nil {
-		return nil, err
-	}
-	labelOf := func(i int) int64 {
+	return batches, total, nil
+}
+
+// sampled is one batch sampled and not yet stored.
+type sampled struct {
+	idx    []int
+	labels []int64
+	req    harness.Request // as sampled (for timing method none on the same inputs)
+	out    harness.Result
+	timing harness.Timing
+	batch  store.Batch // timings and step statistics so far
+}
+
+// sample runs the reverse process for the samples idx: noise and labels from (seed, index) alone.
+func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
+	c, job := r.c, r.job
+	B, per := len(idx), r.spec.Channels*r.spec.Height*r.spec.Width
+	streams := make([]*diffusion.Noise, B)
+	xInit := make([]float32, B*per)
+	ys := make([]int64, B)
+	for j, i := range idx {
+		streams[j] = diffusion.NewNoise(c.Seed, i)
+		streams[j].Fill(xInit[j*per : (j+1)*per])
 		if c.Labels != nil {
-			return c.Labels[i%len(c.Labels)]
+			ys[j] = c.Labels[i%len(c.Labels)]
+		} else {
+			ys[j] = int64(diffusion.Label(c.Seed, i, r.spec.NumClasses))
 		}
-		return int64(diffusion.Label(c.Seed, i, spec.NumClasses))
 	}
-	per := spec.Channels * spec.Height * spec.Width
+	pol, err := r.policy(idx)
+	if err != nil {
+		return nil, err
+	}
+	var cache *hook.Cache
+	if c.Method != "none" {
+		cache = hook.NewCache(job.Model.Layout())
+	}
+	b := &sampled{idx: idx, labels: ys}
 	full := hook.FullPlan(job.Model.Layout())
-	var base harness.Timing
-	for _, idx := range batches {
-		if err := ctx.Err(); err != nil {
-			return res, err
-		}
-		B := len(idx)
-		streams := make([]*diffusion.Noise, B)
-		xInit := make([]float32, B*per)
-		ys := make([]int64, B)
-		for j, i := range idx {
-			streams[j] = diffusion.NewNoise(c.Seed, i)
-			streams[j].Fill(xInit[j*per : (j+1)*per])
-			ys[j] = labelOf(i)
-		}
-		rows := B
-		if c.CFGScale > 1 {
-			rows = 2 * B
-		}
-		pol, _, err := methods.New(c.Method, job.RawParams, methods.Env{Layout: job.Model.Layout(), Steps: sched.Steps(), Rows: rows,
-			Seed: c.Seed, Samples: idx})
-		if err != nil {
-			return res, err
-		}
-		var cache *hook.Cache
-		if c.Method != "none" {
-			cache = hook.NewCache(job.Model.Layout())
-		}
-		var bt harness.Timing
-		req := harness.Request{Sampler: kind, Schedule: sched, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
-			Policy: pol, Cache: cache,
-			// Each image's stream yields its own row's noise, then its null row's: batch-independent.
-			Noise: func(_ int, dst []float32) error {
-				for j := range B {
-					streams[j].Fill(dst[j*per : (j+1)*per])
-					if len(dst) == 2*B*per {
-						streams[j].Fill(dst[(B+j)*per : (B+j+1)*per])
-					}
+	b.req = harness.Request{Sampler: r.kind, Schedule: r.sched, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
+		Policy: pol, Cache: cache,
+		// Each image's stream yields its own row's noise, then its null row's: batch-independent.
+		Noise: func(_ int, dst []float32) error {
+			for j := range B {
+				streams[j].Fill(dst[j*per : (j+1)*per])
+				if len(dst) == 2*B*per {
+					streams[j].Fill(dst[(B+j)*per : (B+j+1)*per])
 				}
-				return nil
-			},
-			OnStep: func(s harness.StepInfo) error { bt.Add(s, job.Model, full); return nil }}
-		var rec *harness.Recorder
-		if job.Record != harness.RecordOff {
-			rec = harness.NewRecorder(job.Model.Backend(), job.Record, idx, job.Audit)
-			req.Recorder = rec
-		}
+			}
+			return nil
+		},
+		OnStep: func(s harness.StepInfo) error { b.timing.Add(s, job.Model, full); return nil }}
+	var rec *harness.Recorder
+	if job.Record != harness.RecordOff {
+		rec = harness.NewRecorder(job.Model.Backend(), job.Record, idx, job.Audit)
+		b.req.Recorder = rec
+	}
+	t0 := time.Now()
+	// The batch in flight finishes even when ctx ends (SIGINT): its work is committed by commit
+	// and the loop stops before the next batch.
+	b.out, err = harness.Sample(context.WithoutCancel(ctx), job.Model, b.req)
+	if cache != nil {
+		cache.Reset()
+	}
+	if rec != nil {
+		rec.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.timing.Images = B
+	b.batch = store.Batch{Index: idx[0], FirstSample: idx[0], NumSamples: B, WallMS: float64(time.Since(t0).Microseconds()) / 1000,
+		Timings: b.timing.StoreRows(), FLOPs: b.timing.FLOPs}
+	if rec != nil {
+		b.batch.StepStats = rec.Stats()
+	}
+	return b, nil
+}
+
+// commit decodes a sampled batch (with a VAE), extracts its features, writes its images and
+// commits it as one transaction.
+func (r *jobRun) commit(b *sampled) error {
+	job, B := r.job, len(b.idx)
+	fail := func(err error) error {
+		_ = job.DB.SetStatus(r.run.ID, store.StatusFailed)
+		return err
+	}
+	images := b.out.Sample
+	if job.Decoder != nil {
 		t0 := time.Now()
-		// The batch in flight finishes even when ctx ends (SIGINT): its work is committed below
-		// and the loop stops before the next batch.
-		out, err := harness.Sample(context.WithoutCancel(ctx), job.Model, req)
-		if cache != nil {
-			cache.Reset()
+		var err error
+		per := r.spec.Channels * r.spec.Height * r.spec.Width
+		if images, err = decodeChunks(job.Decoder, b.out.Sample, B, per, job.DecodeBatch); err != nil {
+			return fail(err)
 		}
-		if rec != nil {
-			rec.Close()
-		}
+		b.timing.Decode = time.Since(t0)
+		b.batch.Timings = append(b.batch.Timings, store.Timing{Scope: "stage", Name: "decode", Count: B, TotalMS: float64(b.timing.Decode.Microseconds()) / 1000})
+	}
+	t1 := time.Now()
+	feats, err := batchFeatures(job.Extractor, r.c.Features, images, B, r.img)
+	if err != nil {
+		return fail(err)
+	}
+	if feats != nil {
+		b.timing.Features = time.Since(t1)
+		b.batch.Timings = append(b.batch.Timings, store.Timing{Scope: "stage", Name: "features", Count: B, TotalMS: float64(b.timing.Features.Microseconds()) / 1000})
+	}
+	ipx := r.img.Channels * r.img.Height * r.img.Width
+	for j, i := range b.idx {
+		path, hash, err := WriteSample(job.OutDir, i, images[j*ipx:(j+1)*ipx], r.img.Channels, r.img.Height, r.img.Width)
 		if err != nil {
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-				return res, err
+			return err
+		}
+		if job.DiscardOutputs {
+			if err := os.Remove(path); err != nil {
+				return err
 			}
-			_ = job.DB.SetStatus(run.ID, store.StatusFailed)
-			return res, err
+			path = ""
 		}
-		wall := time.Since(t0)
-		bt.Images = B
-		if job.Compare && c.Method != "none" {
-			req.Recorder = nil
-			bb, err := TimeBaseline(context.WithoutCancel(ctx), job.Model, req)
-			if err != nil {
-				return res, err
-			}
-			base.Merge(*bb)
-			if res.Done > 0 {
-				res.BaseSteady.Merge(*bb)
-			}
-		}
-		batch := store.Batch{Index: idx[0], FirstSample: idx[0], NumSamples: B, WallMS: float64(wall.Microseconds()) / 1000, Timings: bt.StoreRows(),
-			FLOPs: bt.FLOPs}
-		if rec != nil {
-			batch.StepStats = rec.Stats()
-		}
-		images := out.Sample
-		if job.Decoder != nil {
-			t0 := time.Now()
-			if images, err = decodeChunks(job.Decoder, out.Sample, B, per, job.DecodeBatch); err != nil {
-				_ = job.DB.SetStatus(run.ID, store.StatusFailed)
-				return res, err
-			}
-			bt.Decode = time.Since(t0)
-			batch.Timings = append(batch.Timings, store.Timing{Scope: "stage", Name: "decode", Count: B, TotalMS: float64(bt.Decode.Microseconds()) / 1000})
-		}
-		t1 := time.Now()
-		feats, err := batchFeatures(job.Extractor, c.Features, images, B, img)
-		if err != nil {
-			_ = job.DB.SetStatus(run.ID, store.StatusFailed)
-			return res, err
-		}
+		label := int(b.labels[j])
+		s := store.Sample{Index: i, Label: &label, NoiseSeed: r.c.Seed, OutputPath: path, OutputHash: hash}
 		if feats != nil {
-			bt.Features = time.Since(t1)
-			batch.Timings = append(batch.Timings, store.Timing{Scope: "stage", Name: "features", Count: B, TotalMS: float64(bt.Features.Microseconds()) / 1000})
+			s.Features = feats[j]
 		}
-		ipx := img.Channels * img.Height * img.Width
-		for j, i := range idx {
-			path, hash, err := WriteSample(job.OutDir, i, images[j*ipx:(j+1)*ipx], img.Channels, img.Height, img.Width)
-			if err != nil {
-				return res, err
-			}
-			if job.DiscardOutputs {
-				if err := os.Remove(path); err != nil {
-					return res, err
-				}
-				path = ""
-			}
-			label := int(ys[j])
-			s := store.Sample{Index: i, Label: &label, NoiseSeed: c.Seed, OutputPath: path, OutputHash: hash}
-			if feats != nil {
-				s.Features = feats[j]
-			}
-			batch.Samples = append(batch.Samples, s)
-		}
-		if err := job.DB.CommitBatch(run.ID, batch); err != nil {
-			return res, err
-		}
-		if res.Done > 0 {
-			res.Steady.Merge(bt)
-		}
-		res.Done += B
-		res.Timing.Merge(bt)
-		if job.Progress != nil {
-			job.Progress(res.Done, total)
-		}
+		b.batch.Samples = append(b.batch.Samples, s)
 	}
-	if job.Compare && c.Method != "none" {
-		res.Base = &base
-	}
-	if all, err := job.DB.SampleIndices(run.ID); err == nil && len(all) == c.NumSamples {
-		return res, job.DB.SetStatus(run.ID, store.StatusDone)
-	}
-	return res, nil
+	return job.DB.CommitBatch(r.run.ID, b.batch)
 }
 
 // decodeChunks decodes a batch's n latents (per values each) in chunks of at most size images
