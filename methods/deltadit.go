@@ -40,7 +40,7 @@ func init() {
 		}})
 }
 
-// deltaDiT is Δ-DiT on the hook surface (spec §5.2). Full steps compute every block and keep the
+// deltaDiT is Δ-DiT on the hook surface (docs/methods.md). Full steps compute every block and keep the
 // input and output of both candidate ranges, so a cached step on either side of the boundary
 // finds the residual of the last full step; a cached step skips its stage's range with
 // SkipResidual (x_out = x_in + Δ) and computes the other blocks.

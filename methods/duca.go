@@ -31,7 +31,7 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			// DuCa-DiT's grid bonus: 2×2 cells as ToCa, but β = 0.8 (spec §1.3).
+			// DuCa-DiT's grid bonus: 2×2 cells as ToCa, but β = 0.8 (DuCa-DiT/cache_functions/cache_cutfresh.py).
 			e, err := newTokenEngine(env, v.Int("N"), v.Float("soft_fresh_weight"), 0.8, 2, v.String("score"))
 			if err != nil {
 				return nil, err
@@ -48,10 +48,11 @@ const (
 	ducaAggressive   = "aggressive"
 )
 
-// duca is DuCa on DiT (spec §3.1–3.2). Its interval threshold T follows ToCa's update rule; within
+// duca is DuCa on DiT (docs/methods.md). Its interval threshold T follows ToCa's update rule; within
 // a cycle, q = s mod T odd is a conservative step (attention reused, MLP recomputed for k tokens)
 // and q even, ≠ 0, an aggressive step: the stack's output of the last non-aggressive call replaces
-// the stack (only the final layer runs, with the current timestep). Aggressive steps advance no
+// the stack (only the final layer runs, with the current timestep; in faithful mode a step whose
+// layer 0 is full runs that layer first, see Plan). Aggressive steps advance no
 // counters.
 type duca struct {
 	env    Env

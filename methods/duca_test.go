@@ -58,7 +58,7 @@ func ducaSchedule(t *testing.T, params map[string]string, env Env) (string, []*h
 	return strings.Join(parts, " "), plans, m.(*duca)
 }
 
-// Spec §3.1: with a constant interval T (r0 = 0 turns the interval update off, so T = N), a cycle
+// DuCa's step types: with a constant interval T (r0 = 0 turns the interval update off, so T = N), a cycle
 // after a full step at s counts down F, then q = s mod T odd → conservative, even → aggressive.
 func TestDuCaStepTypes(t *testing.T) {
 	for _, c := range []struct {
@@ -79,7 +79,7 @@ func TestDuCaStepTypes(t *testing.T) {
 	}
 }
 
-// The README configuration on DiT-XL/2 DDIM-50 (spec §3.2), with the faithful mid-step interval
+// The DuCa README configuration on DiT-XL/2 DDIM-50 (docs/methods.md), with the faithful mid-step interval
 // update (45: layer 0 full, then conservative; 32: layer 0 full, then aggressive), its FLOPs, and
 // the clean variant, which types every step once.
 func TestDuCaScheduleDDIM50(t *testing.T) {

@@ -48,7 +48,7 @@ func taylorFullSteps(t *testing.T, n, steps int) []int {
 	return full
 }
 
-// Spec §5.9: the first two steps, then every N-th by the counter. N = 3 on DDIM-50: 49, 48, 45,
+// TaylorSeer-DiT's rule: the first two steps, then every N-th by the counter. N = 3 on DDIM-50: 49, 48, 45,
 // 42, …, 0 (18 steps, the FORA set); N = 4: 49, 48, 44, 40, …, 0; N = 1: every step.
 func TestTaylorSeerFullSteps(t *testing.T) {
 	want := []int{49, 48}

@@ -11,7 +11,7 @@ import (
 	"gonum.org/v1/gonum/mat"
 )
 
-// The golden file is a copy of /work/shared/golden/fid (see its README):
+// The golden file (testdata/fid, see its README) holds the
 // pytorch-fid / clean-fid / ADM evaluator outputs on synthetic features.
 const goldenPath = "../testdata/fid/metrics.safetensors"
 

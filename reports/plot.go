@@ -12,6 +12,7 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/text"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 )
@@ -153,47 +154,107 @@ func ParetoFront(points []Point, better Better) []Point {
 	return front
 }
 
-// Figure geometry: wide enough for a legend beside half a dozen families.
+// Figure geometry. The legend has a column of its own right of the axes, so the data area
+// is what is left of the width once the widest legend entry is set aside.
 const (
-	figureWidth  = 6 * vg.Inch
+	figureWidth  = 6.5 * vg.Inch
 	figureHeight = 4 * vg.Inch
+
+	legendGap      = 10 // points between the axes (tick labels included) and the legend column
+	figureMargin   = 6  // points kept clear at the figure's right edge and either side of the title
+	legendFontSize = 10 // points
+	maxLegendText  = 1.4 * vg.Inch
+	speedupMargin  = 0.05 // the share of the x range left empty right of the fastest run
 )
 
-var frontColor = color.RGBA{A: 255}
+var (
+	frontColor    = color.RGBA{A: 255}
+	baselineColor = color.Gray{Y: 110}
+)
 
-// Plot draws the figure with gonum/plot.
-func (f Figure) Plot() (*plot.Plot, error) {
-	if f.Custom != nil {
-		return f.Custom, nil
-	}
+// chart is a trade-off figure ready to lay out and draw: the plot holds the title, the axes
+// and the data; the legend is kept apart, for a column right of the axes where no point can be.
+type chart struct {
+	plot     *plot.Plot
+	legend   plot.Legend     // drawn by draw in the column, never by plot.Draw (plot.Legend stays empty)
+	labels   []string        // labels are the legend's entries, as drawn
+	title    string          // title is the figure's title before fit wraps it to the width
+	yLabel   string          // yLabel is the y axis label before fit wraps it to the height
+	baseline []*plotter.Line // baseline marks 1×: a vertical line, and the baseline run's quality if one run is the baseline
+}
+
+// layout is where a chart's parts lie on its canvas.
+type layout struct {
+	plot   draw.Canvas  // plot is the title, the axes and the data: the canvas less the legend column
+	data   draw.Canvas  // data is the area the points are drawn in, inside plot
+	legend vg.Rectangle // legend is the legend's box, right of plot
+}
+
+// chart builds the trade-off plot of the figure.
+func (f Figure) chart() (*chart, error) {
 	p := plot.New()
-	p.Title.Text = f.Title
+	ch := &chart{plot: p, legend: plot.NewLegend(), title: f.Title}
+	ch.legend.TextStyle.Font.Size = vg.Points(legendFontSize)
+	ch.legend.Top, ch.legend.Left = true, true
+	ch.legend.Padding = vg.Points(3)
+	addLegend := func(label string, thumbs ...plot.Thumbnailer) {
+		label = truncateText(ch.legend.TextStyle, label, maxLegendText)
+		ch.labels = append(ch.labels, label)
+		ch.legend.Add(label, thumbs...)
+	}
+
 	p.X.Label.Text = f.Axis.label()
+	p.X.Tick.Marker = baselineTicks{plot.DefaultTicks{}}
 	col := metricColumnOf(f.Metric)
-	p.Y.Label.Text = col.Name
+	ch.yLabel = col.Name
 	switch col.Better {
 	case LowerIsBetter:
-		p.Y.Label.Text += " (lower is better)"
+		ch.yLabel += " (lower is better)"
 	case HigherIsBetter:
-		p.Y.Label.Text += " (higher is better)"
+		ch.yLabel += " (higher is better)"
 	}
-	// The legend goes where the trade-off leaves room: a lower-is-better metric rises to the
-	// right, a higher-is-better one falls, so the top-left or bottom-left corner is empty.
-	p.Legend.Left = true
-	p.Legend.Top = col.Better != HigherIsBetter
-	p.Legend.XOffs, p.Legend.YOffs = vg.Points(6), vg.Points(-4)
-	if !p.Legend.Top {
-		p.Legend.YOffs = vg.Points(4)
+	p.Y.Label.Text = ch.yLabel
+	x0, x1, y0, y1, ok := f.extent()
+	if !ok {
+		return nil, fmt.Errorf("figure %s: no points", f.Name)
 	}
-	padAxes(p, f)
 	p.Add(plotter.NewGrid())
+
+	// The baseline: a vertical line at 1×, and a horizontal one at the baseline run's quality,
+	// crossing at the baseline's point.
+	xmin, xmax := speedupRange(x0, x1)
+	ymin, ymax := padRange(y0, y1)
+	dashed := func(xys plotter.XYs) (*plotter.Line, error) {
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return nil, fmt.Errorf("figure %s, baseline: %w", f.Name, err)
+		}
+		l.LineStyle.Color = baselineColor
+		l.LineStyle.Width = vg.Points(1)
+		l.LineStyle.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+		return l, nil
+	}
+	vert, err := dashed(plotter.XYs{{X: 1, Y: ymin}, {X: 1, Y: ymax}})
+	if err != nil {
+		return nil, err
+	}
+	ch.baseline = append(ch.baseline, vert)
+	if q, ok := f.baselineQuality(); ok {
+		horiz, err := dashed(plotter.XYs{{X: xmin, Y: q}, {X: xmax, Y: q}})
+		if err != nil {
+			return nil, err
+		}
+		ch.baseline = append(ch.baseline, horiz)
+	}
+	for _, l := range ch.baseline {
+		p.Add(l)
+	}
 
 	// The front goes first so the families' lines stay visible on top of it; its rings last.
 	var ring *plotter.Scatter
 	var frontLegend []plot.Thumbnailer
 	if len(f.Front) > 0 {
 		xys := xysOf(f.Front)
-		var err error
 		if ring, err = plotter.NewScatter(xys); err != nil {
 			return nil, fmt.Errorf("figure %s, Pareto front: %w", f.Name, err)
 		}
@@ -225,7 +286,7 @@ func (f Figure) Plot() (*plot.Plot, error) {
 		sc.GlyphStyle.Radius = vg.Points(4)
 		if len(s.Points) == 1 {
 			p.Add(sc)
-			p.Legend.Add(s.Method, sc)
+			addLegend(s.Method, sc)
 			continue
 		}
 		ln, err := plotter.NewLine(xys)
@@ -235,40 +296,236 @@ func (f Figure) Plot() (*plot.Plot, error) {
 		ln.LineStyle.Color = plotutil.Color(i)
 		ln.LineStyle.Width = vg.Points(1.5)
 		p.Add(ln, sc)
-		p.Legend.Add(s.Method, ln, sc)
+		addLegend(s.Method, ln, sc)
 	}
 	if ring != nil {
 		p.Add(ring)
-		p.Legend.Add("Pareto front", frontLegend...)
+		addLegend("Pareto front", frontLegend...)
 	}
-	return p, nil
+	addLegend("baseline (1×)", vert)
+	// After the plotters: Add widens the axes to their data, the ranges are set here.
+	p.X.Min, p.X.Max = xmin, xmax
+	p.Y.Min, p.Y.Max = ymin, ymax
+	return ch, nil
 }
 
-// padAxes widens the axes by a margin around the data so no point sits on the frame.
-func padAxes(p *plot.Plot, f Figure) {
-	first := true
-	var x0, x1, y0, y1 float64
+// extent is the smallest and largest speedup and quality of the figure's points.
+func (f Figure) extent() (x0, x1, y0, y1 float64, ok bool) {
 	for _, s := range f.Series {
 		for _, pt := range s.Points {
-			if first {
-				x0, x1, y0, y1, first = pt.Speedup, pt.Speedup, pt.Quality, pt.Quality, false
+			if !ok {
+				x0, x1, y0, y1, ok = pt.Speedup, pt.Speedup, pt.Quality, pt.Quality, true
 			}
 			x0, x1 = math.Min(x0, pt.Speedup), math.Max(x1, pt.Speedup)
 			y0, y1 = math.Min(y0, pt.Quality), math.Max(y1, pt.Quality)
 		}
 	}
-	if first {
-		return
-	}
-	pad := func(lo, hi float64) (float64, float64) {
-		m := 0.08 * (hi - lo)
-		if m == 0 {
-			m = 0.05*math.Abs(lo) + 0.05
+	return x0, x1, y0, y1, ok
+}
+
+// baselineQuality is the quality of the figure's baseline run: its one point of method none
+// at 1×; false when there is none, or more than one.
+func (f Figure) baselineQuality() (float64, bool) {
+	var qs []float64
+	for _, s := range f.Series {
+		for _, pt := range s.Points {
+			if pt.Row != nil && pt.Row.Method == "none" && pt.Speedup == 1 {
+				qs = append(qs, pt.Quality)
+			}
 		}
-		return lo - m, hi + m
 	}
-	p.X.Min, p.X.Max = pad(x0, x1)
-	p.Y.Min, p.Y.Max = pad(y0, y1)
+	if len(qs) != 1 {
+		return 0, false
+	}
+	return qs[0], true
+}
+
+// speedupRange is the x axis of a trade-off figure: it starts at 1× (the baseline) unless a run
+// is slower than the baseline, then a little left of that run, so 1× is always shown; it ends a
+// little right of the fastest run, so that run's marker is not on the frame.
+func speedupRange(lo, hi float64) (float64, float64) {
+	lo, hi = math.Min(lo, 1), math.Max(hi, 1)
+	span := hi - lo
+	if span == 0 { // every run at 1×
+		return lo, hi + 0.5
+	}
+	m := speedupMargin * span
+	if lo < 1 {
+		lo -= m
+	}
+	return lo, hi + m
+}
+
+// padRange widens a range by a margin so that no point sits on the frame.
+func padRange(lo, hi float64) (float64, float64) {
+	m := 0.08 * (hi - lo)
+	if m == 0 {
+		m = 0.05*math.Abs(lo) + 0.05
+	}
+	return lo - m, hi + m
+}
+
+// baselineTicks are the ticks of a speedup axis: 1× (the baseline) always has a labelled tick
+// when it is in range; a labelled tick crowding it loses its label.
+type baselineTicks struct{ plot.Ticker }
+
+func (t baselineTicks) Ticks(min, max float64) []plot.Tick {
+	ts := t.Ticker.Ticks(min, max)
+	if min > 1 || max < 1 {
+		return ts
+	}
+	step := math.Inf(1) // the distance between labelled ticks
+	last := math.NaN()
+	for _, tk := range ts {
+		if tk.Label == "" {
+			continue
+		}
+		if tk.Value == 1 {
+			return ts
+		}
+		if !math.IsNaN(last) {
+			step = math.Min(step, tk.Value-last)
+		}
+		last = tk.Value
+	}
+	if math.IsInf(step, 1) {
+		step = max - min
+	}
+	for i := range ts {
+		if ts[i].Label != "" && math.Abs(ts[i].Value-1) < 0.5*step {
+			ts[i].Label = ""
+		}
+	}
+	return append(ts, plot.Tick{Value: 1, Label: "1"})
+}
+
+// fit lays the chart out on area: the legend column at the right, sized to its widest entry;
+// the title wrapped to the width left, the y label to the data area's height.
+func (ch *chart) fit(area vg.Rectangle) layout {
+	p := ch.plot
+	sty := ch.legend.TextStyle
+	var textW, entryH vg.Length
+	for _, l := range ch.labels {
+		textW = max(textW, sty.Width(l))
+		entryH = max(entryH, sty.Rectangle(l).Max.Y)
+	}
+	legendW := ch.legend.ThumbnailWidth + sty.Width(" ") + textW
+	n := vg.Length(len(ch.labels))
+	legendH := n*entryH + max(n-1, 0)*ch.legend.Padding + sty.FontExtents().Descent
+
+	pc := area
+	pc.Max.X -= legendW + vg.Points(legendGap) + vg.Points(figureMargin)
+	p.Title.Text = wrapText(p.Title.TextStyle, ch.title, pc.Size().X-2*vg.Points(figureMargin))
+	p.Y.Label.Text = ch.yLabel
+	plotC := draw.Canvas{Rectangle: pc}
+	data := p.DataCanvas(plotC)
+	if yl := wrapText(p.Y.Label.TextStyle, ch.yLabel, data.Size().Y); yl != ch.yLabel {
+		p.Y.Label.Text = yl // a wider y axis leaves the data area's height as it is
+		data = p.DataCanvas(plotC)
+	}
+	left := pc.Max.X + vg.Points(legendGap)
+	return layout{
+		plot: plotC,
+		data: data,
+		legend: vg.Rectangle{
+			Min: vg.Point{X: left, Y: data.Max.Y - legendH},
+			Max: vg.Point{X: left + legendW, Y: data.Max.Y},
+		},
+	}
+}
+
+// draw lays the chart out on c and draws it.
+func (ch *chart) draw(c draw.Canvas) layout {
+	l := ch.fit(c.Rectangle)
+	l.plot.Canvas, l.data.Canvas = c.Canvas, c.Canvas
+	ch.plot.Draw(l.plot)
+	// plot.Legend draws its first entry one descent below the top of its canvas.
+	lc := draw.Canvas{Canvas: c.Canvas, Rectangle: l.legend}
+	lc.Max.Y += ch.legend.TextStyle.FontExtents().Descent
+	ch.legend.Draw(lc)
+	return l
+}
+
+// Draw draws the figure on c: a trade-off with its legend right of the axes, or the custom plot
+// with its title wrapped to the width.
+func (f Figure) Draw(c draw.Canvas) error {
+	if f.Custom != nil {
+		p := *f.Custom // a copy: the figure's plot keeps its title as given
+		p.Title.Text = wrapText(p.Title.TextStyle, p.Title.Text, c.Size().X-2*vg.Points(figureMargin))
+		p.Draw(c)
+		return nil
+	}
+	ch, err := f.chart()
+	if err != nil {
+		return err
+	}
+	ch.draw(c)
+	return nil
+}
+
+// wrapText breaks the lines of s so that none is wider than width in sty: after a comma if it
+// can, else at a space, else (a word wider than width) between two characters.
+func wrapText(sty text.Style, s string, width vg.Length) string {
+	fits := func(line string) bool { return sty.Width(line) <= width }
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		out = append(out, wrapLine(fits, line, []string{", ", " ", ""})...)
+	}
+	return strings.Join(out, "\n")
+}
+
+func wrapLine(fits func(string) bool, line string, seps []string) []string {
+	if fits(line) || len(seps) == 0 {
+		return []string{line}
+	}
+	var parts []string // each part keeps the separator after it
+	if seps[0] == "" {
+		for _, r := range line {
+			parts = append(parts, string(r))
+		}
+	} else {
+		parts = strings.SplitAfter(line, seps[0])
+	}
+	var out []string
+	cur := ""
+	flush := func() {
+		if t := strings.TrimRight(cur, " "); t != "" {
+			out = append(out, t)
+		}
+		cur = ""
+	}
+	for _, part := range parts {
+		if fits(strings.TrimRight(cur+part, " ")) {
+			cur += part
+			continue
+		}
+		flush()
+		word := strings.TrimRight(part, " ")
+		if fits(word) {
+			cur = part
+			continue
+		}
+		sub := wrapLine(fits, word, seps[1:])
+		out = append(out, sub[:len(sub)-1]...)
+		cur = sub[len(sub)-1] + part[len(word):]
+	}
+	flush()
+	if len(out) == 0 {
+		return []string{""}
+	}
+	return out
+}
+
+// truncateText shortens s with an ellipsis until it is no wider than width in sty.
+func truncateText(sty text.Style, s string, width vg.Length) string {
+	if sty.Width(s) <= width {
+		return s
+	}
+	rs := []rune(s)
+	for len(rs) > 1 && sty.Width(string(rs)+"…") > width {
+		rs = rs[:len(rs)-1]
+	}
+	return strings.TrimRight(string(rs), " ") + "…"
 }
 
 func xysOf(ps []Point) plotter.XYs {
@@ -284,17 +541,16 @@ func (f Figure) Render(w io.Writer, format string) error {
 	if format != "png" && format != "svg" {
 		return fmt.Errorf("figure %s: unsupported format %q (png or svg)", f.Name, format)
 	}
-	p, err := f.Plot()
-	if err != nil {
-		return err
-	}
-	wt, err := p.WriterTo(figureWidth, figureHeight, format)
+	c, err := draw.NewFormattedCanvas(figureWidth, figureHeight, format)
 	if err != nil {
 		return fmt.Errorf("figure %s: %w", f.Name, err)
 	}
+	if err := f.Draw(draw.New(c)); err != nil {
+		return err
+	}
 	// Render into memory first so a failed figure leaves no half-written file behind.
 	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
+	if _, err := c.WriteTo(&buf); err != nil {
 		return fmt.Errorf("figure %s: %w", f.Name, err)
 	}
 	_, err = w.Write(buf.Bytes())

@@ -8,7 +8,7 @@ import (
 )
 
 // The FLOPs of the methods added after ToCa/FORA, from the command users run: DuCa's README
-// setting (spec §3.2: 9.58 TFLOPs, 2.48×), TaylorSeer N=3 (the FORA step set, 2.77×) and Δ-DiT.
+// setting (docs/methods.md: 9.58 TFLOPs, 2.48×), TaylorSeer N=3 (the FORA step set, 2.77×) and Δ-DiT.
 func TestFlopsDuCaTaylorSeerDeltaDiT(t *testing.T) {
 	for _, c := range []struct {
 		name    string

@@ -3,7 +3,7 @@
 // The CPU build links only the pure-Go backend; the XLA backend (CUDA PJRT plugin) is linked
 // with `-tags xla` (see xla.go). The default configuration is "go:ops_sequential" because the
 // plain "go" configuration of GoMLX v0.26 deadlocks on 2-core machines for models of depth >= 6
-// (nested worker pools waiting on each other; see shared/notes/gomlx.md §6).
+// (nested worker pools waiting on each other; see docs/gomlx.md).
 package engine
 
 import (
