@@ -34,7 +34,7 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 			return err
 		}
 	}
-	weightsHash := "random-seed-0"
+	weightsHash := dit.RandomWeightsID // as runbench run records it, so both find each other's runs
 	if mf.weights != "" {
 		var err error
 		if weightsHash, err = checkpoint.FileHash(mf.weights); err != nil {

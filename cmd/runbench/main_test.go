@@ -241,7 +241,7 @@ func TestOtherSizesCLI(t *testing.T) {
 		if c.InChannels == 1 || c.InChannels == 3 {
 			ext = ".png"
 		}
-		if _, err := os.Stat(filepath.Join(sd, "000001"+ext)); err != nil {
+		if _, err := os.Stat(filepath.Join(runDir(t, sd, "fora-"), "000001"+ext)); err != nil {
 			t.Errorf("%s: %v", c, err)
 		}
 	}

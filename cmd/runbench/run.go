@@ -30,10 +30,6 @@ import (
 	"github.com/cachebench/cachebench/runner"
 )
 
-// randomWeightsHash is what a run records as its weights when it has none (dit.RandomWeights
-// with seed 0), the same as `runbench sample`, so both find each other's runs.
-const randomWeightsHash = "random-seed-0"
-
 // sweepFlags are the flags of `runbench run`.
 type sweepFlags struct {
 	db, shard, out string
@@ -107,85 +103,28 @@ func loadExperiment(path string, o experiments.Overrides) (*experiments.Experime
 	return e, err
 }
 
-// resolvedModel is an experiment's model without its weights on a device yet.
+// resolvedModel is an experiment's model: its architecture and weights identity (recorded in
+// every configuration) and how to build it on a backend.
 type resolvedModel struct {
 	cfg     dit.Config
-	weights string // weights hash recorded in the configurations
+	weights string
 	load    func(backend string) (*dit.Model, error)
 }
 
-// resolveModel works out an experiment's architecture and weights hash, and how to build it:
-// a preset or arch is known without reading the weights; weights with heads only are read now.
+// resolveModel resolves an experiment's [model] (dit.Resolve): a preset or arch is known without
+// reading the weights; weights with heads only are read now.
 func resolveModel(m experiments.Model) (*resolvedModel, error) {
-	random := func(c dit.Config) *resolvedModel {
-		return &resolvedModel{cfg: c, weights: randomWeightsHash, load: func(backend string) (*dit.Model, error) {
-			b, err := engine.New(backend)
-			if err != nil {
-				return nil, err
-			}
-			return dit.New(b, c, dit.RandomWeights(c, 0))
-		}}
-	}
-	if m.Arch != nil {
-		return random(*m.Arch), nil
-	}
-	var preset *dit.Config
-	if m.Preset != "" {
-		c, err := dit.Preset(m.Preset, m.ImageSize)
-		if err != nil {
-			return nil, fmt.Errorf("model.preset: %w", err)
-		}
-		preset = &c
-	}
-	if m.Weights == "" {
-		if preset == nil {
-			return nil, fmt.Errorf("model: give a preset, an arch or weights")
-		}
-		return random(*preset), nil
-	}
-	hash, err := checkpoint.FileHash(m.Weights)
+	r, err := dit.Resolve(dit.Source{Preset: m.Preset, ImageSize: m.ImageSize, Arch: m.Arch, Weights: m.Weights, Heads: m.Heads, Prefix: "model."})
 	if err != nil {
 		return nil, err
 	}
-	heads := m.Heads
-	if heads == 0 && preset != nil {
-		heads = preset.Heads
-	}
-	infer := func() (*checkpoint.File, dit.Config, error) {
-		file, err := checkpoint.Load(m.Weights)
-		if err != nil {
-			return nil, dit.Config{}, err
-		}
-		c, err := dit.InferConfig(file, heads)
-		if err != nil {
-			return nil, dit.Config{}, err
-		}
-		if preset != nil && c.String() != preset.String() {
-			return nil, dit.Config{}, fmt.Errorf("%s holds %s, which is not model.preset %s at image_size %d (%s)", m.Weights, c, m.Preset, m.ImageSize, *preset)
-		}
-		return file, c, nil
-	}
-	rm := &resolvedModel{weights: hash}
-	var file *checkpoint.File
-	if preset != nil {
-		rm.cfg = *preset // checked against the weights when they are loaded
-	} else if file, rm.cfg, err = infer(); err != nil {
-		return nil, err
-	}
-	rm.load = func(backend string) (*dit.Model, error) {
-		if file == nil {
-			var err error
-			if file, _, err = infer(); err != nil {
-				return nil, err
-			}
-		}
+	return &resolvedModel{cfg: r.Config, weights: r.Weights, load: func(backend string) (*dit.Model, error) {
 		b, err := engine.New(backend)
 		if err != nil {
 			return nil, err
 		}
-		return dit.New(b, rm.cfg, file)
-	}
-	return rm, nil
+		return r.Load(b)
+	}}, nil
 }
 
 // sweepMetrics opens the extractor and the reference of an experiment's [metrics] (nil, nil
