@@ -69,12 +69,9 @@ func (m *deltaDiT) Plan(_, step int) (*hook.Plan, error) {
 	if step > m.boundary {
 		sp = m.rear
 	}
-	p.Skips = []hook.SpanSkip{{Span: sp, Mode: hook.SkipResidual}}
+	p.Skip(hook.SpanSkip{Span: sp, Mode: hook.SkipResidual})
 	m.notes = notes(l.Depth, "full")
 	for b := sp.From; b <= sp.To; b++ {
-		for i := range p.Blocks[b].Modules {
-			p.Blocks[b].Modules[i] = hook.ModulePlan{Action: hook.Skip}
-		}
 		m.notes[b].Type = "delta"
 	}
 	return p, nil

@@ -36,8 +36,8 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return &duca{env: env, n: v.Int("N"), r0: v.Float("ratio"), sched: sched, clean: v.String("mode") == "clean",
-				engine: e, t: float64(v.Int("N"))}, nil
+			return &duca{env: env, r0: v.Float("ratio"), sched: sched, engine: e,
+				cycle: cycle{n: v.Int("N"), r0: v.Float("ratio"), steps: env.Steps, clean: v.String("mode") == "clean", t: float64(v.Int("N"))}}, nil
 		}})
 }
 
@@ -56,32 +56,21 @@ const (
 // counters.
 type duca struct {
 	env    Env
-	n      int
 	r0     float64
 	sched  ratioSchedule
-	clean  bool
 	engine *tokenEngine
-	t      float64 // current interval threshold T (N until the first update)
+	cycle  cycle
 	notes  []Note
 }
 
-// blockType decides one block. The official code recomputes T after every full module; all
-// of them give the same value within a step, so updating once per full block is equivalent.
-func (m *duca) blockType(layer, step int, stepFull bool) (typ string, tUsed float64) {
-	tUsed = m.t
-	first := step == m.env.Steps-1
-	if first {
-		tUsed = float64(m.n) // the first step tests with fresh_threshold itself
-	}
-	full := first || math.Mod(float64(step), m.t) == 0
-	if m.clean {
-		full = stepFull
-	}
-	if full {
-		m.t = nextThreshold(m.n, m.r0, step, m.env.Steps)
+// blockType decides one block: full by the shared cycle; otherwise q = s mod T odd is
+// conservative, even aggressive (T as in force after the full blocks before it).
+func (m *duca) blockType(step int, stepFull bool) (typ string, tUsed float64) {
+	full, tUsed := m.cycle.full(step, stepFull)
+	switch {
+	case full:
 		return ducaFull, tUsed
-	}
-	if int(math.Mod(float64(step), m.t))%2 == 1 {
+	case int(math.Mod(float64(step), m.cycle.t))%2 == 1:
 		return ducaConservative, tUsed
 	}
 	return ducaAggressive, tUsed
@@ -91,22 +80,17 @@ func (m *duca) Plan(call, step int) (*hook.Plan, error) {
 	l := m.env.Layout
 	p := hook.FullPlan(l)
 	m.notes = make([]Note, l.Depth)
-	stepFull := step == m.env.Steps-1 || math.Mod(float64(step), m.t) == 0
+	stepFull := m.cycle.begin(step)
 	aggressive := -1 // first aggressive block
 	for layer := range l.Depth {
-		typ, tUsed := m.blockType(layer, step, stepFull)
-		note := Note{Type: typ, TUsed: f64(tUsed), TAfter: f64(m.t)}
+		typ, tUsed := m.blockType(step, stepFull)
+		note := Note{Type: typ, TUsed: f64(tUsed), TAfter: f64(m.cycle.t)}
 		bp := &p.Blocks[layer]
 		switch typ {
 		case ducaFull:
 			bp.Refresh = m.engine.refresh()
 		case ducaConservative:
-			r := m.sched.mlpRatio(m.r0, layer, l.Depth, step, m.env.Steps)
-			k, rf := freshCount(r, l.Tokens)
-			note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
-			mlp := m.engine.plan(layer, call, k)
-			bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}
-			bp.Modules[1] = mlp
+			m.engine.partial(bp, &note, m.sched, m.r0, layer, call, step, m.env.Steps)
 		case ducaAggressive:
 			if aggressive < 0 {
 				aggressive = layer
@@ -124,18 +108,11 @@ func (m *duca) Plan(call, step int) (*hook.Plan, error) {
 		// Every non-aggressive call stores the stack's output for the next aggressive one.
 		p.Keep = []hook.Span{whole}
 	case aggressive == 0:
-		p.Skips = []hook.SpanSkip{{Span: whole, Mode: hook.SkipReplace}}
+		p.Skip(hook.SpanSkip{Span: whole, Mode: hook.SkipReplace})
 	default:
 		// A full layer 0 ran first (it refreshes its caches), then blocks 1..L−2 pass their input
 		// through and the last block outputs the whole stack's stored output.
-		p.Skips = []hook.SpanSkip{{Span: hook.Span{From: aggressive, To: l.Depth - 1}, Mode: hook.SkipReplace, Source: &whole}}
-	}
-	for _, sk := range p.Skips {
-		for b := sk.From; b <= sk.To; b++ {
-			for i := range p.Blocks[b].Modules {
-				p.Blocks[b].Modules[i] = hook.ModulePlan{Action: hook.Skip}
-			}
-		}
+		p.Skip(hook.SpanSkip{Span: hook.Span{From: aggressive, To: l.Depth - 1}, Mode: hook.SkipReplace, Source: &whole})
 	}
 	return p, nil
 }

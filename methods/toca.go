@@ -27,7 +27,8 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return &toca{env: env, n: v.Int("N"), r0: v.Float("ratio"), sched: sched, clean: v.String("mode") == "clean", engine: e, t: float64(v.Int("N"))}, nil
+			return &toca{env: env, r0: v.Float("ratio"), sched: sched, engine: e,
+				cycle: cycle{n: v.Int("N"), r0: v.Float("ratio"), steps: env.Steps, clean: v.String("mode") == "clean", t: float64(v.Int("N"))}}, nil
 		}})
 }
 
@@ -75,12 +76,10 @@ func freshCount(r float64, n int) (int, float32) {
 // reuses every block's attention and recomputes the MLP for k selected tokens per row.
 type toca struct {
 	env    Env
-	n      int
 	r0     float64
 	sched  ratioSchedule
-	clean  bool
 	engine *tokenEngine
-	t      float64 // current interval threshold T (N until the first update)
+	cycle  cycle
 	notes  []Note
 	// force, when set (tests), replaces the method's own token choice (teacher forcing).
 	force func(call, layer int) [][]int32
@@ -105,36 +104,19 @@ func (m *toca) Plan(call, step int) (*hook.Plan, error) {
 	l := m.env.Layout
 	p := hook.FullPlan(l)
 	m.notes = make([]Note, l.Depth)
-	stepFull := step == m.env.Steps-1 || math.Mod(float64(step), m.t) == 0
+	stepFull := m.cycle.begin(step)
 	for layer := range l.Depth {
-		tUsed := m.t
-		if step == m.env.Steps-1 {
-			tUsed = float64(m.n) // the first step tests with fresh_threshold itself
-		}
-		full := step == m.env.Steps-1 || math.Mod(float64(step), m.t) == 0
-		if m.clean {
-			full = stepFull
-		}
-		if full && layer == 0 {
-			m.t = nextThreshold(m.n, m.r0, step, m.env.Steps)
-		}
-		m.notes[layer] = Note{TUsed: f64(tUsed), TAfter: f64(m.t)}
-		note := &m.notes[layer]
+		full, tUsed := m.cycle.full(step, stepFull)
+		m.notes[layer] = Note{Type: "full", TUsed: f64(tUsed), TAfter: f64(m.cycle.t)}
 		bp := &p.Blocks[layer]
 		if full {
-			note.Type = "full"
 			bp.Refresh = m.engine.refresh()
-		} else {
-			note.Type = "ToCa"
-			r := m.sched.mlpRatio(m.r0, layer, l.Depth, step, m.env.Steps)
-			k, rf := freshCount(r, l.Tokens)
-			note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
-			mlp := m.engine.plan(layer, call, k)
-			if m.force != nil {
-				mlp.Tokens = m.force(call, layer) // teacher forcing: the rule's own choice is only reported
-			}
-			bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}
-			bp.Modules[1] = mlp
+			continue
+		}
+		m.notes[layer].Type = "ToCa"
+		m.engine.partial(bp, &m.notes[layer], m.sched, m.r0, layer, call, step, m.env.Steps)
+		if m.force != nil {
+			bp.Modules[1].Tokens = m.force(call, layer) // teacher forcing: the rule's own choice is only reported
 		}
 	}
 	return p, nil

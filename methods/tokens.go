@@ -2,6 +2,7 @@ package methods
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 
 	"github.com/cachebench/cachebench/harness/hook"
@@ -73,4 +74,49 @@ func (e *tokenEngine) random(layer, call int) [][]float32 {
 		out[r] = s
 	}
 	return out
+}
+
+// cycle is the interval logic ToCa and DuCa share (the official cal_type): a block computes fully
+// at the first step and whenever s mod T = 0, and every full block sets T for the steps after it
+// (nextThreshold). The official code re-tests every layer with the T in force when it gets there,
+// so after a full layer 0 the other layers of that step see the new T (faithful); clean mode
+// types a step once, with the T it began with.
+type cycle struct {
+	n     int     // fresh threshold N: T before the first update
+	r0    float64 // fresh ratio (T's update depends on whether it is 0)
+	steps int
+	clean bool
+	t     float64 // the interval threshold in force
+}
+
+// begin starts step s: whether the step as a whole is full (clean mode's test).
+func (c *cycle) begin(step int) bool {
+	return step == c.steps-1 || math.Mod(float64(step), c.t) == 0
+}
+
+// full tests one block at step s (stepFull from begin) and returns the T the test used; a full
+// block updates T.
+func (c *cycle) full(step int, stepFull bool) (bool, float64) {
+	tUsed := c.t
+	if step == c.steps-1 {
+		tUsed = float64(c.n) // the first step tests with fresh_threshold itself
+	}
+	full := step == c.steps-1 || math.Mod(float64(step), c.t) == 0
+	if c.clean {
+		full = stepFull
+	}
+	if full {
+		c.t = nextThreshold(c.n, c.r0, step, c.steps)
+	}
+	return full, tUsed
+}
+
+// partial plans a token-wise step of one block: attention reused, the MLP recomputed for
+// k = int(clamp(r)·N) tokens by the engine's rule, r from the ratio schedule; the note gets r.
+func (e *tokenEngine) partial(bp *hook.BlockPlan, note *Note, sched ratioSchedule, r0 float64, layer, call, step, steps int) {
+	r := sched.mlpRatio(r0, layer, e.layout.Depth, step, steps)
+	k, rf := freshCount(r, e.layout.Tokens)
+	note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
+	bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}
+	bp.Modules[1] = e.plan(layer, call, k)
 }

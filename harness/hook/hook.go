@@ -249,6 +249,16 @@ func (p *Plan) SkipAt(b int) (SpanSkip, bool) {
 	return SpanSkip{}, false
 }
 
+// Skip adds a skipped block range to the plan and marks every module in it Skip.
+func (p *Plan) Skip(sk SpanSkip) {
+	p.Skips = append(p.Skips, sk)
+	for b := sk.From; b <= sk.To; b++ {
+		for i := range p.Blocks[b].Modules {
+			p.Blocks[b].Modules[i] = ModulePlan{Action: Skip}
+		}
+	}
+}
+
 // FullPlan returns the plan that computes everything (the uncached model).
 func FullPlan(l Layout) *Plan {
 	p := &Plan{Blocks: make([]BlockPlan, l.Depth)}
