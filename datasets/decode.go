@@ -7,6 +7,7 @@ import (
 	"image"
 	"io"
 	"os"
+	"strings"
 )
 
 // MaxImagePixels bounds the images read from files (width × height): a header that claims more
@@ -50,4 +51,15 @@ func DecodeImage(path, wantHash string) (image.Image, error) {
 		return nil, fmt.Errorf("datasets: %s: not a readable PNG or JPEG image: %w", path, err)
 	}
 	return img, nil
+}
+
+// Open reads an image set named on a command line: real Fashion-MNIST images with their labels
+// (fmnist:SPLIT[:N], padded to 32×32), an .npz holding images (arr_0), or a folder of PNG/JPEG
+// files. Labels are nil except for Fashion-MNIST.
+func Open(path string) (*Images, []uint8, error) {
+	if strings.HasPrefix(path, FashionMNISTSpecPrefix) {
+		return ReadFashionMNISTSet("", path)
+	}
+	im, err := ReadImages(path)
+	return im, nil, err
 }

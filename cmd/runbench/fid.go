@@ -13,17 +13,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cachebench/cachebench/datasets"
-	"github.com/cachebench/cachebench/harness/engine"
+	"github.com/cachebench/cachebench/extractors"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/metrics"
-	"github.com/cachebench/cachebench/models/checkpoint"
-	"github.com/cachebench/cachebench/models/fmnist"
 	"github.com/cachebench/cachebench/models/inception"
 	"github.com/cachebench/cachebench/runner"
 )
-
-// resizeInception is the input policy of pytorch-fid's Inception (recorded with every metric).
-const resizeInception = "bilinear-299 align_corners=False, x/255·2−1 (pytorch-fid)"
 
 // extractorFlags pick the feature network.
 type extractorFlags struct {
@@ -41,24 +36,6 @@ func (f *extractorFlags) register(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&f.noCache, "no-cache", false, "recompute reference statistics even when cached")
 }
 
-// inceptionExtractor adapts the Inception network to metrics.Extractor.
-type inceptionExtractor struct {
-	net   *inception.Net
-	id    string
-	batch int
-}
-
-func (e *inceptionExtractor) ID() string { return e.id }
-
-func (e *inceptionExtractor) Extract(pix []uint8, n, h, w int, progress func(done, total int)) (*metrics.Features, error) {
-	f, err := e.net.Extract(pix, n, h, w, inception.Options{BatchSize: e.batch, Progress: progress})
-	if err != nil {
-		return nil, err
-	}
-	return &metrics.Features{N: f.N, Pool: f.Pool3, PoolDim: inception.Pool3Dim, Spatial: f.Spatial, SpatialDim: inception.SpatialDim,
-		Logits: f.LogitsUnbiased, LogitDim: inception.NumLogits}, nil
-}
-
 // extractor is an opened feature network with the input policy recorded beside its metrics.
 type extractor struct {
 	metrics.Extractor
@@ -66,45 +43,30 @@ type extractor struct {
 }
 
 func (f *extractorFlags) open(cmd *cobra.Command) (*extractor, error) {
-	backendCfg, _ := cmd.Flags().GetString("backend")
-	switch f.extractor {
-	case "inception":
-		if f.weights == "" {
-			return nil, fmt.Errorf("images need Inception weights: give --weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth) or set $CACHEBENCH_INCEPTION; nothing is downloaded")
-		}
-		b, err := engine.New(backendCfg)
-		if err != nil {
-			return nil, err
-		}
-		net, err := inception.Load(b, f.weights)
-		if err != nil {
-			return nil, err
-		}
-		hash, err := checkpoint.FileHash(f.weights)
-		if err != nil {
-			return nil, err
-		}
-		return &extractor{&inceptionExtractor{net: net, id: "pytorch-fid-inception-v3@" + hash[:16], batch: f.batch}, resizeInception}, nil
-	case "fmnist":
-		// The flag's default is $CACHEBENCH_INCEPTION, which must never be loaded as the classifier.
-		weights := os.Getenv("CACHEBENCH_FMNIST")
+	k, err := extractors.Lookup(f.extractor)
+	if err != nil {
+		return nil, fmt.Errorf("--extractor: %w", err)
+	}
+	weights := f.weights // the flag's default is $CACHEBENCH_INCEPTION
+	if k.Name != "inception" {
+		// Another network's weights never default to Inception's.
+		weights = k.DefaultWeights()
 		if cmd.Flags().Changed("weights") {
 			weights = f.weights
 		}
-		if weights == "" {
-			return nil, fmt.Errorf("--extractor fmnist needs the classifier's weights: give --weights (assets/fmnist_classifier.safetensors in this repository) or set $CACHEBENCH_FMNIST")
-		}
-		b, err := engine.New(backendCfg)
-		if err != nil {
-			return nil, err
-		}
-		ex, err := fmnist.NewExtractor(b, weights)
-		if err != nil {
-			return nil, err
-		}
-		return &extractor{ex, resizeFMNIST}, nil
 	}
-	return nil, fmt.Errorf("--extractor %q: want inception or fmnist", f.extractor)
+	switch {
+	case weights == "" && k.Name == "inception":
+		return nil, fmt.Errorf("images need Inception weights: give --weights (pytorch-fid's pt_inception-2015-12-05-6726825d.pth) or set $CACHEBENCH_INCEPTION; nothing is downloaded")
+	case weights == "":
+		return nil, fmt.Errorf("--extractor %s needs the classifier's weights: give --weights (assets/fmnist_classifier.safetensors in this repository) or set $%s", k.Name, k.WeightsEnv)
+	}
+	backendCfg, _ := cmd.Flags().GetString("backend")
+	ex, err := k.Open(backendCfg, weights, f.batch)
+	if err != nil {
+		return nil, err
+	}
+	return &extractor{ex, k.Resize}, nil
 }
 
 // imageSet is one side of a comparison: images, or statistics only.
@@ -118,13 +80,7 @@ type imageSet struct {
 // openSet reads a folder of images, an .npz of images (arr_0), an .npz of statistics (mu, sigma)
 // or real Fashion-MNIST images with labels (fmnist:SPLIT[:N], padded to 32×32).
 func openSet(path string) (*imageSet, error) {
-	if strings.HasPrefix(path, datasets.FashionMNISTSpecPrefix) {
-		im, labels, err := datasets.ReadFashionMNISTSet("", path)
-		if err != nil {
-			return nil, err
-		}
-		return &imageSet{path: path, images: im, labels: labels}, nil
-	}
+	// Statistics are the metrics' concern; images of every kind the data sets'.
 	if st, err := os.Stat(path); err == nil && !st.IsDir() && strings.HasSuffix(strings.ToLower(path), ".npz") {
 		rs, errStats := metrics.ReadRefStats(path)
 		if errStats == nil {
@@ -136,11 +92,11 @@ func openSet(path string) (*imageSet, error) {
 		}
 		return &imageSet{path: path, images: im}, nil
 	}
-	im, err := datasets.ReadImages(path)
+	im, labels, err := datasets.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	return &imageSet{path: path, images: im}, nil
+	return &imageSet{path: path, images: im, labels: labels}, nil
 }
 
 // features runs the extractor on a set's images with a progress bar.
@@ -352,7 +308,7 @@ FID-FMNIST and IS-FMNIST, and class_acc, the share of images the classifier labe
 			rep := report{Report: mr}
 			if gen.labels != nil {
 				// The labels are Fashion-MNIST classes: other networks' logits do not name them.
-				if strings.HasPrefix(ex.ID(), fmnist.IDPrefix) && gf.Logits != nil {
+				if k, _ := extractors.ByID(ex.ID()); k != nil && k.Supports("class_acc") && gf.Logits != nil {
 					labels := make([]int64, len(gen.labels))
 					for i, l := range gen.labels {
 						labels[i] = int64(l)

@@ -18,13 +18,13 @@ import (
 
 	"github.com/cachebench/cachebench/datasets"
 	"github.com/cachebench/cachebench/experiments"
+	"github.com/cachebench/cachebench/extractors"
 	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/metrics"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
-	"github.com/cachebench/cachebench/models/fmnist"
 	"github.com/cachebench/cachebench/models/inception"
 	"github.com/cachebench/cachebench/models/vae"
 	"github.com/cachebench/cachebench/runner"
@@ -147,76 +147,27 @@ func imageOutputs(e *experiments.Experiment, c dit.Config) bool {
 	return e.Model.VAE != "" || c.InChannels == 3 || (c.InChannels == 1 && e.Metrics != nil && e.Metrics.Extractor == "fmnist")
 }
 
-// lazyInception is the Inception extractor whose network is loaded at its first use: a rerun
-// of a finished sweep, or metrics from stored features, never pays for compiling it.
-type lazyInception struct {
-	id, weights, backend string
-	once                 sync.Once
-	inner                *inceptionExtractor
-	err                  error
-}
-
-// ID names the network and its weights hash.
-func (l *lazyInception) ID() string { return l.id }
-
-// Extract loads the network once, then extracts.
-func (l *lazyInception) Extract(pix []uint8, n, h, w int, progress func(done, total int)) (*metrics.Features, error) {
-	l.once.Do(func() {
-		b, err := engine.New(l.backend)
-		if err != nil {
-			l.err = err
-			return
-		}
-		net, err := inception.Load(b, l.weights)
-		if err != nil {
-			l.err = fmt.Errorf("metrics.weights: %w", err)
-			return
-		}
-		l.inner = &inceptionExtractor{net: net, id: l.id, batch: inception.DefaultBatchSize}
-	})
-	if l.err != nil {
-		return nil, l.err
-	}
-	return l.inner.Extract(pix, n, h, w, progress)
-}
-
-// inceptionFeatures is the stored feature layout of an Inception extractor.
-func inceptionFeatures(id string) *runner.FeatureSpec {
-	return &runner.FeatureSpec{Extractor: id, Pool: inception.Pool3Dim, Spatial: inception.SpatialDim, Logits: inception.NumLogits}
-}
-
-// resizeFMNIST is the input policy of the Fashion-MNIST classifier (recorded with every metric).
-const resizeFMNIST = "none: 32x32 gray, x/127.5−1 (tools/fmnist_common.py)"
-
 // featuresOf is the stored feature layout of an extractor, by its ID.
 func featuresOf(id string) *runner.FeatureSpec {
-	if strings.HasPrefix(id, fmnist.IDPrefix) {
-		return &runner.FeatureSpec{Extractor: id, Pool: fmnist.FeatureDim, Logits: fmnist.NumClasses}
+	k, ok := extractors.ByID(id)
+	if !ok {
+		return nil
 	}
-	return inceptionFeatures(id)
+	return &runner.FeatureSpec{Extractor: id, Pool: k.Pool, Spatial: k.Spatial, Logits: k.Logits}
 }
 
 // openMetrics prepares the Inception extractor and the reference statistics of a [metrics]
 // section; reference images are read and extracted only when a metric needs them.
 func openMetrics(em *experiments.Metrics, backend string) (metrics.Extractor, *runner.MetricsSpec, error) {
-	hash, err := checkpoint.FileHash(em.Weights)
+	k, err := extractors.Lookup(em.Extractor)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics.extractor: %w", err)
+	}
+	ex, err := k.Open(backend, em.Weights, inception.DefaultBatchSize)
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics.weights: %w", err)
 	}
-	var ex metrics.Extractor
-	resize := resizeInception
-	if em.Extractor == "fmnist" {
-		b, err := engine.New(backend)
-		if err != nil {
-			return nil, nil, err
-		}
-		if ex, err = fmnist.NewExtractor(b, em.Weights); err != nil {
-			return nil, nil, fmt.Errorf("metrics.weights: %w", err)
-		}
-		resize = resizeFMNIST
-	} else {
-		ex = &lazyInception{id: "pytorch-fid-inception-v3@" + hash[:16], weights: em.Weights, backend: backend}
-	}
+	resize := k.Resize
 	ref, err := metrics.ReadRefStats(em.Reference)
 	if err != nil {
 		return nil, nil, fmt.Errorf("metrics.reference: %w", err)
@@ -331,15 +282,15 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		}
 	} else if e.Metrics != nil && imageOutputs(e, rm.cfg) {
 		// Listing must show the same hashes as running: the features are part of the configuration.
-		hash, err := checkpoint.FileHash(e.Metrics.Weights)
+		k, err := extractors.Lookup(e.Metrics.Extractor)
 		if err != nil {
 			return err
 		}
-		if e.Metrics.Extractor == "fmnist" {
-			features = featuresOf(fmnist.IDPrefix + hash[:16])
-		} else {
-			features = inceptionFeatures("pytorch-fid-inception-v3@" + hash[:16])
+		id, err := k.ID(e.Metrics.Weights)
+		if err != nil {
+			return err
 		}
+		features = featuresOf(id)
 	}
 	var vaeID string
 	if e.Model.VAE != "" {
