@@ -265,40 +265,13 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		}
 		defer db.Close()
 	}
-
-	var ex metrics.Extractor
-	var mspec *runner.MetricsSpec
-	var features *runner.FeatureSpec
-	if !f.list {
-		var why string
-		if ex, mspec, why, err = sweepMetrics(e, rm.cfg, backend); err != nil {
-			return err
-		}
-		if why != "" {
-			logf("%s", why)
-		}
-		if ex != nil {
-			features = featuresOf(ex.ID())
-		}
-	} else if e.Metrics != nil && imageOutputs(e, rm.cfg) {
-		// Listing must show the same hashes as running: the features are part of the configuration.
-		k, err := extractors.Lookup(e.Metrics.Extractor)
-		if err != nil {
-			return err
-		}
-		id, err := k.ID(e.Metrics.Weights)
-		if err != nil {
-			return err
-		}
-		features = featuresOf(id)
+	ex, mspec, features, err := sweepFeatures(e, rm, backend, f.list, logf)
+	if err != nil {
+		return err
 	}
-	var vaeID string
-	if e.Model.VAE != "" {
-		hash, err := checkpoint.FileHash(e.Model.VAE)
-		if err != nil {
-			return fmt.Errorf("%s: model.vae: %w", path, err)
-		}
-		vaeID = vae.IDOf(hash)
+	vaeID, err := vaeIDOf(path, e)
+	if err != nil {
+		return err
 	}
 	items := runner.ExperimentItems(e, rm.cfg.String(), rm.weights, backend, vaeID, features)
 	if f.list {
@@ -306,27 +279,9 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	}
 	sw := runner.Sweep{Items: items, Arch: rm.cfg, DB: db, OutDir: filepath.Join(e.Output, "samples"), BatchSize: e.Sampling.Batch,
 		Shard: sh, Record: level, Audit: e.Audit, DiscardOutputs: e.Outputs == experiments.OutputsHash, Metrics: mspec, GitRev: gitRev(),
-		Log: func(msg string) { logf("%s", msg) }}
-	if ex != nil {
-		sw.Extractor = ex
-	}
+		Extractor: ex, Log: func(msg string) { logf("%s", msg) }}
 	if e.Model.VAE != "" {
-		sw.DecodeBatch = e.Model.VAEBatch
-		sw.LoadDecoder = func() (runner.ImageDecoder, error) {
-			b, err := engine.New(backend)
-			if err != nil {
-				return nil, err
-			}
-			logf("loading the VAE decoder %s", e.Model.VAE)
-			d, err := vae.Load(b, e.Model.VAE)
-			if err != nil {
-				return nil, fmt.Errorf("%s: model.vae: %w", path, err)
-			}
-			if d.ID() != vaeID {
-				return nil, fmt.Errorf("%s: model.vae %s changed while the sweep ran", path, e.Model.VAE)
-			}
-			return d, nil
-		}
+		sw.DecodeBatch, sw.LoadDecoder = e.Model.VAEBatch, decoderLoader(path, e.Model.VAE, vaeID, backend, logf)
 	}
 	var model *dit.Model
 	sw.Load = func() (runner.Model, error) {
@@ -336,26 +291,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		return m, err
 	}
 	var bar *progressbar.ProgressBar
-	cur := -1
-	sw.Progress = func(p runner.SweepProgress) {
-		if p.Item != cur {
-			if bar != nil {
-				_ = bar.Finish()
-				fmt.Fprintln(stderr)
-			}
-			cur = p.Item
-			bar = progressbar.NewOptions(p.Total, progressbar.OptionSetWriter(stderr), progressbar.OptionShowCount(),
-				progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionSetWidth(20),
-				progressbar.OptionThrottle(200*time.Millisecond))
-		}
-		eta := "?"
-		if p.AllDone > 0 {
-			left := time.Duration(float64(time.Since(p.AllStart)) / float64(p.AllDone) * float64(p.AllTotal-p.AllDone))
-			eta = left.Round(time.Second).String()
-		}
-		bar.Describe(fmt.Sprintf("[%d/%d] %s | all %d/%d, ETA %s |", p.Item+1, p.Items, p.Label, p.AllDone, p.AllTotal, eta))
-		_ = bar.Set(p.Done)
-	}
+	sw.Progress = sweepProgress(stderr, &bar)
 	ctx, stop := interruptContext(stderr)
 	defer stop()
 	logf("%s: %d configurations × %d samples (shard %s) → %s", path, len(items), e.Sampling.Samples, shardName(sh), dbPath)
@@ -370,19 +306,104 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	if model != nil {
 		logf("%d graph families compiled", model.GraphCount())
 	}
-	if err != nil {
-		if ctx.Err() != nil {
-			args := []string{"runbench", "run", path}
-			for _, fl := range []string{"db", "shard", "out", "samples", "batch", "random-weights", "no-metrics", "backend"} {
-				if x := cmd.Flag(fl); x != nil && x.Changed {
-					args = append(args, "--"+fl+"="+x.Value.String())
-				}
-			}
-			return fmt.Errorf("interrupted: finished batches are committed in %s; resume with: %s", dbPath, strings.Join(args, " "))
-		}
-		return err
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("interrupted: finished batches are committed in %s; resume with: %s", dbPath, resumeCommand(cmd, path))
 	}
-	return nil
+	return err
+}
+
+// sweepFeatures is what a sweep extracts and stores per sample (nil without [metrics] or with
+// outputs the extractor cannot read) and the metrics it computes. Listing names the features
+// without opening the network, so that it shows the same configuration hashes as running.
+func sweepFeatures(e *experiments.Experiment, rm *resolvedModel, backend string, list bool, logf func(string, ...any)) (metrics.Extractor, *runner.MetricsSpec, *runner.FeatureSpec, error) {
+	if list {
+		if e.Metrics == nil || !imageOutputs(e, rm.cfg) {
+			return nil, nil, nil, nil
+		}
+		k, err := extractors.Lookup(e.Metrics.Extractor)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		id, err := k.ID(e.Metrics.Weights)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return nil, nil, featuresOf(id), nil
+	}
+	ex, mspec, why, err := sweepMetrics(e, rm.cfg, backend)
+	if err != nil || ex == nil {
+		if why != "" {
+			logf("%s", why)
+		}
+		return nil, nil, nil, err
+	}
+	return ex, mspec, featuresOf(ex.ID()), nil
+}
+
+// vaeIDOf names an experiment's decoder by its checkpoint's content ("" without one).
+func vaeIDOf(path string, e *experiments.Experiment) (string, error) {
+	if e.Model.VAE == "" {
+		return "", nil
+	}
+	hash, err := checkpoint.FileHash(e.Model.VAE)
+	if err != nil {
+		return "", fmt.Errorf("%s: model.vae: %w", path, err)
+	}
+	return vae.IDOf(hash), nil
+}
+
+// decoderLoader loads the experiment's VAE decoder when the first configuration needs it.
+func decoderLoader(path, file, id, backend string, logf func(string, ...any)) func() (runner.ImageDecoder, error) {
+	return func() (runner.ImageDecoder, error) {
+		b, err := engine.New(backend)
+		if err != nil {
+			return nil, err
+		}
+		logf("loading the VAE decoder %s", file)
+		d, err := vae.Load(b, file)
+		if err != nil {
+			return nil, fmt.Errorf("%s: model.vae: %w", path, err)
+		}
+		if d.ID() != id {
+			return nil, fmt.Errorf("%s: model.vae %s changed while the sweep ran", path, file)
+		}
+		return d, nil
+	}
+}
+
+// sweepProgress draws one bar per configuration with the whole sweep's count and ETA.
+func sweepProgress(stderr io.Writer, bar **progressbar.ProgressBar) func(runner.SweepProgress) {
+	cur := -1
+	return func(p runner.SweepProgress) {
+		if p.Item != cur {
+			if *bar != nil {
+				_ = (*bar).Finish()
+				fmt.Fprintln(stderr)
+			}
+			cur = p.Item
+			*bar = progressbar.NewOptions(p.Total, progressbar.OptionSetWriter(stderr), progressbar.OptionShowCount(),
+				progressbar.OptionSetPredictTime(true), progressbar.OptionShowElapsedTimeOnFinish(), progressbar.OptionSetWidth(20),
+				progressbar.OptionThrottle(200*time.Millisecond))
+		}
+		eta := "?"
+		if p.AllDone > 0 {
+			left := time.Duration(float64(time.Since(p.AllStart)) / float64(p.AllDone) * float64(p.AllTotal-p.AllDone))
+			eta = left.Round(time.Second).String()
+		}
+		(*bar).Describe(fmt.Sprintf("[%d/%d] %s | all %d/%d, ETA %s |", p.Item+1, p.Items, p.Label, p.AllDone, p.AllTotal, eta))
+		_ = (*bar).Set(p.Done)
+	}
+}
+
+// resumeCommand is the command line that resumes an interrupted sweep.
+func resumeCommand(cmd *cobra.Command, path string) string {
+	args := []string{"runbench", "run", path}
+	for _, fl := range []string{"db", "shard", "out", "samples", "batch", "random-weights", "no-metrics", "backend"} {
+		if x := cmd.Flag(fl); x != nil && x.Changed {
+			args = append(args, "--"+fl+"="+x.Value.String())
+		}
+	}
+	return strings.Join(args, " ")
 }
 
 func shardName(sh runner.Shard) string {
