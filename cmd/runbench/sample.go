@@ -245,6 +245,7 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 		return err
 	}
 	req.Policy, req.Cache = pol, cache
+	req.Tokens = sf.trace != "" // the trace lists the tokens each partial step recomputed
 	tr := &methods.Trace{Method: sf.method, NumSteps: sched.Steps(), Sampler: string(kind), CFGScale: sf.cfg, Labels: y,
 		TokensPerRow: m.Tokens(), BatchRows: stateRows, TimestepMap: sched.TimestepMap}
 	if raw, err := methods.ParseParams(sf.params); err == nil {
