@@ -74,15 +74,50 @@ type Result struct {
 
 // Sample runs the reverse process on one batch. It stops early, with ctx's error, when ctx ends.
 func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
+	s, err := newSampling(m, r)
+	if err != nil {
+		return Result{}, err
+	}
+	for k := range s.steps {
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		if err := s.call(k); err != nil {
+			return Result{}, err
+		}
+	}
+	return Result{Sample: s.x[:s.B*s.per], State: s.x}, nil
+}
+
+// sampling is one batch's reverse process: the request checked once and the state every call
+// reads and replaces.
+type sampling struct {
+	m    hook.Model
+	r    Request
+	spec hook.Spec
+
+	B, per, rows int     // images, values per image, model rows (2B with CFG)
+	cfg          bool    // classifier-free guidance on
+	guide        int     // output channels guidance touches
+	steps        int     // sampling calls
+	labels       []int64 // the model's labels: B classes, then B null labels with CFG
+	x            []float32
+	noise        []float32 // the DDPM noise buffer, refilled every call
+	t            []float64 // the model's timestep per row, refilled every call
+}
+
+// newSampling checks the request against the model and builds the starting state, with the
+// null-label rows appended when CFG is on, so the loop itself never has to validate.
+func newSampling(m hook.Model, r Request) (*sampling, error) {
 	spec := m.Spec()
 	B := len(r.Labels)
 	per := spec.Channels * spec.Height * spec.Width
 	if B == 0 {
-		return Result{}, fmt.Errorf("sample: no labels")
+		return nil, fmt.Errorf("sample: no labels")
 	}
 	for i, y := range r.Labels {
 		if y < 0 || y > int64(spec.NumClasses) {
-			return Result{}, fmt.Errorf("sample: label %d of image %d out of range [0, %d] (%d = null)", y, i, spec.NumClasses, spec.NumClasses)
+			return nil, fmt.Errorf("sample: label %d of image %d out of range [0, %d] (%d = null)", y, i, spec.NumClasses, spec.NumClasses)
 		}
 	}
 	cfg := r.CFGScale > 1
@@ -100,7 +135,7 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 	case rows * per:
 		x = append([]float32(nil), r.XInit...)
 	default:
-		return Result{}, fmt.Errorf("sample: initial noise has %d values, want %d (%d images of %d×%d×%d) or %d with the CFG null rows",
+		return nil, fmt.Errorf("sample: initial noise has %d values, want %d (%d images of %d×%d×%d) or %d with the CFG null rows",
 			len(r.XInit), B*per, B, spec.Channels, spec.Height, spec.Width, rows*per)
 	}
 	labels := append([]int64(nil), r.Labels...)
@@ -113,108 +148,175 @@ func Sample(ctx context.Context, m hook.Model, r Request) (Result, error) {
 	if guide == 0 {
 		guide = DefaultGuideChannels
 	}
-	steps := r.Schedule.Steps()
-	noise := make([]float32, len(x))
-	t := make([]float64, rows)
-	for k := range steps {
-		if err := ctx.Err(); err != nil {
-			return Result{}, err
-		}
-		i := steps - 1 - k
-		for j := range t {
-			t[j] = float64(r.Schedule.TimestepMap[i])
-		}
-		in := x
-		if cfg { // forward_with_cfg reads the first half only
-			in = append(append(make([]float32, 0, len(x)), x[:B*per]...), x[:B*per]...)
-		}
-		opt := hook.Options{Cache: r.Cache}
-		tPlan := time.Now()
-		if r.Policy != nil {
-			p, err := r.Policy.Plan(k, i)
-			if err != nil {
-				return Result{}, fmt.Errorf("sample: plan of call %d: %w", k, err)
-			}
-			opt.Plan = p
-		}
-		planTime := time.Since(tPlan)
-		rec := r.Recorder
-		if rec != nil {
-			rec.begin(k, i, r.Schedule.TimestepMap[i], planOr(opt.Plan, m.Layout()), rows)
-			opt.Modules = rec.module
-		}
-		opt.Tokens = r.Tokens || rec.needsTokens()
-		opt.Choices, opt.DeviceChoice = r.Choices, r.DeviceChoice
-		c0 := compileTime(m)
-		t0 := time.Now()
-		out, err := m.Forward(in, t, labels, opt)
-		if err != nil {
-			return Result{}, fmt.Errorf("sample: call %d (t=%d): %w", k, r.Schedule.TimestepMap[i], err)
-		}
-		// Graphs compiled during the call (new shapes on a JIT backend) are not execution time.
-		compile := compileTime(m) - c0
-		forward := time.Since(t0) - compile
-		tObs := time.Now()
-		if r.Policy != nil {
-			if err := r.Policy.Observe(k, i, opt.Plan, r.Cache); err != nil {
-				return Result{}, fmt.Errorf("sample: observe call %d: %w", k, err)
-			}
-		}
-		overhead := planTime + time.Since(tObs)
-		var recordTime time.Duration
-		var raw []float32
-		if rec != nil {
-			tr := time.Now()
-			// The module hook ran inside Forward; take its time out of the forward.
-			recordTime = rec.takeHookTime()
-			forward -= recordTime
-			raw = append([]float32(nil), out...)
-			if err := rec.audited(m, in, t, labels, raw, spec); err != nil {
-				return Result{}, fmt.Errorf("sample: record call %d: %w", k, err)
-			}
-			recordTime += time.Since(tr)
-		}
-		t1 := time.Now()
-		if cfg {
-			if err := diffusion.GuideCFG(out, rows, spec.OutChannels(), spec.Channels, guide, r.CFGScale); err != nil {
-				return Result{}, fmt.Errorf("sample: %w", err)
-			}
-		}
-		var nz []float32
-		if r.Sampler.NeedsNoise() && r.Noise != nil {
-			if err := r.Noise(k, noise); err != nil {
-				return Result{}, fmt.Errorf("sample: noise of call %d: %w", k, err)
-			}
-			nz = noise
-		}
-		res, err := r.Schedule.Step(r.Sampler, i, x, out, rows, spec.Channels, spec.LearnSigma, nz)
-		if err != nil {
-			return Result{}, fmt.Errorf("sample: call %d: %w", k, err)
-		}
-		update := time.Since(t1)
-		if rec != nil {
-			tr := time.Now()
-			if err := rec.trajectory(m, r, k, i, t, labels, guide, nz, spec, x); err != nil {
-				return Result{}, fmt.Errorf("sample: record call %d: %w", k, err)
-			}
-			var flops int64
-			if fc, ok := m.(hook.FLOPsCounter); ok {
-				for _, f := range fc.BlockFLOPs(planOr(opt.Plan, m.Layout()), rows) {
-					flops += f
-				}
-			}
-			rec.endCall(raw, res.X, flops)
-			recordTime += time.Since(tr)
-		}
-		x = res.X
-		if r.OnStep != nil {
-			if err := r.OnStep(StepInfo{Call: k, Step: i, Timestep: r.Schedule.TimestepMap[i], X: x, PredXStart: res.PredXStart, ModelOut: out,
-				Plan: opt.Plan, Rows: rows, Forward: forward, Overhead: overhead, Update: update, Record: recordTime, Compile: compile}); err != nil {
-				return Result{}, err
-			}
+	return &sampling{m: m, r: r, spec: spec, B: B, per: per, rows: rows, cfg: cfg, guide: guide,
+		steps: r.Schedule.Steps(), labels: labels, x: x, noise: make([]float32, len(x)), t: make([]float64, rows)}, nil
+}
+
+// call runs sampling call k: plan, forward, observe, record, guidance and sampler update, then
+// hands the results to OnStep. It fills the timing split of the StepInfo as it goes.
+func (s *sampling) call(k int) error {
+	i := s.steps - 1 - k
+	info := StepInfo{Call: k, Step: i, Timestep: s.r.Schedule.TimestepMap[i], Rows: s.rows}
+	for j := range s.t {
+		s.t[j] = float64(info.Timestep)
+	}
+	in := s.modelInput()
+	opt, planTime, err := s.options(k, i)
+	if err != nil {
+		return err
+	}
+	info.Plan = opt.Plan
+	out, err := s.forward(in, opt, &info)
+	if err != nil {
+		return err
+	}
+	if err := s.observe(k, i, opt.Plan, planTime, &info); err != nil {
+		return err
+	}
+	raw, err := s.audit(k, in, out, &info)
+	if err != nil {
+		return err
+	}
+	res, nz, err := s.update(k, i, out, &info)
+	if err != nil {
+		return err
+	}
+	if err := s.recordTrajectory(k, i, opt.Plan, nz, raw, res.X, &info); err != nil {
+		return err
+	}
+	s.x = res.X
+	if s.r.OnStep != nil {
+		info.X, info.PredXStart, info.ModelOut = s.x, res.PredXStart, out
+		if err := s.r.OnStep(info); err != nil {
+			return err
 		}
 	}
-	return Result{Sample: x[:B*per], State: x}, nil
+	return nil
+}
+
+// modelInput is what the model reads: the state, or with CFG its first half twice, as
+// forward_with_cfg does.
+func (s *sampling) modelInput() []float32 {
+	if !s.cfg {
+		return s.x
+	}
+	n := s.B * s.per
+	return append(append(make([]float32, 0, len(s.x)), s.x[:n]...), s.x[:n]...)
+}
+
+// options asks the policy for call k's plan (timed, as it is policy overhead) and sets up the
+// forward's options, with the recorder's module hook when recording.
+func (s *sampling) options(k, i int) (hook.Options, time.Duration, error) {
+	opt := hook.Options{Cache: s.r.Cache}
+	tPlan := time.Now()
+	if s.r.Policy != nil {
+		p, err := s.r.Policy.Plan(k, i)
+		if err != nil {
+			return opt, 0, fmt.Errorf("sample: plan of call %d: %w", k, err)
+		}
+		opt.Plan = p
+	}
+	planTime := time.Since(tPlan)
+	rec := s.r.Recorder
+	if rec != nil {
+		rec.begin(k, i, s.r.Schedule.TimestepMap[i], planOr(opt.Plan, s.m.Layout()), s.rows)
+		opt.Modules = rec.module
+	}
+	opt.Tokens = s.r.Tokens || rec.needsTokens()
+	opt.Choices, opt.DeviceChoice = s.r.Choices, s.r.DeviceChoice
+	return opt, planTime, nil
+}
+
+// forward runs the model call and times it, leaving out the graphs compiled during the call
+// (new shapes on a JIT backend), which are not execution time.
+func (s *sampling) forward(in []float32, opt hook.Options, info *StepInfo) ([]float32, error) {
+	c0 := compileTime(s.m)
+	t0 := time.Now()
+	out, err := s.m.Forward(in, s.t, s.labels, opt)
+	if err != nil {
+		return nil, fmt.Errorf("sample: call %d (t=%d): %w", info.Call, info.Timestep, err)
+	}
+	info.Compile = compileTime(s.m) - c0
+	info.Forward = time.Since(t0) - info.Compile
+	return out, nil
+}
+
+// observe lets the policy see the call's results; with the plan's time, this is the policy's
+// host overhead.
+func (s *sampling) observe(k, i int, plan *hook.Plan, planTime time.Duration, info *StepInfo) error {
+	tObs := time.Now()
+	if s.r.Policy != nil {
+		if err := s.r.Policy.Observe(k, i, plan, s.r.Cache); err != nil {
+			return fmt.Errorf("sample: observe call %d: %w", k, err)
+		}
+	}
+	info.Overhead = planTime + time.Since(tObs)
+	return nil
+}
+
+// audit, when recording, moves the module hook's time from the forward to the recording, keeps
+// the unguided model output and runs the recorder's audit passes; it returns that raw output.
+func (s *sampling) audit(k int, in, out []float32, info *StepInfo) ([]float32, error) {
+	rec := s.r.Recorder
+	if rec == nil {
+		return nil, nil
+	}
+	tr := time.Now()
+	// The module hook ran inside Forward; take its time out of the forward.
+	info.Record = rec.takeHookTime()
+	info.Forward -= info.Record
+	raw := append([]float32(nil), out...)
+	if err := rec.audited(s.m, in, s.t, s.labels, raw, s.spec); err != nil {
+		return nil, fmt.Errorf("sample: record call %d: %w", k, err)
+	}
+	info.Record += time.Since(tr)
+	return raw, nil
+}
+
+// update applies guidance to out (in place) and steps the sampler, timed together; it returns
+// the step and the noise it drew (nil when none).
+func (s *sampling) update(k, i int, out []float32, info *StepInfo) (diffusion.StepResult, []float32, error) {
+	t1 := time.Now()
+	if s.cfg {
+		if err := diffusion.GuideCFG(out, s.rows, s.spec.OutChannels(), s.spec.Channels, s.guide, s.r.CFGScale); err != nil {
+			return diffusion.StepResult{}, nil, fmt.Errorf("sample: %w", err)
+		}
+	}
+	var nz []float32
+	if s.r.Sampler.NeedsNoise() && s.r.Noise != nil {
+		if err := s.r.Noise(k, s.noise); err != nil {
+			return diffusion.StepResult{}, nil, fmt.Errorf("sample: noise of call %d: %w", k, err)
+		}
+		nz = s.noise
+	}
+	res, err := s.r.Schedule.Step(s.r.Sampler, i, s.x, out, s.rows, s.spec.Channels, s.spec.LearnSigma, nz)
+	if err != nil {
+		return diffusion.StepResult{}, nil, fmt.Errorf("sample: call %d: %w", k, err)
+	}
+	info.Update = time.Since(t1)
+	return res, nz, nil
+}
+
+// recordTrajectory, when recording, measures the call's feature dynamics against the state
+// before the update (s.x) and closes the call with its planned FLOPs, adding to the recording time.
+func (s *sampling) recordTrajectory(k, i int, plan *hook.Plan, nz, raw, next []float32, info *StepInfo) error {
+	rec := s.r.Recorder
+	if rec == nil {
+		return nil
+	}
+	tr := time.Now()
+	if err := rec.trajectory(s.m, s.r, k, i, s.t, s.labels, s.guide, nz, s.spec, s.x); err != nil {
+		return fmt.Errorf("sample: record call %d: %w", k, err)
+	}
+	var flops int64
+	if fc, ok := s.m.(hook.FLOPsCounter); ok {
+		for _, f := range fc.BlockFLOPs(planOr(plan, s.m.Layout()), s.rows) {
+			flops += f
+		}
+	}
+	rec.endCall(raw, next, flops)
+	info.Record += time.Since(tr)
+	return nil
 }
 
 // planOr returns the plan, or the full plan of a layout when nil.

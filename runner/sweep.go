@@ -135,152 +135,244 @@ func RunSweep(ctx context.Context, s Sweep) ([]ItemResult, error) {
 	if s.BatchSize <= 0 {
 		return nil, fmt.Errorf("sweep: batch size %d must be positive", s.BatchSize)
 	}
-	logf := func(format string, args ...any) {
-		if s.Log != nil {
-			s.Log(fmt.Sprintf(format, args...))
-		}
+	w := &sweepRun{s: s}
+	if err := w.survey(); err != nil {
+		return nil, err
 	}
-	res := make([]ItemResult, len(s.Items))
-	missing := make([]int, len(s.Items))
-	allTotal := 0
-	seen := map[string]string{}
-	for k, it := range s.Items {
-		if it.Config.Backend == "" {
-			return nil, fmt.Errorf("sweep: %s: the backend configuration must be set (it is part of the config hash)", it.Label)
-		}
-		if (it.Config.Features != nil) != (s.Extractor != nil) {
-			return nil, fmt.Errorf("sweep: %s: stored features and the extractor go together", it.Label)
-		}
-		h, err := ItemHash(it)
-		if err != nil {
-			return nil, fmt.Errorf("sweep: %w", err)
-		}
-		if first, dup := seen[h]; dup {
-			return nil, fmt.Errorf("sweep: %s and %s are the same configuration", first, it.Label)
-		}
-		seen[h] = it.Label
-		res[k] = ItemResult{Item: it, Hash: h}
-		lo, hi := s.Shard.Range(it.Config.NumSamples)
-		missing[k] = hi - lo
-		run, err := s.DB.RunByHash(h)
-		if errors.Is(err, store.ErrNotFound) {
-			allTotal += missing[k]
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		res[k].Run = run
-		have, err := s.DB.SampleIndices(run.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, i := range have {
-			if i >= lo && i < hi {
-				missing[k]--
-			}
-		}
-		res[k].Have = len(have)
-		allTotal += missing[k]
+	if err := w.sampleMissing(ctx); err != nil {
+		return w.res, err
 	}
-	var model Model
-	var decoder ImageDecoder
-	allDone, allStart := 0, time.Now()
-	for k, it := range s.Items {
-		if missing[k] == 0 {
-			continue
-		}
-		if model == nil {
-			var err error
-			if model, err = s.Load(); err != nil {
-				return res, err
-			}
-		}
-		if it.Config.VAE != "" && decoder == nil {
-			if s.LoadDecoder == nil {
-				return res, fmt.Errorf("%s: the configuration decodes with %s, and the sweep has no decoder", it.Label, it.Config.VAE)
-			}
-			var err error
-			if decoder, err = s.LoadDecoder(); err != nil {
-				return res, err
-			}
-		}
-		start := time.Now()
-		base := allDone
-		job := Job{Config: it.Config, RawParams: it.RawParams, Model: model, BatchSize: s.BatchSize,
-			OutDir: filepath.Join(s.OutDir, fmt.Sprintf("%s-%s", it.Config.Method, res[k].Hash[:12])), DB: s.DB, Shard: s.Shard,
-			Record: s.Record, Audit: s.Audit, Extractor: s.Extractor, DiscardOutputs: s.DiscardOutputs, GitRev: s.GitRev,
-			Decoder: decoderFor(it.Config, decoder), DecodeBatch: s.DecodeBatch,
-			Progress: func(done, total int) {
-				allDone = base + done
-				if s.Progress != nil {
-					s.Progress(SweepProgress{Item: k, Items: len(s.Items), Label: it.Label, Done: done, Total: total,
-						AllDone: allDone, AllTotal: allTotal, Start: start, AllStart: allStart})
-				}
-			}}
-		if s.Progress != nil {
-			s.Progress(SweepProgress{Item: k, Items: len(s.Items), Label: it.Label, Total: missing[k], AllDone: allDone,
-				AllTotal: allTotal, Start: start, AllStart: allStart})
-		}
-		jr, err := Run(ctx, job)
-		if jr != nil {
-			res[k].Run, res[k].Done, res[k].Timing = jr.Run, jr.Done, jr.Timing
-		}
-		allDone = base + res[k].Done
-		if err != nil {
-			if ctx.Err() != nil {
-				return res, ctx.Err()
-			}
-			return res, fmt.Errorf("%s: %w", it.Label, err)
-		}
-		if have, err := s.DB.SampleIndices(res[k].Run.ID); err == nil {
-			res[k].Have = len(have)
-		}
-	}
-	for k, it := range s.Items {
-		if res[k].Run.ID == 0 {
-			continue // an empty shard of a tiny run: nothing stored
-		}
-		f, err := s.DB.RunFLOPs(res[k].Run.ID)
-		if err != nil {
-			return res, err
-		}
-		if f == nil && s.Arch != nil {
-			pf, err := PlanFLOPs(s.Arch, it)
-			if err != nil {
-				return res, fmt.Errorf("%s: FLOPs: %w", it.Label, err)
-			}
-			if err := s.DB.PutRunFLOPs(res[k].Run.ID, pf); err != nil {
-				return res, err
-			}
-			f = &pf
-		}
-		res[k].FLOPs = f
-		if s.Metrics == nil {
-			continue
-		}
-		switch {
-		case res[k].Have < it.Config.NumSamples:
-			res[k].NoMetric = fmt.Sprintf("%d of %d samples in this file: metrics come after `runbench merge`", res[k].Have, it.Config.NumSamples)
-		case it.Config.Features == nil:
-			res[k].NoMetric = "no stored features"
-		default:
-			if ms, ok := storedMetrics(s.DB, res[k].Run.ID, *s.Metrics, it.Config.Features.Extractor); ok {
-				res[k].Metrics = ms
-				continue
-			}
-			ms, err := EvaluateRun(s.DB, res[k].Run, *s.Metrics)
-			if err != nil {
-				res[k].NoMetric = err.Error()
-				logf("%s: metrics not computed: %v", it.Label, err)
-			}
-			res[k].Metrics = ms
+	for k := range w.res {
+		if err := w.finishItem(&w.res[k]); err != nil {
+			return w.res, err
 		}
 	}
 	if s.Metrics != nil && (slices.Contains(s.Metrics.Names, "psnr_vs_none") || slices.Contains(s.Metrics.Names, "ssim_vs_none")) {
-		pairFidelity(s, s.Items, res, logf)
+		pairFidelity(s, s.Items, w.res, w.logf)
 	}
-	return res, nil
+	return w.res, nil
+}
+
+// sweepRun is a sweep under way: its results so far, and what sampling keeps across items.
+type sweepRun struct {
+	s        Sweep
+	res      []ItemResult // one per item
+	missing  []int        // per item, the samples of this shard's range the database lacks
+	allTotal int          // the sum of missing: this invocation's work
+	allDone  int          // samples generated so far
+	allStart time.Time    // when sampling began
+	model    Model        // loaded with the first item that has samples to make
+	decoder  ImageDecoder // loaded with the first item that decodes
+}
+
+// logf passes a message to the sweep's log, if it has one.
+func (w *sweepRun) logf(format string, args ...any) {
+	if w.s.Log != nil {
+		w.s.Log(fmt.Sprintf(format, args...))
+	}
+}
+
+// survey checks every item and counts its missing samples before anything is sampled, so a bad
+// item fails the sweep at once and progress knows the whole sweep's work.
+func (w *sweepRun) survey() error {
+	w.res = make([]ItemResult, len(w.s.Items))
+	w.missing = make([]int, len(w.s.Items))
+	seen := map[string]string{}
+	for k, it := range w.s.Items {
+		h, err := w.itemHash(it, seen)
+		if err != nil {
+			return err
+		}
+		w.res[k] = ItemResult{Item: it, Hash: h}
+		if err := w.countMissing(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// itemHash checks an item and returns its config hash, refusing a configuration seen before
+// (seen maps the hashes so far to their labels).
+func (w *sweepRun) itemHash(it SweepItem, seen map[string]string) (string, error) {
+	if it.Config.Backend == "" {
+		return "", fmt.Errorf("sweep: %s: the backend configuration must be set (it is part of the config hash)", it.Label)
+	}
+	if (it.Config.Features != nil) != (w.s.Extractor != nil) {
+		return "", fmt.Errorf("sweep: %s: stored features and the extractor go together", it.Label)
+	}
+	h, err := ItemHash(it)
+	if err != nil {
+		return "", fmt.Errorf("sweep: %w", err)
+	}
+	if first, dup := seen[h]; dup {
+		return "", fmt.Errorf("sweep: %s and %s are the same configuration", first, it.Label)
+	}
+	seen[h] = it.Label
+	return h, nil
+}
+
+// countMissing finds item k's stored run, if any, and counts the samples of this shard's range
+// it still lacks.
+func (w *sweepRun) countMissing(k int) error {
+	it := w.s.Items[k]
+	lo, hi := w.s.Shard.Range(it.Config.NumSamples)
+	w.missing[k] = hi - lo
+	run, err := w.s.DB.RunByHash(w.res[k].Hash)
+	if errors.Is(err, store.ErrNotFound) {
+		w.allTotal += w.missing[k]
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	w.res[k].Run = run
+	have, err := w.s.DB.SampleIndices(run.ID)
+	if err != nil {
+		return err
+	}
+	for _, i := range have {
+		if i >= lo && i < hi {
+			w.missing[k]--
+		}
+	}
+	w.res[k].Have = len(have)
+	w.allTotal += w.missing[k]
+	return nil
+}
+
+// sampleMissing samples the items with missing samples in order, loading the model (and the
+// decoder) only when the first one comes up.
+func (w *sweepRun) sampleMissing(ctx context.Context) error {
+	w.allStart = time.Now()
+	for k, it := range w.s.Items {
+		if w.missing[k] == 0 {
+			continue
+		}
+		if err := w.load(it); err != nil {
+			return err
+		}
+		if err := w.sampleItem(ctx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// load builds the model, and the decoder for an item that decodes, unless already built.
+func (w *sweepRun) load(it SweepItem) error {
+	if w.model == nil {
+		var err error
+		if w.model, err = w.s.Load(); err != nil {
+			return err
+		}
+	}
+	if it.Config.VAE != "" && w.decoder == nil {
+		if w.s.LoadDecoder == nil {
+			return fmt.Errorf("%s: the configuration decodes with %s, and the sweep has no decoder", it.Label, it.Config.VAE)
+		}
+		var err error
+		if w.decoder, err = w.s.LoadDecoder(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sampleItem runs the job of item k's missing samples, reporting progress over the whole sweep,
+// and records what it did in the item's result even when it fails.
+func (w *sweepRun) sampleItem(ctx context.Context, k int) error {
+	s, it := w.s, w.s.Items[k]
+	start := time.Now()
+	base := w.allDone
+	report := func(done, total int) {
+		if s.Progress != nil {
+			s.Progress(SweepProgress{Item: k, Items: len(s.Items), Label: it.Label, Done: done, Total: total,
+				AllDone: w.allDone, AllTotal: w.allTotal, Start: start, AllStart: w.allStart})
+		}
+	}
+	job := Job{Config: it.Config, RawParams: it.RawParams, Model: w.model, BatchSize: s.BatchSize,
+		OutDir: filepath.Join(s.OutDir, fmt.Sprintf("%s-%s", it.Config.Method, w.res[k].Hash[:12])), DB: s.DB, Shard: s.Shard,
+		Record: s.Record, Audit: s.Audit, Extractor: s.Extractor, DiscardOutputs: s.DiscardOutputs, GitRev: s.GitRev,
+		Decoder: decoderFor(it.Config, w.decoder), DecodeBatch: s.DecodeBatch,
+		Progress: func(done, total int) {
+			w.allDone = base + done
+			report(done, total)
+		}}
+	report(0, w.missing[k])
+	jr, err := Run(ctx, job)
+	if jr != nil {
+		w.res[k].Run, w.res[k].Done, w.res[k].Timing = jr.Run, jr.Done, jr.Timing
+	}
+	w.allDone = base + w.res[k].Done
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s: %w", it.Label, err)
+	}
+	if have, err := s.DB.SampleIndices(w.res[k].Run.ID); err == nil {
+		w.res[k].Have = len(have)
+	}
+	return nil
+}
+
+// finishItem gives a stored run its planned FLOPs and, when asked for, its metrics; an item
+// without a run (an empty shard of a tiny run) has nothing stored to finish.
+func (w *sweepRun) finishItem(r *ItemResult) error {
+	if r.Run.ID == 0 {
+		return nil
+	}
+	if err := w.flops(r); err != nil {
+		return err
+	}
+	if w.s.Metrics != nil {
+		w.metrics(r)
+	}
+	return nil
+}
+
+// flops reads the run's planned FLOPs, counting and storing them first when the run has none
+// and the sweep knows the architecture.
+func (w *sweepRun) flops(r *ItemResult) error {
+	f, err := w.s.DB.RunFLOPs(r.Run.ID)
+	if err != nil {
+		return err
+	}
+	if f == nil && w.s.Arch != nil {
+		pf, err := PlanFLOPs(w.s.Arch, r.Item)
+		if err != nil {
+			return fmt.Errorf("%s: FLOPs: %w", r.Item.Label, err)
+		}
+		if err := w.s.DB.PutRunFLOPs(r.Run.ID, pf); err != nil {
+			return err
+		}
+		f = &pf
+	}
+	r.FLOPs = f
+	return nil
+}
+
+// metrics takes the run's metrics from the database when all are stored, else computes them from
+// the stored features; a run that cannot have them says why in NoMetric instead of failing the sweep.
+func (w *sweepRun) metrics(r *ItemResult) {
+	c := r.Item.Config
+	switch {
+	case r.Have < c.NumSamples:
+		r.NoMetric = fmt.Sprintf("%d of %d samples in this file: metrics come after `runbench merge`", r.Have, c.NumSamples)
+	case c.Features == nil:
+		r.NoMetric = "no stored features"
+	default:
+		if ms, ok := storedMetrics(w.s.DB, r.Run.ID, *w.s.Metrics, c.Features.Extractor); ok {
+			r.Metrics = ms
+			return
+		}
+		ms, err := EvaluateRun(w.s.DB, r.Run, *w.s.Metrics)
+		if err != nil {
+			r.NoMetric = err.Error()
+			w.logf("%s: metrics not computed: %v", r.Item.Label, err)
+		}
+		r.Metrics = ms
+	}
 }
 
 // isPaired tells the metrics computed against the none configuration rather than a reference.

@@ -166,69 +166,17 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 	}
 	spec := m.Spec()
 	per := spec.Channels * spec.Height * spec.Width
-	xt, err := f.Get("x_init")
+	xInit, y, rows, images, err := replayInputs(f, spec, sf.cfg, m.Config.String())
 	if err != nil {
 		return err
 	}
-	if len(xt.Shape) != 4 || xt.Shape[1] != spec.Channels || xt.Shape[2] != spec.Height || xt.Shape[3] != spec.Width {
-		return fmt.Errorf("%s: x_init has shape %v, want [rows, %d, %d, %d] for %s", f.Path, xt.Shape, spec.Channels, spec.Height, spec.Width, m.Config)
-	}
-	xInit, err := xt.Float32()
-	if err != nil {
-		return fmt.Errorf("%s: x_init: %w", f.Path, err)
-	}
-	yt, err := f.Get("y")
-	if err != nil {
-		return err
-	}
-	y, err := yt.Int64()
-	if err != nil {
-		return fmt.Errorf("%s: y must hold integer labels: %w", f.Path, err)
-	}
-	cfg := sf.cfg > 1
-	images := len(y)
-	if cfg {
-		if len(y)%2 != 0 {
-			return fmt.Errorf("%s: y has %d labels; with --cfg %g it must hold the image labels then as many null labels", f.Path, len(y), sf.cfg)
-		}
-		images = len(y) / 2
-		for i, v := range y[images:] {
-			if v != int64(spec.NumClasses) {
-				return fmt.Errorf("%s: y[%d] = %d, want the null label %d in the second half (CFG)", f.Path, images+i, v, spec.NumClasses)
-			}
-		}
-	}
-	rows := xt.Shape[0]
 	stateRows := images
-	if cfg {
+	if sf.cfg > 1 {
 		stateRows = 2 * images
-	}
-	if rows != images && rows != stateRows {
-		return fmt.Errorf("%s: x_init has %d rows, want %d (images) or %d (whole CFG state)", f.Path, rows, images, stateRows)
 	}
 	req := harness.Request{Sampler: kind, Schedule: sched, CFGScale: float32(sf.cfg), GuideChannels: sf.guide(), XInit: xInit, Labels: y[:images]}
 	if kind.NeedsNoise() {
-		req.Noise = func(k int, dst []float32) error {
-			name := fmt.Sprintf("noise_%03d", k)
-			nt, err := f.Get(name)
-			if err != nil {
-				return fmt.Errorf("DDPM replay needs per-step noise: %w", err)
-			}
-			nz, err := nt.Float32()
-			if err != nil {
-				return fmt.Errorf("%s: %s: %w", f.Path, name, err)
-			}
-			switch len(nz) {
-			case len(dst):
-				copy(dst, nz)
-			case images * per: // image rows only: null rows get zero noise (they never feed back)
-				copy(dst, nz)
-				clear(dst[len(nz):])
-			default:
-				return fmt.Errorf("%s: %s has %d values, want %d or %d", f.Path, name, len(nz), len(dst), images*per)
-			}
-			return nil
-		}
+		req.Noise = replayNoise(f, images*per)
 	}
 	outs := map[string]*checkpoint.Tensor{}
 	keepRows := rows
@@ -292,6 +240,72 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 	meta := map[string]string{"producer": "runbench sample --replay", "replay": sf.replay, "sampler": string(kind),
 		"steps": sf.steps, "cfg": fmt.Sprint(sf.cfg), "model": m.Config.String()}
 	return checkpoint.WriteSafetensors(sf.out, outs, meta)
+}
+
+// replayInputs reads a replay file's starting state x_init (the images, or the whole CFG state)
+// and labels y (with CFG: the image labels, then as many null labels), and checks them.
+func replayInputs(f *checkpoint.File, spec hook.Spec, cfgScale float64, model string) (xInit []float32, y []int64, rows, images int, err error) {
+	xt, err := f.Get("x_init")
+	if err != nil {
+		return nil, nil, 0, 0, err
+	}
+	if len(xt.Shape) != 4 || xt.Shape[1] != spec.Channels || xt.Shape[2] != spec.Height || xt.Shape[3] != spec.Width {
+		return nil, nil, 0, 0, fmt.Errorf("%s: x_init has shape %v, want [rows, %d, %d, %d] for %s", f.Path, xt.Shape, spec.Channels, spec.Height, spec.Width, model)
+	}
+	if xInit, err = xt.Float32(); err != nil {
+		return nil, nil, 0, 0, fmt.Errorf("%s: x_init: %w", f.Path, err)
+	}
+	yt, err := f.Get("y")
+	if err != nil {
+		return nil, nil, 0, 0, err
+	}
+	if y, err = yt.Int64(); err != nil {
+		return nil, nil, 0, 0, fmt.Errorf("%s: y must hold integer labels: %w", f.Path, err)
+	}
+	images = len(y)
+	stateRows := images
+	if cfgScale > 1 {
+		if len(y)%2 != 0 {
+			return nil, nil, 0, 0, fmt.Errorf("%s: y has %d labels; with --cfg %g it must hold the image labels then as many null labels", f.Path, len(y), cfgScale)
+		}
+		images, stateRows = len(y)/2, len(y)
+		for i, v := range y[images:] {
+			if v != int64(spec.NumClasses) {
+				return nil, nil, 0, 0, fmt.Errorf("%s: y[%d] = %d, want the null label %d in the second half (CFG)", f.Path, images+i, v, spec.NumClasses)
+			}
+		}
+	}
+	rows = xt.Shape[0]
+	if rows != images && rows != stateRows {
+		return nil, nil, 0, 0, fmt.Errorf("%s: x_init has %d rows, want %d (images) or %d (whole CFG state)", f.Path, rows, images, stateRows)
+	}
+	return xInit, y, rows, images, nil
+}
+
+// replayNoise feeds DDPM call k the file's noise_k: for the whole state, or for the image rows
+// only (the null rows then get zero noise; they never feed back into the images).
+func replayNoise(f *checkpoint.File, imageValues int) func(int, []float32) error {
+	return func(k int, dst []float32) error {
+		name := fmt.Sprintf("noise_%03d", k)
+		nt, err := f.Get(name)
+		if err != nil {
+			return fmt.Errorf("DDPM replay needs per-step noise: %w", err)
+		}
+		nz, err := nt.Float32()
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", f.Path, name, err)
+		}
+		switch len(nz) {
+		case len(dst):
+			copy(dst, nz)
+		case imageValues:
+			copy(dst, nz)
+			clear(dst[len(nz):])
+		default:
+			return fmt.Errorf("%s: %s has %d values, want %d or %d", f.Path, name, len(nz), len(dst), imageValues)
+		}
+		return nil
+	}
 }
 
 func seq(n int) []int {

@@ -198,155 +198,263 @@ func (m *merger) copyRows(table string, override map[string]string, skip map[str
 
 type srcBatch struct{ index, first, n int }
 
+// mergeRun is one source run being merged and the destination run it goes into.
+type mergeRun struct {
+	src   Run    // the source run
+	dst   Run    // its destination row (of a run new to the destination, only ID and NumSamples are set)
+	short string // the config hash cut to 12 characters, for messages
+}
+
+// runOverride points copied rows at the destination run.
+func (mr *mergeRun) runOverride() map[string]string {
+	return map[string]string{"run_id": fmt.Sprint(mr.dst.ID)}
+}
+
+// run merges one source run: it finds or creates the destination run, copies the batches the
+// destination lacks, then the metrics and planned FLOPs, and settles the run's status.
 func (m *merger) run(r Run, st *MergeStats) error {
 	st.Runs++
-	tx := m.tx
-	short := r.ConfigHash
-	if len(short) > 12 {
-		short = short[:12]
+	mr := &mergeRun{src: r, short: r.ConfigHash}
+	if len(mr.short) > 12 {
+		mr.short = mr.short[:12]
 	}
-	dst, err := scanRun(tx.QueryRow("SELECT "+runColumns+" FROM main.runs WHERE config_hash = ?", r.ConfigHash))
+	isNew, err := m.destination(mr, st)
+	if err != nil {
+		return err
+	}
+	batches, err := m.sourceBatches(r.ID)
+	if err != nil {
+		return err
+	}
+	contributed := isNew
+	for _, b := range batches {
+		copied, err := m.batch(mr, b, st)
+		if err != nil {
+			return err
+		}
+		if copied {
+			contributed = true
+		}
+	}
+	if contributed {
+		if err := m.copyRunRows(mr); err != nil {
+			return err
+		}
+	}
+	if err := m.copyMetrics(mr, st); err != nil {
+		return err
+	}
+	if err := m.copyFLOPs(mr); err != nil {
+		return err
+	}
+	return m.settleStatus(mr)
+}
+
+// destination finds the destination run with the source run's config hash, refusing one with a
+// different configuration, or inserts it as running; it reports whether the run is new.
+func (m *merger) destination(mr *mergeRun, st *MergeStats) (bool, error) {
+	r := mr.src
+	dst, err := scanRun(m.tx.QueryRow("SELECT "+runColumns+" FROM main.runs WHERE config_hash = ?", r.ConfigHash))
 	isNew := false
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		r.Status = StatusRunning
-		id, err := insertRun(tx, r)
+		id, err := insertRun(m.tx, r)
 		if err != nil {
-			return fmt.Errorf("run %s: %w", short, err)
+			return false, fmt.Errorf("run %s: %w", mr.short, err)
 		}
 		dst.ID, dst.NumSamples = id, r.NumSamples
 		isNew = true
 		st.NewRuns++
 	case err != nil:
-		return err
+		return false, err
 	case dst.ConfigJSON != r.ConfigJSON:
-		return fmt.Errorf("run %s (config hash %s): the two files hold different configurations under the same hash; refusing to mix them", short, r.ConfigHash)
+		return false, fmt.Errorf("run %s (config hash %s): the two files hold different configurations under the same hash; refusing to mix them", mr.short, r.ConfigHash)
 	}
-	runOverride := map[string]string{"run_id": fmt.Sprint(dst.ID)}
+	mr.dst = dst
+	return isNew, nil
+}
 
-	rows, err := tx.Query("SELECT batch_index, first_sample, num_samples FROM src.batches WHERE run_id = ? ORDER BY first_sample", r.ID)
+// sourceBatches lists a source run's batches in sample order.
+func (m *merger) sourceBatches(runID int64) ([]srcBatch, error) {
+	rows, err := m.tx.Query("SELECT batch_index, first_sample, num_samples FROM src.batches WHERE run_id = ? ORDER BY first_sample", runID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var batches []srcBatch
 	for rows.Next() {
 		var b srcBatch
 		if err := rows.Scan(&b.index, &b.first, &b.n); err != nil {
 			rows.Close()
-			return err
+			return nil, err
 		}
 		batches = append(batches, b)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return batches, nil
+}
+
+// batch copies one source batch with its samples, timings and step statistics, or skips it when
+// the destination's batches already cover its range with identical samples; it reports whether
+// it copied. Different results for the same samples are refused either way.
+func (m *merger) batch(mr *mergeRun, b srcBatch, st *MergeStats) (bool, error) {
+	end := b.first + b.n
+	if end > mr.src.NumSamples {
+		return false, fmt.Errorf("run %s: batch %d covers samples [%d, %d) past the run's %d samples", mr.short, b.index, b.first, end, mr.src.NumSamples)
+	}
+	dup, err := m.covered(mr, b.first, end)
+	if err != nil {
+		return false, err
+	}
+	if dup {
+		st.Duplicates++
+		return false, nil
+	}
+	var bad sql.NullInt64
+	if err := m.tx.QueryRow(`SELECT min(s.sample_index) FROM src.samples s JOIN main.samples m ON m.run_id = ? AND m.sample_index = s.sample_index
+		WHERE s.run_id = ? AND s.sample_index >= ? AND s.sample_index < ? AND NOT (`+sameSample+`)`,
+		mr.dst.ID, mr.src.ID, b.first, end).Scan(&bad); err != nil {
+		return false, err
+	}
+	if bad.Valid {
+		return false, fmt.Errorf("run %s: sample %d differs between the two files (output hash, label, noise seed or features); refusing to merge", mr.short, bad.Int64)
+	}
+	index, err := m.batchIndex(mr.dst.ID, b.index)
+	if err != nil {
+		return false, err
+	}
+	n, err := m.copyBatchRows(mr, b, index)
+	if err != nil {
+		return false, err
+	}
+	st.Batches++
+	st.Samples += int(n)
+	return true, nil
+}
+
+// covered tells whether destination batches already overlap samples [first, end), which is
+// only allowed (as a duplicate to skip) when the destination holds every one of them identical.
+func (m *merger) covered(mr *mergeRun, first, end int) (bool, error) {
+	var overlap int
+	if err := m.tx.QueryRow(`SELECT count(*) FROM main.batches WHERE run_id = ? AND first_sample < ? AND first_sample + num_samples > ?`,
+		mr.dst.ID, end, first).Scan(&overlap); err != nil {
+		return false, err
+	}
+	if overlap == 0 {
+		return false, nil
+	}
+	var bad sql.NullInt64
+	if err := m.tx.QueryRow(`SELECT min(s.sample_index) FROM src.samples s WHERE s.run_id = ? AND s.sample_index >= ? AND s.sample_index < ?
+		AND NOT EXISTS (SELECT 1 FROM main.samples m WHERE m.run_id = ? AND m.sample_index = s.sample_index AND `+sameSample+`)`,
+		mr.src.ID, first, end, mr.dst.ID).Scan(&bad); err != nil {
+		return false, err
+	}
+	if bad.Valid {
+		return false, fmt.Errorf("run %s: sample %d is missing or different in the destination, whose batches already cover [%d, %d); refusing to merge different results",
+			mr.short, bad.Int64, first, end)
+	}
+	return true, nil
+}
+
+// batchIndex keeps a source batch's index unless the destination run already uses it (shards
+// number their batches independently), in which case the batch goes after the last one.
+func (m *merger) batchIndex(dstID int64, index int) (int, error) {
+	var taken int
+	if err := m.tx.QueryRow("SELECT count(*) FROM main.batches WHERE run_id = ? AND batch_index = ?", dstID, index).Scan(&taken); err != nil {
+		return 0, err
+	}
+	if taken > 0 {
+		if err := m.tx.QueryRow("SELECT max(batch_index) + 1 FROM main.batches WHERE run_id = ?", dstID).Scan(&index); err != nil {
+			return 0, err
+		}
+	}
+	return index, nil
+}
+
+// copyBatchRows copies a source batch under its destination index, with its samples, timings and
+// step statistics, and returns the number of samples copied.
+func (m *merger) copyBatchRows(mr *mergeRun, b srcBatch, index int) (int64, error) {
+	end := b.first + b.n
+	bo := map[string]string{"run_id": fmt.Sprint(mr.dst.ID), "batch_index": fmt.Sprint(index)}
+	if _, err := m.copyRows("batches", bo, nil, false, "s.run_id = ? AND s.batch_index = ?", mr.src.ID, b.index); err != nil {
+		return 0, err
+	}
+	n, err := m.copyRows("samples", mr.runOverride(), nil, true, "s.run_id = ? AND s.sample_index >= ? AND s.sample_index < ?", mr.src.ID, b.first, end)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := m.copyRows("timings", bo, map[string]bool{"id": true}, false, "s.run_id = ? AND s.batch_index = ?", mr.src.ID, b.index); err != nil {
+		return 0, err
+	}
+	if _, err := m.copyRows("step_stats", mr.runOverride(), nil, false, "s.run_id = ? AND s.sample >= ? AND s.sample < ?", mr.src.ID, b.first, end); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// copyRunRows copies the timings and step statistics that belong to the run rather than a batch;
+// they go with the first contribution of a source run, so merging it twice does not repeat them.
+func (m *merger) copyRunRows(mr *mergeRun) error {
+	if _, err := m.copyRows("timings", mr.runOverride(), map[string]bool{"id": true}, false, "s.run_id = ? AND s.batch_index IS NULL", mr.src.ID); err != nil {
 		return err
 	}
-	contributed := isNew
-	for _, b := range batches {
-		end := b.first + b.n
-		if end > r.NumSamples {
-			return fmt.Errorf("run %s: batch %d covers samples [%d, %d) past the run's %d samples", short, b.index, b.first, end, r.NumSamples)
-		}
-		var overlap int
-		if err := tx.QueryRow(`SELECT count(*) FROM main.batches WHERE run_id = ? AND first_sample < ? AND first_sample + num_samples > ?`,
-			dst.ID, end, b.first).Scan(&overlap); err != nil {
-			return err
-		}
-		if overlap > 0 {
-			var bad sql.NullInt64
-			if err := tx.QueryRow(`SELECT min(s.sample_index) FROM src.samples s WHERE s.run_id = ? AND s.sample_index >= ? AND s.sample_index < ?
-				AND NOT EXISTS (SELECT 1 FROM main.samples m WHERE m.run_id = ? AND m.sample_index = s.sample_index AND `+sameSample+`)`,
-				r.ID, b.first, end, dst.ID).Scan(&bad); err != nil {
-				return err
-			}
-			if bad.Valid {
-				return fmt.Errorf("run %s: sample %d is missing or different in the destination, whose batches already cover [%d, %d); refusing to merge different results",
-					short, bad.Int64, b.first, end)
-			}
-			st.Duplicates++
-			continue
-		}
-		var bad sql.NullInt64
-		if err := tx.QueryRow(`SELECT min(s.sample_index) FROM src.samples s JOIN main.samples m ON m.run_id = ? AND m.sample_index = s.sample_index
-			WHERE s.run_id = ? AND s.sample_index >= ? AND s.sample_index < ? AND NOT (`+sameSample+`)`,
-			dst.ID, r.ID, b.first, end).Scan(&bad); err != nil {
-			return err
-		}
-		if bad.Valid {
-			return fmt.Errorf("run %s: sample %d differs between the two files (output hash, label, noise seed or features); refusing to merge", short, bad.Int64)
-		}
-		index := b.index
-		var taken int
-		if err := tx.QueryRow("SELECT count(*) FROM main.batches WHERE run_id = ? AND batch_index = ?", dst.ID, index).Scan(&taken); err != nil {
-			return err
-		}
-		if taken > 0 {
-			if err := tx.QueryRow("SELECT max(batch_index) + 1 FROM main.batches WHERE run_id = ?", dst.ID).Scan(&index); err != nil {
-				return err
-			}
-		}
-		bo := map[string]string{"run_id": fmt.Sprint(dst.ID), "batch_index": fmt.Sprint(index)}
-		if _, err := m.copyRows("batches", bo, nil, false, "s.run_id = ? AND s.batch_index = ?", r.ID, b.index); err != nil {
-			return err
-		}
-		n, err := m.copyRows("samples", runOverride, nil, true, "s.run_id = ? AND s.sample_index >= ? AND s.sample_index < ?", r.ID, b.first, end)
-		if err != nil {
-			return err
-		}
-		if _, err := m.copyRows("timings", bo, map[string]bool{"id": true}, false, "s.run_id = ? AND s.batch_index = ?", r.ID, b.index); err != nil {
-			return err
-		}
-		if _, err := m.copyRows("step_stats", runOverride, nil, false, "s.run_id = ? AND s.sample >= ? AND s.sample < ?", r.ID, b.first, end); err != nil {
-			return err
-		}
-		st.Batches++
-		st.Samples += int(n)
-		contributed = true
+	if _, err := m.copyRows("step_stats", mr.runOverride(), nil, false, "s.run_id = ? AND s.sample IS NULL", mr.src.ID); err != nil {
+		return err
 	}
-	if contributed {
-		// Run-level rows carry no batch: they are copied with the first contribution of a source run.
-		if _, err := m.copyRows("timings", runOverride, map[string]bool{"id": true}, false, "s.run_id = ? AND s.batch_index IS NULL", r.ID); err != nil {
-			return err
-		}
-		if _, err := m.copyRows("step_stats", runOverride, nil, false, "s.run_id = ? AND s.sample IS NULL", r.ID); err != nil {
-			return err
-		}
-	}
+	return nil
+}
+
+// copyMetrics copies the source run's metrics the destination lacks, refusing a metric both
+// files hold with different values.
+func (m *merger) copyMetrics(mr *mergeRun, st *MergeStats) error {
 	var diff sql.NullString
-	if err := tx.QueryRow(`SELECT min(s.name) FROM src.metrics s JOIN main.metrics m ON m.run_id = ? AND m.name = s.name
+	if err := m.tx.QueryRow(`SELECT min(s.name) FROM src.metrics s JOIN main.metrics m ON m.run_id = ? AND m.name = s.name
 		AND m.reference = s.reference AND m.extractor = s.extractor WHERE s.run_id = ? AND (m.value != s.value OR m.n != s.n)`,
-		dst.ID, r.ID).Scan(&diff); err != nil {
+		mr.dst.ID, mr.src.ID).Scan(&diff); err != nil {
 		return err
 	}
 	if diff.Valid {
-		return fmt.Errorf("run %s: metric %s has different values in the two files", short, diff.String)
+		return fmt.Errorf("run %s: metric %s has different values in the two files", mr.short, diff.String)
 	}
-	n, err := m.copyRows("metrics", runOverride, nil, true, "s.run_id = ?", r.ID)
+	n, err := m.copyRows("metrics", mr.runOverride(), nil, true, "s.run_id = ?", mr.src.ID)
 	if err != nil {
 		return err
 	}
 	st.Metrics += int(n)
+	return nil
+}
+
+// copyFLOPs copies the source run's planned FLOPs unless the destination holds different ones.
+func (m *merger) copyFLOPs(mr *mergeRun) error {
 	var flopsDiff int
-	if err := tx.QueryRow(`SELECT count(*) FROM src.run_flops s JOIN main.run_flops m ON m.run_id = ? WHERE s.run_id = ?
+	if err := m.tx.QueryRow(`SELECT count(*) FROM src.run_flops s JOIN main.run_flops m ON m.run_id = ? WHERE s.run_id = ?
 		AND (m.flops_per_image != s.flops_per_image OR m.baseline_flops_per_image != s.baseline_flops_per_image OR m.rows_per_image != s.rows_per_image)`,
-		dst.ID, r.ID).Scan(&flopsDiff); err != nil {
+		mr.dst.ID, mr.src.ID).Scan(&flopsDiff); err != nil {
 		return err
 	}
 	if flopsDiff > 0 {
-		return fmt.Errorf("run %s: planned FLOPs differ between the two files", short)
+		return fmt.Errorf("run %s: planned FLOPs differ between the two files", mr.short)
 	}
-	if _, err := m.copyRows("run_flops", runOverride, nil, true, "s.run_id = ?", r.ID); err != nil {
+	if _, err := m.copyRows("run_flops", mr.runOverride(), nil, true, "s.run_id = ?", mr.src.ID); err != nil {
 		return err
 	}
+	return nil
+}
+
+// settleStatus marks the destination run done when it now holds all its samples, else running.
+func (m *merger) settleStatus(mr *mergeRun) error {
 	var have int
-	if err := tx.QueryRow("SELECT count(*) FROM main.samples WHERE run_id = ?", dst.ID).Scan(&have); err != nil {
+	if err := m.tx.QueryRow("SELECT count(*) FROM main.samples WHERE run_id = ?", mr.dst.ID).Scan(&have); err != nil {
 		return err
 	}
 	status := StatusRunning
-	if have == dst.NumSamples {
+	if have == mr.dst.NumSamples {
 		status = StatusDone
 	}
-	if _, err := tx.Exec("UPDATE main.runs SET status = ?, updated_at = ? WHERE id = ?", status, fmtTime(time.Now()), dst.ID); err != nil {
+	if _, err := m.tx.Exec("UPDATE main.runs SET status = ?, updated_at = ? WHERE id = ?", status, fmtTime(time.Now()), mr.dst.ID); err != nil {
 		return err
 	}
 	return nil
