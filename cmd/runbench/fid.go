@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -281,25 +282,9 @@ FID-FMNIST and IS-FMNIST, and class_acc, the share of images the classifier labe
 			if err != nil {
 				return err
 			}
-			var rf *metrics.Features
-			if refImages == "" {
-				if im, err := datasets.ReadImages(ref); err == nil {
-					rf, err = features(cmd, ex, &imageSet{path: ref, images: im})
-					if err != nil {
-						return err
-					}
-				}
-			} else {
-				rset, err := openSet(refImages)
-				if err != nil {
-					return err
-				}
-				if rset.images == nil {
-					return fmt.Errorf("--ref-images %s holds statistics, not images", refImages)
-				}
-				if rf, err = features(cmd, ex, rset); err != nil {
-					return err
-				}
+			rf, err := refFeatures(cmd, ex, ref, refImages)
+			if err != nil {
+				return err
 			}
 			mr, err := metrics.Evaluate(gf, rs, rf, ex.ID())
 			if err != nil {
@@ -307,17 +292,7 @@ FID-FMNIST and IS-FMNIST, and class_acc, the share of images the classifier labe
 			}
 			rep := report{Report: mr}
 			if gen.labels != nil {
-				// The labels are Fashion-MNIST classes: other networks' logits do not name them.
-				if k, _ := extractors.ByID(ex.ID()); k != nil && k.Supports("class_acc") && gf.Logits != nil {
-					labels := make([]int64, len(gen.labels))
-					for i, l := range gen.labels {
-						labels[i] = int64(l)
-					}
-					v := metrics.ClassAccuracy(gf.Logits, gf.LogitDim, labels)
-					rep.ClassAcc = &v
-				} else {
-					rep.Notes = append(rep.Notes, "class_acc of labelled images needs --extractor fmnist")
-				}
+				classAccuracy(&rep, ex, gf, gen.labels)
 			}
 			if db != "" {
 				refID, err := metrics.ReferenceID(ref)
@@ -328,23 +303,7 @@ FID-FMNIST and IS-FMNIST, and class_acc, the share of images the classifier labe
 					return err
 				}
 			}
-			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(rep)
-			}
-			t := tablewriter.NewWriter(cmd.OutOrStdout())
-			t.Header("metric", "value")
-			for _, r := range reportRows(rep) {
-				_ = t.Append(r.name, fmt.Sprintf("%.4f", r.value))
-			}
-			_ = t.Append("samples", fmt.Sprint(rep.N))
-			_ = t.Append("extractor", rep.Extractor)
-			if err := t.Render(); err != nil {
-				return err
-			}
-			for _, n := range rep.Notes {
-				fmt.Fprintln(cmd.OutOrStdout(), "note:", n)
-			}
-			return nil
+			return printReport(cmd.OutOrStdout(), rep, asJSON)
 		},
 	}
 	ef.register(cmd)
@@ -382,6 +341,62 @@ func reportRows(r report) []reportRow {
 		}
 	}
 	return rows
+}
+
+// refFeatures are the reference images' features precision/recall and KID need: of --ref-images,
+// or of the images REF.npz holds beside its statistics (nil when neither has images).
+func refFeatures(cmd *cobra.Command, ex *extractor, ref, refImages string) (*metrics.Features, error) {
+	if refImages == "" {
+		im, err := datasets.ReadImages(ref)
+		if err != nil {
+			return nil, nil // statistics only
+		}
+		return features(cmd, ex, &imageSet{path: ref, images: im})
+	}
+	rset, err := openSet(refImages)
+	if err != nil {
+		return nil, err
+	}
+	if rset.images == nil {
+		return nil, fmt.Errorf("--ref-images %s holds statistics, not images", refImages)
+	}
+	return features(cmd, ex, rset)
+}
+
+// classAccuracy adds the share of labelled images the classifier labels right; the labels are
+// Fashion-MNIST classes, which other networks' logits do not name.
+func classAccuracy(rep *report, ex *extractor, gf *metrics.Features, classes []uint8) {
+	if k, _ := extractors.ByID(ex.ID()); k == nil || !k.Supports("class_acc") || gf.Logits == nil {
+		rep.Notes = append(rep.Notes, "class_acc of labelled images needs --extractor fmnist")
+		return
+	}
+	labels := make([]int64, len(classes))
+	for i, l := range classes {
+		labels[i] = int64(l)
+	}
+	v := metrics.ClassAccuracy(gf.Logits, gf.LogitDim, labels)
+	rep.ClassAcc = &v
+}
+
+// printReport prints the metrics as a table with notes, or as one JSON object.
+func printReport(w io.Writer, rep report, asJSON bool) error {
+	if asJSON {
+		return json.NewEncoder(w).Encode(rep)
+	}
+	t := tablewriter.NewWriter(w)
+	t.Header("metric", "value")
+	for _, r := range reportRows(rep) {
+		_ = t.Append(r.name, fmt.Sprintf("%.4f", r.value))
+	}
+	_ = t.Append("samples", fmt.Sprint(rep.N))
+	_ = t.Append("extractor", rep.Extractor)
+	if err := t.Render(); err != nil {
+		return err
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintln(w, "note:", n)
+	}
+	return nil
 }
 
 func storeReport(path string, runID int64, r report, ref, resize string) error {
