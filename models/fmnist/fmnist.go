@@ -252,7 +252,7 @@ func (n *Net) graph(in []*Node) []*Node {
 	x, p := in[0], in[1:]
 	for i := range convs {
 		w, b := p[2*i], p[2*i+1]
-		y := DotGeneral(im2col3(x), []int{3}, nil, w, []int{1}, nil)
+		y := DotGeneral(gx.Im2Col3(x), []int{3}, nil, w, []int{1}, nil)
 		out := w.Shape().Dimensions[0]
 		y = MaxScalar(Add(y, Reshape(b, 1, 1, 1, out)), 0)
 		x = maxPool2(y)
@@ -264,25 +264,6 @@ func (n *Net) graph(in []*Node) []*Node {
 	h := MaxScalar(feats, 0)
 	logits := Add(DotGeneral(h, []int{1}, nil, fc2W, []int{1}, nil), Reshape(fc2B, 1, NumClasses))
 	return []*Node{feats, logits}
-}
-
-// im2col3 gathers each position's 3×3×C patch of a zero-padded (1 px) NHWC tensor into the
-// channel axis, (ky, kx, c) order: [N, H, W, C] → [N, H, W, 9·C].
-func im2col3(x *Node) *Node {
-	g := x.Graph()
-	d := x.Shape().Dimensions
-	N, H, W, C := d[0], d[1], d[2], d[3]
-	zr := Zeros(g, shapes.Make(dtypes.Float32, N, 1, W, C))
-	x = Concatenate([]*Node{zr, x, zr}, 1)
-	zc := Zeros(g, shapes.Make(dtypes.Float32, N, H+2, 1, C))
-	x = Concatenate([]*Node{zc, x, zc}, 2)
-	parts := make([]*Node, 0, 9)
-	for ky := range 3 {
-		for kx := range 3 {
-			parts = append(parts, Slice(x, AxisRange(), AxisRange(ky, ky+H), AxisRange(kx, kx+W), AxisRange()))
-		}
-	}
-	return Concatenate(parts, 3)
 }
 
 // maxPool2 is the 2×2, stride 2 max pool, as strided slices (the pure-Go backend's ReduceWindow

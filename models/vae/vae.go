@@ -29,7 +29,6 @@ import (
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
-	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/layers/activations"
 
@@ -425,7 +424,7 @@ func (b *builder) conv3x3(x *Node, name string) *Node {
 		y = Convolve(x, w).PadSame().Strides(1).Done()
 	} else { // the same kernel as a [9C, O] matrix, rows in (ky, kx, c) order
 		d := w.Shape().Dimensions
-		y = DotGeneral(im2col3(x), []int{3}, nil, Reshape(w, d[0]*d[1]*d[2], d[3]), []int{0}, nil)
+		y = DotGeneral(gx.Im2Col3(x), []int{3}, nil, Reshape(w, d[0]*d[1]*d[2], d[3]), []int{0}, nil)
 	}
 	return addBias(y, b.p(name+".bias"))
 }
@@ -437,25 +436,6 @@ func addBias(y, bias *Node) *Node {
 	}
 	dims[len(dims)-1] = bias.Shape().Dimensions[0]
 	return Add(y, Reshape(bias, dims...))
-}
-
-// im2col3 gathers each position's 3×3 neighbourhood (zero padded) into the channel axis:
-// [B, H, W, C] → [B, H, W, 9C] in (ky, kx, c) order.
-func im2col3(x *Node) *Node {
-	d := x.Shape().Dimensions
-	H, W := d[1], d[2]
-	// Zero padding by concatenation (the pure-Go backend has no Pad op).
-	zr := Zeros(x.Graph(), shapes.Make(dtypes.Float32, d[0], 1, W, d[3]))
-	x = Concatenate([]*Node{zr, x, zr}, 1)
-	zc := Zeros(x.Graph(), shapes.Make(dtypes.Float32, d[0], H+2, 1, d[3]))
-	x = Concatenate([]*Node{zc, x, zc}, 2)
-	parts := make([]*Node, 0, 9)
-	for ky := range 3 {
-		for kx := range 3 {
-			parts = append(parts, Slice(x, AxisRange(), AxisRange(ky, ky+H), AxisRange(kx, kx+W), AxisRange()))
-		}
-	}
-	return Concatenate(parts, 3)
 }
 
 // upsample2 is nearest-neighbour ×2 (torch interpolate, scale_factor 2, mode "nearest") on NHWC:
