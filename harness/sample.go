@@ -57,13 +57,14 @@ type StepInfo struct {
 	X          []float32
 	PredXStart []float32
 	ModelOut   []float32
-	Plan       *hook.Plan    // the plan carried out (nil = everything computed)
-	Rows       int           // batch rows of the model call (2B with CFG)
-	Forward    time.Duration // wall time of the model call
-	Overhead   time.Duration // wall time of the policy's Plan and Observe (host decisions; scores and top-k run in the forward)
-	Compile    time.Duration // graph compilation during the call (new shapes), not in Forward
-	Update     time.Duration // wall time of CFG and the sampler update (includes the guidance and noise)
-	Record     time.Duration // wall time of the recorder (dynamics, audit passes), not in the above
+	Plan       *hook.Plan       // the plan carried out (nil = everything computed)
+	Rows       int              // batch rows of the model call (2B with CFG)
+	Forward    time.Duration    // wall time of the model call
+	Overhead   time.Duration    // wall time of the policy's Plan and Observe (host decisions; scores and top-k run in the forward)
+	Compile    time.Duration    // graph compilation during the call (new shapes), not in Forward
+	CacheBytes map[string]int64 // the cache's memory after the call, by kind (hook.Cache.Bytes); nil without a cache
+	Update     time.Duration    // wall time of CFG and the sampler update (includes the guidance and noise)
+	Record     time.Duration    // wall time of the recorder (dynamics, audit passes), not in the above
 }
 
 // Result is a finished batch.
@@ -251,6 +252,11 @@ func (s *sampling) observe(k, i int, plan *hook.Plan, planTime time.Duration, in
 		}
 	}
 	info.Overhead = planTime + time.Since(tObs)
+	if s.r.Cache != nil {
+		// Measured after the call, when the cache holds what the next call may use (outside the
+		// timed intervals: summing shapes costs microseconds).
+		info.CacheBytes = s.r.Cache.Bytes(s.m.Layout())
+	}
 	return nil
 }
 

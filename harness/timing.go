@@ -3,6 +3,8 @@ package harness
 import (
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/cachebench/cachebench/harness/hook"
@@ -14,9 +16,10 @@ import (
 type Timing struct {
 	Calls, Images             int
 	Forward, Overhead, Update time.Duration
-	Record                    time.Duration // recorder (not in Wall: it is measurement, not sampling)
-	Compile                   time.Duration // graph compilation (not in Wall: a JIT backend's one-time cost)
-	Decode, Features          time.Duration // VAE decoding and feature extraction of the images (not in Wall)
+	Record                    time.Duration    // recorder (not in Wall: it is measurement, not sampling)
+	Compile                   time.Duration    // graph compilation (not in Wall: a JIT backend's one-time cost)
+	Decode, Features          time.Duration    // VAE decoding and feature extraction of the images (not in Wall)
+	CacheBytes                map[string]int64 // the cache's memory at its largest call, by kind (nil: no cache)
 	FLOPs                     int64
 }
 
@@ -28,6 +31,7 @@ func (t *Timing) Add(s StepInfo, counter hook.FLOPsCounter, full *hook.Plan) {
 	t.Update += s.Update
 	t.Record += s.Record
 	t.Compile += s.Compile
+	t.peakCache(s.CacheBytes)
 	p := s.Plan
 	if p == nil {
 		p = full
@@ -48,7 +52,15 @@ func (t *Timing) Merge(o Timing) {
 	t.Compile += o.Compile
 	t.Decode += o.Decode
 	t.Features += o.Features
+	t.peakCache(o.CacheBytes)
 	t.FLOPs += o.FLOPs
+}
+
+// peakCache keeps the larger of two cache memories (by total).
+func (t *Timing) peakCache(b map[string]int64) {
+	if b != nil && (t.CacheBytes == nil || b["total"] > t.CacheBytes["total"]) {
+		t.CacheBytes = b
+	}
 }
 
 // Wall is the total measured time.
@@ -76,6 +88,9 @@ func (t *Timing) Report(w io.Writer, method string, base *Timing) {
 		}
 		fmt.Fprintln(w)
 	}
+	if t.CacheBytes != nil {
+		fmt.Fprintf(w, "  cache memory: peak %s (%s)\n", mib(t.CacheBytes["total"]), cacheKinds(t.CacheBytes))
+	}
 	if t.Record > 0 {
 		fmt.Fprintf(w, "  recording: %.2f ms/call (%.1f%% of sampling)\n", ms(t.Record, t.Calls), 100*t.Record.Seconds()/max(t.Wall().Seconds(), 1e-9))
 	}
@@ -96,4 +111,27 @@ func (t *Timing) StoreRows() []store.Timing {
 		{Scope: "step", Name: "overhead:record", Count: t.Calls, TotalMS: ms(t.Record, 1)},
 		{Scope: "run", Name: "compile", Count: t.Calls, TotalMS: ms(t.Compile, 1)},
 	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20)) }
+
+// cacheKinds lists the kinds of a cache memory, largest first.
+func cacheKinds(b map[string]int64) string {
+	var kinds []string
+	for k, n := range b {
+		if k != "total" && n > 0 {
+			kinds = append(kinds, k)
+		}
+	}
+	sort.Slice(kinds, func(i, j int) bool {
+		return b[kinds[i]] > b[kinds[j]] || (b[kinds[i]] == b[kinds[j]] && kinds[i] < kinds[j])
+	})
+	var parts []string
+	for _, k := range kinds {
+		parts = append(parts, k+" "+mib(b[k]))
+	}
+	if len(parts) == 0 {
+		return "empty"
+	}
+	return strings.Join(parts, ", ")
 }

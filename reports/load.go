@@ -80,6 +80,7 @@ type Row struct {
 	CompileMS      float64                 // CompileMS is the graph compilation the run spent, not in Latency.
 	StageMS        [2]float64              // StageMS is the time of VAE decoding and of feature extraction (stage timings).
 	StageImages    [2]int                  // StageImages is how many images each stage timed.
+	CacheBytes     Value                   // CacheBytes is the run's peak cache memory in bytes (unknown: no cache kept).
 	Published      *Published              // Published is the paper's numbers for this configuration (nil: none given).
 
 	loadNotes []string // what reading the run found odd, for Data.Notes
@@ -277,6 +278,13 @@ func (r *Row) fill(db *store.DB, opts Options) error {
 		return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
 	}
 	r.CompileMS = compile.Float64
+	peak, err := db.PeakCacheBytes(r.Run.ID)
+	if err != nil {
+		return fmt.Errorf("%s: %w", r.Source, err)
+	}
+	if peak != nil {
+		r.CacheBytes = known(float64(peak["total"]))
+	}
 	for i, name := range []string{"decode", "features"} {
 		var n sql.NullInt64
 		var ms sql.NullFloat64

@@ -173,6 +173,10 @@ func NewTable(g *Group) Table {
 	if published["latency_speedup"] {
 		t.Columns = append(t.Columns, paperCol(t.Columns[len(t.Columns)-1]))
 	}
+	memory := slices.ContainsFunc(g.Rows, func(r *Row) bool { return r.CacheBytes.Known })
+	if memory {
+		t.Columns = append(t.Columns, Column{Name: "Cache", Unit: "MiB", Kind: KindNumber, Digits: 2})
+	}
 	for _, m := range metrics {
 		t.Columns = append(t.Columns, metricColumnOf(m))
 		if published[m] {
@@ -197,6 +201,13 @@ func NewTable(g *Group) Table {
 		cells = append(cells, Cell{Value: scaled(r.Latency, ls)}, Cell{Value: r.LatencySpeedup})
 		if published["latency_speedup"] {
 			cells = append(cells, paper("latency_speedup"))
+		}
+		if memory {
+			v := r.CacheBytes
+			if v.Known {
+				v = known(v.V / (1 << 20))
+			}
+			cells = append(cells, Cell{Value: v})
 		}
 		for _, m := range metrics {
 			var v Value

@@ -345,6 +345,7 @@ func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
 	if rec != nil {
 		b.batch.StepStats = rec.Stats()
 	}
+	b.batch.CacheBytes = b.timing.CacheBytes
 	return b, nil
 }
 

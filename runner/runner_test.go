@@ -118,3 +118,47 @@ func TestRunRefusesBadSettingFirst(t *testing.T) {
 		t.Errorf("%d runs stored (%v), want none", len(runs), err)
 	}
 }
+
+// Every batch stores its caches' peak memory (FORA: both module outputs of every block, for
+// every row); a run without a cache stores none; a merge copies them.
+func TestRunCacheBytes(t *testing.T) {
+	dir := t.TempDir()
+	j := job(t, dir, 5, runner.Shard{})
+	j.Method, j.RawParams = "fora", map[string]string{"N": "2"}
+	res, err := runner.Run(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := j.Model.Layout()
+	want := int64(l.Depth*len(l.Modules)*2*5*l.Tokens*l.Hidden) * 4 // rows = 2·5 with CFG, float32
+	peak, err := j.DB.PeakCacheBytes(res.Run.ID)
+	if err != nil || peak["total"] != want || peak["attn"] != want/2 {
+		t.Fatalf("fora peak cache %v (%v), want total %d", peak, err, want)
+	}
+	j.Method, j.RawParams = "none", nil
+	res, err = runner.Run(context.Background(), j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peak, err := j.DB.PeakCacheBytes(res.Run.ID); err != nil || peak != nil {
+		t.Errorf("none stored cache memory %v (%v)", peak, err)
+	}
+	merged, err := store.Open(filepath.Join(dir, "merged.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer merged.Close()
+	if _, err := merged.Merge(filepath.Join(dir, "runs.db")); err != nil {
+		t.Fatal(err)
+	}
+	runs, _ := merged.Runs()
+	var got int64
+	for _, r := range runs {
+		if p, _ := merged.PeakCacheBytes(r.ID); p != nil {
+			got = p["total"]
+		}
+	}
+	if got != want {
+		t.Errorf("merged peak cache %d, want %d", got, want)
+	}
+}

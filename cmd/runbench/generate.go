@@ -156,6 +156,7 @@ type timingReport struct {
 	OverheadPct       float64           `json:"overhead_pct"`
 	FLOPs             int64             `json:"flops"`
 	DecodeImagesPerS  float64           `json:"decode_images_per_s,omitempty"`
+	CacheBytes        map[string]int64  `json:"cache_peak_bytes,omitempty"`
 	BaseSteadyMs      float64           `json:"none_steady_ms_per_image,omitempty"`
 	BaseFLOPs         int64             `json:"none_flops,omitempty"`
 	RealizedSpeedup   float64           `json:"realized_speedup,omitempty"`
@@ -177,6 +178,7 @@ func writeTimingJSON(path string, res *runner.JobResult, sf sampleFlags, m *dit.
 		ForwardMsPerCall: perCall(steady.Forward, steady), OverheadMsPerCall: perCall(steady.Overhead, steady),
 		SamplerMsPerCall: perCall(steady.Update, steady), OverheadPct: 100 * steady.Overhead.Seconds() / max(steady.Wall().Seconds(), 1e-9),
 		FLOPs: t.FLOPs}
+	r.CacheBytes = t.CacheBytes
 	if t.Decode > 0 {
 		r.DecodeImagesPerS = float64(t.Images) / t.Decode.Seconds()
 	}

@@ -29,8 +29,12 @@ func reportDB(t *testing.T, dir string) string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var cache map[string]int64
+		if m.method == "fora" {
+			cache = map[string]int64{"total": 3 << 20, "attn": 1 << 20, "mlp": 2 << 20}
+		}
 		if err := db.CommitBatch(run.ID, store.Batch{Index: 0, NumSamples: 2, FLOPs: int64(4e9 / (i + 1)),
-			Timings: []store.Timing{{Scope: "image", Name: "sample", Count: 2, TotalMS: 2 * m.ms}}}); err != nil {
+			Timings: []store.Timing{{Scope: "image", Name: "sample", Count: 2, TotalMS: 2 * m.ms}}, CacheBytes: cache}); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.PutMetrics(run.ID, []store.Metric{{Name: "fid", Value: m.fid, N: 2}, {Name: "is", Value: 10 - m.fid, N: 2}}); err != nil {
@@ -60,7 +64,7 @@ func TestReportCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"DiT-S/2, ddim, 10 steps, cfg 1.5, seed 0", "│ fora   │ N=3", "2.00×", "3.90"} {
+	for _, want := range []string{"DiT-S/2, ddim, 10 steps, cfg 1.5, seed 0", "│ fora   │ N=3", "2.00×", "3.90", "Cache (MiB)", "3.00"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("terminal report lacks %q:\n%s", want, out)
 		}

@@ -491,6 +491,39 @@ func (c *Cache) SetSpan(s Span, in, out *tensors.Tensor) {
 	c.spans[s] = &SpanCache{In: in, Out: out}
 }
 
+// Bytes is the memory the cache holds now, by kind: a module's outputs under the module's name
+// ("attn", "mlp", "cross_attn"), "history" (finite-difference histories), "token_state" (base
+// scores and staleness counters), "ranges" (block-range inputs and outputs), and "total". A
+// tensor held under two names is counted once (under the first).
+func (c *Cache) Bytes(l Layout) map[string]int64 {
+	out := map[string]int64{"total": 0}
+	seen := map[*tensors.Tensor]bool{}
+	add := func(kind string, t *tensors.Tensor) {
+		if t == nil || seen[t] {
+			return
+		}
+		seen[t] = true
+		n := int64(t.Shape().Size()) * int64(t.DType().Size())
+		out[kind] += n
+		out["total"] += n
+	}
+	for b := range c.out {
+		for m := range c.out[b] {
+			add(l.Modules[m].String(), c.out[b][m])
+			for _, h := range c.history[b][m] {
+				add("history", h)
+			}
+			add("token_state", c.stale[b][m])
+		}
+		add("token_state", c.base[b])
+	}
+	for _, s := range c.spans {
+		add("ranges", s.In)
+		add("ranges", s.Out)
+	}
+	return out
+}
+
 // Reset releases every cached tensor (between batches).
 func (c *Cache) Reset() {
 	for b := range c.out {

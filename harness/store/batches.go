@@ -40,6 +40,9 @@ type Batch struct {
 	Samples     []Sample   // Samples are the batch's samples; their indices must lie in [FirstSample, FirstSample+NumSamples).
 	Timings     []Timing   // Timings are the batch's timings.
 	StepStats   []StepStat // StepStats are the batch's recorded dynamics and cache errors.
+	// CacheBytes is the peak memory of the batch's caches by kind ("total" and per content), nil
+	// when the run kept no cache.
+	CacheBytes map[string]int64
 }
 
 // CommitBatch writes a batch's samples, timings and batch row in ONE transaction; committing a batch twice fails (ErrDuplicateBatch) and changes nothing.
@@ -129,6 +132,14 @@ func (db *DB) CommitBatch(runID int64, b Batch) error {
 	}
 	if err := insertStepStats(tx, runID, b.StepStats); err != nil {
 		return fail("%w", err)
+	}
+	for kind, n := range b.CacheBytes {
+		if n < 0 || kind == "" {
+			return fail("cache bytes %q = %d", kind, n)
+		}
+		if _, err := tx.Exec(`INSERT INTO cache_bytes (run_id, batch_index, kind, peak_bytes) VALUES (?, ?, ?, ?)`, runID, b.Index, kind, n); err != nil {
+			return fail("insert cache bytes: %w", err)
+		}
 	}
 	if _, err := tx.Exec("UPDATE runs SET updated_at = ? WHERE id = ?", now, runID); err != nil {
 		return fail("%w", err)
@@ -338,4 +349,27 @@ func runExists(tx *sql.Tx, runID int64) error {
 		return fmt.Errorf("run %d %w", runID, ErrNotFound)
 	}
 	return err
+}
+
+// PeakCacheBytes returns a run's largest cache memory over its batches, by kind (nil when the
+// run kept no cache).
+func (db *DB) PeakCacheBytes(runID int64) (map[string]int64, error) {
+	rows, err := db.db.Query(`SELECT kind, max(peak_bytes) FROM cache_bytes WHERE run_id = ? GROUP BY kind`, runID)
+	if err != nil {
+		return nil, db.errf("run %d cache bytes: %w", runID, err)
+	}
+	defer rows.Close()
+	var out map[string]int64
+	for rows.Next() {
+		var kind string
+		var n int64
+		if err := rows.Scan(&kind, &n); err != nil {
+			return nil, db.errf("run %d cache bytes: %w", runID, err)
+		}
+		if out == nil {
+			out = map[string]int64{}
+		}
+		out[kind] = n
+	}
+	return out, rows.Err()
 }

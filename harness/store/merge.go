@@ -24,7 +24,7 @@ type MergeStats struct {
 // mergeTables are the tables Merge knows how to copy; a source with rows in any other table is
 // refused rather than merged incompletely.
 var mergeTables = map[string]bool{"meta": true, "runs": true, "batches": true, "samples": true, "timings": true,
-	"metrics": true, "step_stats": true, "run_flops": true}
+	"metrics": true, "step_stats": true, "run_flops": true, "cache_bytes": true}
 
 // sameSample is the SQL condition under which sample row m (destination) equals s (source):
 // every column that results depend on, the output path excepted (shards write on other machines).
@@ -390,6 +390,9 @@ func (m *merger) copyBatchRows(mr *mergeRun, b srcBatch, index int) (int64, erro
 		return 0, err
 	}
 	if _, err := m.copyRows("step_stats", mr.runOverride(), nil, false, "s.run_id = ? AND s.sample >= ? AND s.sample < ?", mr.src.ID, b.first, end); err != nil {
+		return 0, err
+	}
+	if _, err := m.copyRows("cache_bytes", bo, nil, false, "s.run_id = ? AND s.batch_index = ?", mr.src.ID, b.index); err != nil {
 		return 0, err
 	}
 	return n, nil

@@ -13,6 +13,7 @@ var migrations = []string{
 	2: schemaV2,
 	3: schemaV3,
 	4: schemaV4,
+	5: schemaV5,
 }[1:]
 
 // schemaV1 creates the meta, runs, samples, batches and timings tables.
@@ -146,5 +147,18 @@ CREATE TABLE run_flops (
 	speedup                  REAL    NOT NULL,
 	rows_per_image           INTEGER NOT NULL CHECK (rows_per_image > 0),
 	convention               TEXT    NOT NULL
+);
+`
+
+// schemaV5 records the memory a batch's caches held: the peak over its model calls of the bytes
+// of every cached tensor, in total and per kind of content (module outputs by module, Taylor
+// histories, token state, block-range residuals).
+const schemaV5 = `
+CREATE TABLE cache_bytes (
+	run_id      INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+	batch_index INTEGER NOT NULL,
+	kind        TEXT    NOT NULL,
+	peak_bytes  INTEGER NOT NULL CHECK (peak_bytes >= 0),
+	PRIMARY KEY (run_id, batch_index, kind)
 );
 `
