@@ -85,7 +85,10 @@ type Info struct {
 	Params []Param
 	// Steps, when set, overrides the number of sampling steps (the fewer-steps baseline).
 	Steps func(v Values) int
-	New   func(v Values, env Env) (Method, error)
+	// Uncached methods reuse nothing across calls: a run gives them no cache (whose full-step
+	// outputs would be kept, and counted as cache memory, for nothing).
+	Uncached bool
+	New      func(v Values, env Env) (Method, error)
 }
 
 var registry = map[string]*Info{}
@@ -173,6 +176,13 @@ func (p Param) parse(s string) (any, error) {
 		}
 		return nil, fmt.Errorf("want one of %s", strings.Join(p.Choices, ", "))
 	}
+}
+
+// NeedsCache reports whether a method reuses anything across calls (unknown methods: true, so
+// that the error comes from New).
+func NeedsCache(name string) bool {
+	i, ok := registry[name]
+	return !ok || !i.Uncached
 }
 
 // New builds a method for one batch from raw parameters.

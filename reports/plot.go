@@ -17,34 +17,62 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 )
 
-// Axis is the speedup a figure plots quality against.
+// Axis is what a figure plots quality against: a speedup, or the caches' memory.
 type Axis int
 
 const (
 	FLOPsAxis   Axis = iota // FLOPsAxis is the FLOPs speedup (what the papers' headlines quote).
 	LatencyAxis             // LatencyAxis is the measured wall-clock speedup.
+	MemoryAxis              // MemoryAxis is the run's peak cache memory (lower is better; no baseline at 1×).
 )
 
 // String names the axis in file names.
 func (a Axis) String() string {
-	if a == LatencyAxis {
+	switch a {
+	case LatencyAxis:
 		return "latency"
+	case MemoryAxis:
+		return "memory"
 	}
 	return "flops"
 }
 
 func (a Axis) label() string {
-	if a == LatencyAxis {
+	switch a {
+	case LatencyAxis:
 		return "wall-clock speedup (×)"
+	case MemoryAxis:
+		return "peak cache memory (MiB)"
 	}
 	return "FLOPs speedup (×)"
 }
 
 func (a Axis) speedup(r *Row) Value {
-	if a == LatencyAxis {
+	switch a {
+	case LatencyAxis:
 		return r.LatencySpeedup
+	case MemoryAxis:
+		if !r.CacheBytes.Known {
+			return Value{}
+		}
+		return known(r.CacheBytes.V / (1 << 20))
 	}
 	return r.FLOPsSpeedup
+}
+
+// axesOf are the x axes a group's figures use: both speedups, and the caches' memory when two
+// or more runs recorded it.
+func axesOf(g *Group) []Axis {
+	n := 0
+	for _, r := range g.Rows {
+		if r.CacheBytes.Known {
+			n++
+		}
+	}
+	if n >= minFigurePoints {
+		return []Axis{FLOPsAxis, LatencyAxis, MemoryAxis}
+	}
+	return []Axis{FLOPsAxis, LatencyAxis}
 }
 
 // Point is one run in a figure.
@@ -81,7 +109,7 @@ const minFigurePoints = 2
 // skipped says which and why. prefix makes the names unique across groups.
 func NewFigures(g *Group, prefix string) (figs []Figure, skipped []string) {
 	for _, m := range metricNames(g.Rows) {
-		for _, axis := range []Axis{FLOPsAxis, LatencyAxis} {
+		for _, axis := range axesOf(g) {
 			f := Figure{Name: fileStem(prefix + "-" + m + "-vs-" + axis.String()), Metric: m, Axis: axis}
 			col := metricColumnOf(m)
 			f.Title = col.Name + " vs " + strings.TrimSuffix(axis.label(), " (×)") + "\n" + g.Title
@@ -109,7 +137,11 @@ func NewFigures(g *Group, prefix string) (figs []Figure, skipped []string) {
 			for i := range f.Series {
 				sortPoints(f.Series[i].Points)
 			}
-			f.Front = ParetoFront(all, col.Better)
+			if axis == MemoryAxis {
+				f.Front = memoryFront(all, col.Better)
+			} else {
+				f.Front = ParetoFront(all, col.Better)
+			}
 			figs = append(figs, f)
 		}
 	}
@@ -149,6 +181,21 @@ func ParetoFront(points []Point, better Better) []Point {
 		if !dominated {
 			front = append(front, p)
 		}
+	}
+	sortPoints(front)
+	return front
+}
+
+// memoryFront is the Pareto front when less (memory) is better on x: the front of the points
+// mirrored in x, mirrored back.
+func memoryFront(points []Point, better Better) []Point {
+	mirrored := make([]Point, len(points))
+	for i, p := range points {
+		mirrored[i] = Point{Speedup: -p.Speedup, Quality: p.Quality, Row: p.Row}
+	}
+	front := ParetoFront(mirrored, better)
+	for i := range front {
+		front[i].Speedup = -front[i].Speedup
 	}
 	sortPoints(front)
 	return front
@@ -204,7 +251,10 @@ func (f Figure) chart() (*chart, error) {
 	}
 
 	p.X.Label.Text = f.Axis.label()
-	p.X.Tick.Marker = baselineTicks{plot.DefaultTicks{}}
+	memory := f.Axis == MemoryAxis
+	if !memory {
+		p.X.Tick.Marker = baselineTicks{plot.DefaultTicks{}}
+	}
 	col := metricColumnOf(f.Metric)
 	ch.yLabel = col.Name
 	switch col.Better {
@@ -223,6 +273,12 @@ func (f Figure) chart() (*chart, error) {
 	// The baseline: a vertical line at 1×, and a horizontal one at the baseline run's quality,
 	// crossing at the baseline's point.
 	xmin, xmax := speedupRange(x0, x1)
+	if memory { // from no memory at all to a little past the largest
+		xmin, xmax = 0, x1*(1+speedupMargin)
+		if xmax == 0 {
+			xmax = 1
+		}
+	}
 	ymin, ymax := padRange(y0, y1)
 	dashed := func(xys plotter.XYs) (*plotter.Line, error) {
 		l, err := plotter.NewLine(xys)
@@ -234,12 +290,15 @@ func (f Figure) chart() (*chart, error) {
 		l.LineStyle.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
 		return l, nil
 	}
-	vert, err := dashed(plotter.XYs{{X: 1, Y: ymin}, {X: 1, Y: ymax}})
-	if err != nil {
-		return nil, err
+	var vert *plotter.Line
+	var err error
+	if !memory {
+		if vert, err = dashed(plotter.XYs{{X: 1, Y: ymin}, {X: 1, Y: ymax}}); err != nil {
+			return nil, err
+		}
+		ch.baseline = append(ch.baseline, vert)
 	}
-	ch.baseline = append(ch.baseline, vert)
-	if q, ok := f.baselineQuality(); ok {
+	if q, ok := f.baselineQuality(); ok && !memory {
 		horiz, err := dashed(plotter.XYs{{X: xmin, Y: q}, {X: xmax, Y: q}})
 		if err != nil {
 			return nil, err
@@ -267,6 +326,10 @@ func (f Figure) chart() (*chart, error) {
 				return nil, fmt.Errorf("figure %s, Pareto front: %w", f.Name, err)
 			}
 			st.StepStyle = plotter.PreStep
+			if memory {
+				// Less memory is better: up to the next point's memory, the best quality is this point's.
+				st.StepStyle = plotter.PostStep
+			}
 			st.LineStyle.Color = frontColor
 			st.LineStyle.Width = vg.Points(2.5)
 			st.LineStyle.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
@@ -302,7 +365,9 @@ func (f Figure) chart() (*chart, error) {
 		p.Add(ring)
 		addLegend("Pareto front", frontLegend...)
 	}
-	addLegend("baseline (1×)", vert)
+	if vert != nil {
+		addLegend("baseline (1×)", vert)
+	}
 	// After the plotters: Add widens the axes to their data, the ranges are set here.
 	p.X.Min, p.X.Max = xmin, xmax
 	p.Y.Min, p.Y.Max = ymin, ymax

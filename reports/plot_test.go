@@ -7,8 +7,11 @@ import (
 	"image"
 	"image/png"
 	"io"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cachebench/cachebench/harness/store"
 )
 
 func TestParetoFront(t *testing.T) {
@@ -130,5 +133,41 @@ func checkSVG(t *testing.T, name string, data []byte) {
 	}
 	if root != "svg" || elems < 10 {
 		t.Fatalf("%s.svg: root <%s>, %d elements", name, root, elems)
+	}
+}
+
+// Runs that recorded their cache memory get quality-vs-memory figures: x from 0 MiB, no 1×
+// baseline, and a front on which less memory is better.
+func TestMemoryFigures(t *testing.T) {
+	row := func(method string, mib, fid, speed float64) *Row {
+		return &Row{Method: method, Metrics: map[string]store.Metric{"fid": {Name: "fid", Value: fid}},
+			FLOPsSpeedup: known(speed), LatencySpeedup: known(speed), CacheBytes: known(mib * (1 << 20))}
+	}
+	g := &Group{Title: "t", Rows: []*Row{row("fora", 2, 3.9, 2.7), row("toca", 2.1, 3.0, 2.3), row("taylorseer", 6, 2.5, 2.7), row("duca", 3, 3.5, 2.4)}}
+	figs, _ := NewFigures(g, "g")
+	var mem *Figure
+	for i := range figs {
+		if figs[i].Axis == MemoryAxis {
+			mem = &figs[i]
+		}
+	}
+	if mem == nil || mem.Name != "g-fid-vs-memory" {
+		t.Fatalf("no memory figure among %d", len(figs))
+	}
+	// fora (2 MiB, 3.9), toca (2.1, 3.0) and taylorseer (6, 2.5) are each the best at their
+	// memory; duca (3 MiB, 3.5) is beaten by toca on both.
+	var front []string
+	for _, p := range mem.Front {
+		front = append(front, p.Row.Method)
+	}
+	if strings.Join(front, ",") != "fora,toca,taylorseer" {
+		t.Errorf("memory front %v", front)
+	}
+	ch, err := mem.chart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.plot.X.Min != 0 || ch.plot.X.Max < 6 || slices.Contains(ch.labels, "baseline (1×)") || len(ch.baseline) != 0 {
+		t.Errorf("memory axis [%g, %g], legend %v", ch.plot.X.Min, ch.plot.X.Max, ch.labels)
 	}
 }

@@ -303,7 +303,7 @@ func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
 		return nil, err
 	}
 	var cache *hook.Cache
-	if c.Method != "none" {
+	if methods.NeedsCache(c.Method) {
 		cache = hook.NewCache(job.Model.Layout())
 	}
 	b := &sampled{idx: idx, labels: ys}

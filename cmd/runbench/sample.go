@@ -54,7 +54,7 @@ func (sf sampleFlags) policy(m *dit.Model, steps, rows int, samples []int) (meth
 		return nil, nil, err
 	}
 	var cache *hook.Cache
-	if sf.method != "none" {
+	if methods.NeedsCache(sf.method) {
 		cache = hook.NewCache(m.Layout())
 	}
 	return pol, cache, nil
