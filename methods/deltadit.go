@@ -55,6 +55,7 @@ type deltaDiT struct {
 func (m *deltaDiT) Plan(_, step int) (*hook.Plan, error) {
 	l := m.env.Layout
 	p := hook.FullPlan(l)
+	p.RangesOnly = true // only the ranges' residuals are reused
 	if step == m.env.Steps-1 || step%m.n == 0 {
 		p.Keep = []hook.Span{m.front}
 		if m.rear != m.front {

@@ -257,7 +257,14 @@ func TestDeltaDiTTiny(t *testing.T) {
 		if len(p.Skips) != 1 || p.Skips[0].Span != want || p.Skips[0].Mode != hook.SkipResidual {
 			t.Errorf("call %d (step %d): skips %+v, want %v residual", c.call, c.step, p.Skips, want)
 		}
-	}, nil)
+	}, func(c tinyCall, _ *dit.Model, _ []float32) {
+		// Δ-DiT reuses ranges only: no module output is held in the cache.
+		for b := range 4 {
+			if c.cache.Out(b, 0) != nil || c.cache.Out(b, 1) != nil {
+				t.Fatalf("call %d: block %d's module outputs are cached", c.call, b)
+			}
+		}
+	})
 	if early != 11 || late != 13 {
 		t.Errorf("%d early and %d late cached calls, want 11 and 13", early, late)
 	}

@@ -103,7 +103,7 @@ func (e *Executor) Blocks(h *tensors.Tensor, cond []*tensors.Tensor, plan *hook.
 				kept[h] = true
 			}
 		}
-		next := e.block(b, h, cond, &plan.Blocks[b], opt)
+		next := e.block(b, h, cond, &plan.Blocks[b], opt, !plan.RangesOnly)
 		release(h)
 		h = next
 		for _, sp := range plan.Keep {
@@ -132,14 +132,14 @@ func (e *Executor) skip(sk hook.SpanSkip, h *tensors.Tensor, c *hook.Cache) *ten
 }
 
 // block runs one block under its plan and updates the cache.
-func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *hook.BlockPlan, opt hook.Options) *tensors.Tensor {
-	sig, args := e.blockArgs(b, h, cond, bp, opt)
+func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *hook.BlockPlan, opt hook.Options, storeOutputs bool) *tensors.Tensor {
+	sig, args := e.blockArgs(b, h, cond, bp, opt, storeOutputs)
 	nc, nw := len(cond), len(e.net.BlockWeights(b))
 	fam := e.Family(sig.key(), func(in []*Node) []*Node { return e.blockGraph(in, nc, nw, sig) })
 	outs := fam.Run(args...)
 	rest := outs[1:]
 	take := func() *tensors.Tensor { t := rest[0]; rest = rest[1:]; return t }
-	used, free := e.keep(b, sig, bp, opt, h.Shape().Dimensions[0], take)
+	used, free := e.keep(b, sig, bp, opt, h.Shape().Dimensions[0], take, storeOutputs)
 	if opt.Probe != nil {
 		for _, p := range e.probeNames {
 			t := take()
@@ -172,7 +172,7 @@ func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *h
 // blockArgs decides the block's compiled variant and its arguments: the stream, the
 // conditioning, the weights, then each module's. Token choices the host makes (host.go) happen
 // here and enter as planned tokens.
-func (e *Executor) blockArgs(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *hook.BlockPlan, opt hook.Options) (blockSig, []any) {
+func (e *Executor) blockArgs(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *hook.BlockPlan, opt hook.Options, storeOutputs bool) (blockSig, []any) {
 	sig := blockSig{Probe: opt.Probe != nil}
 	args := append([]any{h}, anyOf(cond)...)
 	args = append(args, anyOf(e.net.BlockWeights(b))...)
@@ -194,7 +194,7 @@ func (e *Executor) blockArgs(b int, h *tensors.Tensor, cond []*tensors.Tensor, b
 				opt.Choices(b, e.layout.Modules[m], scoreIn, fresh)
 			}
 		}
-		ms, margs := e.moduleSig(b, m, mp, bp.Refresh, rows, mopt)
+		ms, margs := e.moduleSig(b, m, mp, bp.Refresh, rows, mopt, storeOutputs)
 		sig.Mods = append(sig.Mods, ms)
 		args = append(args, margs...)
 	}
@@ -204,7 +204,7 @@ func (e *Executor) blockArgs(b int, h *tensors.Tensor, cond []*tensors.Tensor, b
 // keep takes the block graph's outputs after the stream, in the order blockGraph appends them,
 // into the cache and the plan. It returns each module's output as the block used it and the
 // outputs nobody keeps.
-func (e *Executor) keep(b int, sig blockSig, bp *hook.BlockPlan, opt hook.Options, rows int, take func() *tensors.Tensor) (used, free []*tensors.Tensor) {
+func (e *Executor) keep(b int, sig blockSig, bp *hook.BlockPlan, opt hook.Options, rows int, take func() *tensors.Tensor, storeOutputs bool) (used, free []*tensors.Tensor) {
 	c := opt.Cache
 	used = make([]*tensors.Tensor, len(sig.Mods))
 	for m, ms := range sig.Mods {
@@ -242,7 +242,7 @@ func (e *Executor) keep(b int, sig blockSig, bp *hook.BlockPlan, opt hook.Option
 			c.SetHistory(b, m, hist)
 			c.SetOut(b, m, nil)
 			c.SetStale(b, m, nil)
-		case c != nil && ms.Out && (ms.Action == hook.Full || ms.Action == hook.Partial):
+		case c != nil && storeOutputs && ms.Out && (ms.Action == hook.Full || ms.Action == hook.Partial):
 			c.SetOut(b, m, used[m])
 			if ms.Action == hook.Full {
 				c.SetStale(b, m, nil) // every token fresh
@@ -261,10 +261,10 @@ func (e *Executor) keep(b int, sig blockSig, bp *hook.BlockPlan, opt hook.Option
 }
 
 // moduleSig decides the compiled variant of one module and the arguments it takes.
-func (e *Executor) moduleSig(b, m int, mp hook.ModulePlan, refresh hook.TokenScore, rows int, opt hook.Options) (modSig, []any) {
+func (e *Executor) moduleSig(b, m int, mp hook.ModulePlan, refresh hook.TokenScore, rows int, opt hook.Options, storeOutputs bool) (modSig, []any) {
 	c := opt.Cache
 	ms := modSig{Action: mp.Action}
-	want := c != nil || opt.Probe != nil || opt.Modules != nil
+	want := (c != nil && storeOutputs) || opt.Probe != nil || opt.Modules != nil
 	var args []any
 	switch mp.Action {
 	case hook.Full:

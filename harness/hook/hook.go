@@ -237,6 +237,9 @@ type Plan struct {
 	Skips []SpanSkip
 	// Keep lists ranges whose input and output this call stores in the cache, for later Skips.
 	Keep []Span
+	// RangesOnly says the method reuses block ranges only: full modules leave no output in the
+	// cache (which would hold memory nothing reads; Δ-DiT).
+	RangesOnly bool
 }
 
 // SkipAt returns the skip that starts at block b, if any.
