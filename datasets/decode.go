@@ -1,11 +1,11 @@
 package datasets
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"image"
-	"io"
 	"os"
 	"strings"
 )
@@ -19,34 +19,25 @@ const MaxImagePixels = 1 << 28
 // sha256 (hex) against the one a run recorded, so that a replaced image is an error, not a
 // silently different metric.
 func DecodeImage(path, wantHash string) (image.Image, error) {
-	f, err := os.Open(path)
+	// One read serves the hash, the header and the pixels (sample images are small).
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("datasets: %w", err)
 	}
-	defer f.Close()
 	if wantHash != "" {
-		h := sha256.New()
-		if _, err := io.Copy(h, f); err != nil {
-			return nil, fmt.Errorf("datasets: %s: %w", path, err)
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != wantHash {
+		sum := sha256.Sum256(data)
+		if got := hex.EncodeToString(sum[:]); got != wantHash {
 			return nil, fmt.Errorf("datasets: %s has sha256 %.12s…, the run recorded %.12s…: the file was replaced after sampling", path, got, wantHash)
 		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return nil, fmt.Errorf("datasets: %s: %w", path, err)
-		}
 	}
-	cfg, _, err := image.DecodeConfig(f)
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("datasets: %s: not a readable PNG or JPEG image: %w", path, err)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > MaxImagePixels {
 		return nil, fmt.Errorf("datasets: %s: header claims a %d×%d image; at most %d pixels are read", path, cfg.Width, cfg.Height, MaxImagePixels)
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("datasets: %s: %w", path, err)
-	}
-	img, _, err := image.Decode(f)
+	img, _, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("datasets: %s: not a readable PNG or JPEG image: %w", path, err)
 	}

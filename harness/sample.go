@@ -255,7 +255,7 @@ func (s *sampling) observe(k, i int, plan *hook.Plan, planTime time.Duration, in
 	if s.r.Cache != nil {
 		// Measured after the call, when the cache holds what the next call may use (outside the
 		// timed intervals: summing shapes costs microseconds).
-		info.CacheBytes = s.r.Cache.Bytes(s.m.Layout())
+		info.CacheBytes = s.r.Cache.Bytes()
 	}
 	return nil
 }

@@ -273,11 +273,6 @@ func (r *Row) fill(db *store.DB, opts Options) error {
 	if r.Latency, r.LatencyFrom, err = latency(db.SQL(), r.Run.ID); err != nil {
 		return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
 	}
-	var compile sql.NullFloat64
-	if err := db.SQL().QueryRow(`SELECT sum(total_ms) FROM timings WHERE run_id = ? AND name = 'compile'`, r.Run.ID).Scan(&compile); err != nil {
-		return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
-	}
-	r.CompileMS = compile.Float64
 	peak, err := db.PeakCacheBytes(r.Run.ID)
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.Source, err)
@@ -285,14 +280,31 @@ func (r *Row) fill(db *store.DB, opts Options) error {
 	if peak != nil {
 		r.CacheBytes = known(float64(peak["total"]))
 	}
-	for i, name := range []string{"decode", "features"} {
+	// Compilation and the stages after sampling, in one pass over the run's timings.
+	rows, err := db.SQL().Query(`SELECT scope, name, sum(count), sum(total_ms) FROM timings
+		WHERE run_id = ? AND (name = 'compile' OR scope = 'stage') GROUP BY scope, name`, r.Run.ID)
+	if err != nil {
+		return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var scope, name string
 		var n sql.NullInt64
 		var ms sql.NullFloat64
-		if err := db.SQL().QueryRow(`SELECT sum(count), sum(total_ms) FROM timings WHERE run_id = ? AND scope = 'stage' AND name = ?`,
-			r.Run.ID, name).Scan(&n, &ms); err != nil {
+		if err := rows.Scan(&scope, &name, &n, &ms); err != nil {
 			return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
 		}
-		r.StageImages[i], r.StageMS[i] = int(n.Int64), ms.Float64
+		switch {
+		case name == "compile":
+			r.CompileMS += ms.Float64
+		case scope == "stage" && name == "decode":
+			r.StageImages[0], r.StageMS[0] = int(n.Int64), ms.Float64
+		case scope == "stage" && name == "features":
+			r.StageImages[1], r.StageMS[1] = int(n.Int64), ms.Float64
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("%s: run %d timings: %w", r.Source, r.Run.ID, err)
 	}
 	return r.readMetrics(db.SQL())
 }

@@ -418,6 +418,7 @@ type Cache struct {
 	stale   [][]*tensors.Tensor   // [block][module] staleness counters [B, N] (float32); nil = all zero
 	history [][][]*tensors.Tensor // [block][module] finite-difference history F_0, F_1, …
 	spans   map[Span]*SpanCache
+	modules []Module // the layout's modules, naming the outputs in Bytes
 }
 
 // SpanCache is the input and output of a block range when it last ran.
@@ -428,7 +429,8 @@ type SpanCache struct {
 // NewCache returns an empty cache for a layout.
 func NewCache(l Layout) *Cache {
 	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), base: make([]*tensors.Tensor, l.Depth),
-		stale: make([][]*tensors.Tensor, l.Depth), history: make([][][]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{}}
+		stale: make([][]*tensors.Tensor, l.Depth), history: make([][][]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{},
+		modules: l.Modules}
 	for i := range c.out {
 		c.out[i] = make([]*tensors.Tensor, len(l.Modules))
 		c.stale[i] = make([]*tensors.Tensor, len(l.Modules))
@@ -498,7 +500,7 @@ func (c *Cache) SetSpan(s Span, in, out *tensors.Tensor) {
 // ("attn", "mlp", "cross_attn"), "history" (finite-difference histories), "token_state" (base
 // scores and staleness counters), "ranges" (block-range inputs and outputs), and "total". A
 // tensor held under two names is counted once (under the first).
-func (c *Cache) Bytes(l Layout) map[string]int64 {
+func (c *Cache) Bytes() map[string]int64 {
 	out := map[string]int64{"total": 0}
 	seen := map[*tensors.Tensor]bool{}
 	add := func(kind string, t *tensors.Tensor) {
@@ -512,7 +514,7 @@ func (c *Cache) Bytes(l Layout) map[string]int64 {
 	}
 	for b := range c.out {
 		for m := range c.out[b] {
-			add(l.Modules[m].String(), c.out[b][m])
+			add(c.modules[m].String(), c.out[b][m])
 			for _, h := range c.history[b][m] {
 				add("history", h)
 			}

@@ -111,7 +111,7 @@ func TestActionNames(t *testing.T) {
 func TestCacheBytes(t *testing.T) {
 	l := Layout{Depth: 2, Modules: []Module{Attn, MLP}, Tokens: 4, GridH: 2, GridW: 2}
 	c := NewCache(l)
-	if b := c.Bytes(l); b["total"] != 0 || len(b) != 1 {
+	if b := c.Bytes(); b["total"] != 0 || len(b) != 1 {
 		t.Fatalf("empty cache: %v", b)
 	}
 	out := tensors.FromFlatDataAndDimensions(make([]float32, 2*4*3), 2, 4, 3) // 96 bytes
@@ -120,7 +120,7 @@ func TestCacheBytes(t *testing.T) {
 	c.SetStale(0, 1, tensors.FromFlatDataAndDimensions(make([]float32, 8), 2, 4)) // 32
 	c.SetHistory(1, 0, []*tensors.Tensor{tensors.FromFlatDataAndDimensions(make([]float32, 24), 2, 4, 3)})
 	c.SetSpan(Span{0, 1}, out, tensors.FromFlatDataAndDimensions(make([]float32, 24), 2, 4, 3)) // In is out: counted once
-	b := c.Bytes(l)
+	b := c.Bytes()
 	want := map[string]int64{"attn": 96, "mlp": 96, "token_state": 32, "history": 96, "ranges": 96, "total": 416}
 	for k, v := range want {
 		if b[k] != v {
@@ -128,7 +128,7 @@ func TestCacheBytes(t *testing.T) {
 		}
 	}
 	c.Reset()
-	if b := c.Bytes(l); b["total"] != 0 {
+	if b := c.Bytes(); b["total"] != 0 {
 		t.Errorf("after Reset: %v", b)
 	}
 }

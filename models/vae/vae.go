@@ -192,7 +192,7 @@ func (d *Decoder) ImageShape(c, h, w int) (ic, ih, iw int, err error) {
 	return d.OutChannels, h * d.Upscale(), w * d.Upscale(), nil
 }
 
-// Decode decodes batch square latents [batch, EmbedDim, s, s] (flat NCHW, as the sampler returns
+// Decode decodes batch square latents in one pass [batch, EmbedDim, s, s] (flat NCHW, as the sampler returns
 // them, i.e. scaled by ScaleFactor) into images [batch, OutChannels, s·Upscale, s·Upscale] (flat
 // NCHW, about [−1, 1]; Image01 maps them to [0, 1]).
 func (d *Decoder) Decode(latent []float32, batch int) ([]float32, error) {
@@ -205,7 +205,9 @@ func (d *Decoder) Decode(latent []float32, batch int) ([]float32, error) {
 		return nil, fmt.Errorf("vae: decode: latent has %d values for batch %d, not %d×%d×s×s (the decoder takes %d latent channels, square latents; use DecodeShape for others)",
 			len(latent), batch, batch, d.EmbedDim, d.EmbedDim)
 	}
-	return d.DecodeShape(latent, []int{batch, d.EmbedDim, side, side}, Options{})
+	// One pass of all of them: the caller chose the chunk (runner's --vae-batch); DecodeShape's
+	// default of one latent per pass would undo it.
+	return d.DecodeShape(latent, []int{batch, d.EmbedDim, side, side}, Options{BatchSize: batch})
 }
 
 // DecodeShape decodes latents of shape [B, EmbedDim, h, w] (flat NCHW) into images
