@@ -428,7 +428,7 @@ func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *No
 		out = cache
 	} else {
 		fresh, _ := blk.Module(m, x, idx, hook.ScoreNone)            // [B, K', D]
-		out = gatherRows(Concatenate([]*Node{fresh, cache}, 1), inv) // fresh rows where chosen, cache elsewhere
+		out = GatherRows(Concatenate([]*Node{fresh, cache}, 1), inv) // fresh rows where chosen, cache elsewhere
 		selected = LessThan(inv, k)
 	}
 	if ms.Rule {

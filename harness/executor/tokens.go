@@ -66,16 +66,14 @@ func argsort(rank *Node) *Node {
 	return Scatter(Stack([]*Node{rowIdx, rank}, -1), tokens, shapes.Make(dtypes.Int32, B, n), false, true)
 }
 
-// gatherRows picks rows idx [B, K] (int32) of x [B, N, D] per batch row → [B, K, D].
-func gatherRows(x, idx *Node) *Node {
+// GatherRows picks rows idx [B, K] (int32) of x [B, N, D] per batch row → [B, K, D] (models use
+// it for their partial modules).
+func GatherRows(x, idx *Node) *Node {
 	g := idx.Graph()
 	B, K := idx.Shape().Dimensions[0], idx.Shape().Dimensions[1]
 	bIdx := Iota(g, shapes.Make(dtypes.Int32, B, K), 0)
 	return Gather(x, Stack([]*Node{bIdx, idx}, -1))
 }
-
-// GatherRows is gatherRows for models: rows idx [B, K] of x [B, N, D].
-func GatherRows(x, idx *Node) *Node { return gatherRows(x, idx) }
 
 // tokenBucket pads a partial token count so that the number of compiled shapes stays bounded
 // (at most 16 buckets per token count n); padded rows are computed and then ignored.
