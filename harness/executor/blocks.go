@@ -44,7 +44,8 @@ type Named struct {
 type modSig struct {
 	Action  hook.Action     // Full, Reuse, Partial or Predict
 	Out     bool            // the output leaves the graph (cache, recorder, probes)
-	Refresh hook.TokenScore // Full attention: the base score to store
+	Refresh hook.TokenScore // Full source module: the base score to store
+	Update  bool            // Partial source module of an entropy score: refresh the fresh tokens' base
 	History int             // Full: history terms produced (0 = none)
 	Series  int             // Predict: history terms summed
 	// Partial:
@@ -59,11 +60,14 @@ type modSig struct {
 	Norm    int
 	Grid    int
 	Beta    float32
+	Pairs   bool
 }
 
 type blockSig struct {
-	Mods  []modSig
-	Probe bool
+	Mods    []modSig
+	Probe   bool
+	BaseIn  bool // the stored base score enters the graph (after the weights)
+	BaseOut bool // the block's base score leaves the graph (right after the stream)
 }
 
 func (s blockSig) key() string { return fmt.Sprintf("block/%+v", s) }
@@ -139,6 +143,9 @@ func (e *Executor) block(b int, h *tensors.Tensor, cond []*tensors.Tensor, bp *h
 	outs := fam.Run(args...)
 	rest := outs[1:]
 	take := func() *tensors.Tensor { t := rest[0]; rest = rest[1:]; return t }
+	if sig.BaseOut {
+		opt.Cache.SetBase(b, take())
+	}
 	used, free := e.keep(b, sig, bp, opt, h.Shape().Dimensions[0], take, storeOutputs)
 	if opt.Probe != nil {
 		for _, p := range e.probeNames {
@@ -177,9 +184,10 @@ func (e *Executor) blockArgs(b int, h *tensors.Tensor, cond []*tensors.Tensor, b
 	args := append([]any{h}, anyOf(cond)...)
 	args = append(args, anyOf(e.net.BlockWeights(b))...)
 	rows := h.Shape().Dimensions[0]
+	var modArgs []any
 	for m, mp := range bp.Modules {
 		mopt := opt
-		if e.hostChoice(mp, opt) {
+		if e.hostChoice(mp, bp, opt) {
 			// The rule still ages the counters in the graph; the caller's plan gets the tokens
 			// when it asks, and a plan that forces other tokens keeps them.
 			scoreIn, fresh := e.chooseOnHost(b, m, mp.Select, opt.Cache, rows)
@@ -196,9 +204,21 @@ func (e *Executor) blockArgs(b int, h *tensors.Tensor, cond []*tensors.Tensor, b
 		}
 		ms, margs := e.moduleSig(b, m, mp, bp.Refresh, rows, mopt, storeOutputs)
 		sig.Mods = append(sig.Mods, ms)
-		args = append(args, margs...)
+		modArgs = append(modArgs, margs...)
+		sig.BaseIn = sig.BaseIn || ms.Update || ((ms.Choose || ms.Report) && storedScore(ms.Score))
+		sig.BaseOut = sig.BaseOut || ms.Refresh != hook.ScoreNone || ms.Update
 	}
-	return sig, args
+	if sig.BaseIn {
+		// No base score yet (nothing refreshed it): staleness alone orders the tokens.
+		args = append(args, or(opt.Cache.Base(b), e.zeros(rows)))
+	}
+	return sig, append(args, modArgs...)
+}
+
+// storedScore reports whether a score is kept in the cache between calls (refreshed by its
+// source module), rather than computed from the module's input or given by the plan.
+func storedScore(s hook.TokenScore) bool {
+	return s == hook.ScoreAttention || s == hook.ScoreValueNorm || s == hook.ScoreEntropy
 }
 
 // keep takes the block graph's outputs after the stream, in the order blockGraph appends them,
@@ -213,9 +233,6 @@ func (e *Executor) keep(b int, sig blockSig, bp *hook.BlockPlan, opt hook.Option
 			used[m] = take()
 		} else if ms.Action == hook.Reuse || ms.Action == hook.Partial {
 			used[m] = c.Out(b, m)
-		}
-		if ms.Refresh != hook.ScoreNone {
-			c.SetBase(b, take())
 		}
 		if ms.Rule {
 			c.SetStale(b, m, take())
@@ -269,7 +286,7 @@ func (e *Executor) moduleSig(b, m int, mp hook.ModulePlan, refresh hook.TokenSco
 	switch mp.Action {
 	case hook.Full:
 		ms.Out = want
-		if e.layout.Modules[m] == hook.Attn && c != nil {
+		if refresh != hook.ScoreNone && e.layout.Modules[m] == refresh.Source() && c != nil {
 			ms.Refresh = refresh
 		}
 		if h := mp.History; h != nil {
@@ -296,19 +313,14 @@ func (e *Executor) moduleSig(b, m int, mp hook.ModulePlan, refresh hook.TokenSco
 				args = append(args, idx, inv)
 			}
 		}
+		ms.Update = refresh == hook.ScoreEntropy && e.layout.Modules[m] == refresh.Source() && ms.Bucket > 0
 		if s := mp.Select; s != nil {
 			ms.Rule, ms.Choose = true, mp.Tokens == nil
 			ms.Report = opt.Choices != nil
 			ms.Emit = ms.Choose && opt.Tokens && ms.Bucket > 0
-			ms.Score, ms.Weight, ms.Norm, ms.Grid, ms.Beta = s.Score, s.StaleWeight, s.StaleNorm, s.Grid, s.Beta
-			if ms.Choose || ms.Report {
-				switch s.Score {
-				case hook.ScoreAttention, hook.ScoreValueNorm:
-					// No base score yet (nothing refreshed it): staleness alone orders the tokens.
-					args = append(args, or(c.Base(b), e.zeros(rows)))
-				case hook.ScoreRandom:
-					args = append(args, tensors.FromFlatDataAndDimensions(flatten(s.Random), rows, e.layout.Tokens))
-				}
+			ms.Score, ms.Weight, ms.Norm, ms.Grid, ms.Beta, ms.Pairs = s.Score, s.StaleWeight, s.StaleNorm, s.Grid, s.Beta, s.Pairs
+			if (ms.Choose || ms.Report) && s.Score == hook.ScoreRandom {
+				args = append(args, tensors.FromFlatDataAndDimensions(flatten(s.Random), rows, e.layout.Tokens))
 			}
 			args = append(args, or(c.Stale(b, m), e.zeros(rows)))
 		}
@@ -326,6 +338,13 @@ func (e *Executor) blockGraph(in []*Node, nc, nw int, sig blockSig) []*Node {
 	cond, w, rest := in[1:1+nc], in[1+nc:1+nc+nw], in[1+nc+nw:]
 	next := func() *Node { n := rest[0]; rest = rest[1:]; return n }
 	blk := e.net.Block(w, cond)
+	// base is the block's stored token score as it evolves through the block: a full source
+	// module replaces it, a partial cross-attention updates its fresh tokens, and a later module's
+	// choice in the same call sees the update (ToCa-PixArt's MLP uses the map its cross step updated).
+	var base *Node
+	if sig.BaseIn {
+		base = next()
+	}
 	var outs, probes []*Node
 	for m, ms := range sig.Mods {
 		var out *Node
@@ -335,7 +354,7 @@ func (e *Executor) blockGraph(in []*Node, nc, nw int, sig blockSig) []*Node {
 			var info *Node
 			out, info = blk.Module(m, x, nil, ms.Refresh)
 			if ms.Refresh != hook.ScoreNone {
-				extra = append(extra, baseScore(ms.Refresh, info))
+				base = baseScore(ms.Refresh, info)
 			}
 			if ms.History > 0 {
 				d := next()
@@ -364,7 +383,7 @@ func (e *Executor) blockGraph(in []*Node, nc, nw int, sig blockSig) []*Node {
 				}
 			}
 		case hook.Partial:
-			out, extra = e.partial(blk, m, x, ms, next)
+			out, extra = e.partial(blk, m, x, ms, next, &base)
 		}
 		if ms.Out {
 			outs = append(outs, out)
@@ -376,7 +395,11 @@ func (e *Executor) blockGraph(in []*Node, nc, nw int, sig blockSig) []*Node {
 			probes = append(probes, added)
 		}
 	}
-	all := append([]*Node{x}, outs...)
+	all := []*Node{x}
+	if sig.BaseOut {
+		all = append(all, base)
+	}
+	all = append(all, outs...)
 	if sig.Probe {
 		names := []string{}
 		for _, p := range blk.Probes() {
@@ -392,7 +415,7 @@ func (e *Executor) blockGraph(in []*Node, nc, nw int, sig blockSig) []*Node {
 // partial computes a module for some tokens of each row and merges them into its cache. It
 // returns the merged output and the extra outputs in the order block takes them: the new
 // staleness counters (Rule), the chosen tokens (Emit), score_in and the rule's own choice (Report).
-func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *Node) (out *Node, extra []*Node) {
+func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *Node, base **Node) (out *Node, extra []*Node) {
 	g := x.Graph()
 	B, n := x.Shape().Dimensions[0], e.layout.Tokens
 	cache, k := next(), next()
@@ -400,9 +423,12 @@ func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *No
 	if ms.Planned && ms.Bucket > 0 {
 		idx, inv = next(), next()
 	}
-	var base, stale *Node
-	if (ms.Choose || ms.Report) && (ms.Score == hook.ScoreRandom || ms.Score == hook.ScoreAttention || ms.Score == hook.ScoreValueNorm) {
-		base = next()
+	var given, stale *Node
+	switch {
+	case (ms.Choose || ms.Report) && ms.Score == hook.ScoreRandom:
+		given = next()
+	case storedScore(ms.Score):
+		given = *base
 	}
 	if ms.Rule {
 		stale = next()
@@ -410,7 +436,7 @@ func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *No
 	iota := Iota(g, shapes.Make(dtypes.Int32, B, n), 1)
 	var report []*Node
 	if ms.Choose || ms.Report {
-		scoreIn := scoreIn(ms, base, stale, x, cache)
+		scoreIn := scoreIn(ms, given, stale, x, cache)
 		scored := scoreIn
 		if ms.Grid > 0 {
 			scored = gridBonus(scoreIn, e.layout.GridH, e.layout.GridW, ms.Grid, ms.Beta)
@@ -427,9 +453,17 @@ func (e *Executor) partial(blk Block, m int, x *Node, ms modSig, next func() *No
 	if ms.Bucket == 0 {
 		out = cache
 	} else {
-		fresh, _ := blk.Module(m, x, idx, hook.ScoreNone)            // [B, K', D]
+		side := hook.ScoreNone
+		if ms.Update {
+			side = hook.ScoreEntropy
+		}
+		fresh, info := blk.Module(m, x, idx, side)                   // [B, K', D]
 		out = GatherRows(Concatenate([]*Node{fresh, cache}, 1), inv) // fresh rows where chosen, cache elsewhere
 		selected = LessThan(inv, k)
+		if ms.Update {
+			merged := GatherRows(InsertAxes(Concatenate([]*Node{info, *base}, 1), -1), inv)
+			*base = Squeeze(merged, -1)
+		}
 	}
 	if ms.Rule {
 		extra = append(extra, Where(selected, ZerosLike(stale), OnePlus(stale)))
@@ -453,6 +487,18 @@ func scoreIn(ms modSig, base, stale, x, cache *Node) *Node {
 		// F.cosine_similarity with eps 1e-8 on each norm, then 1 − cos.
 		cos := Div(ReduceSum(Mul(x, cache), -1), Mul(MaxScalar(vectorNorm(x), 1e-8), MaxScalar(vectorNorm(cache), 1e-8)))
 		base = l2normalize(OneMinus(cos))
+	case hook.ScoreEntropy:
+		// H(P̄) = e_r + e_{r+B/2} for paired CFG halves (the same for both), 2e_r for a row alone.
+		pair := base
+		if ms.Pairs {
+			h := base.Shape().Dimensions[0] / 2
+			pair = Slice(base, AxisRange(h, 2*h))
+			base = Slice(base, AxisRange(0, h))
+			sum := Add(base, pair)
+			base = l2normalize(OnePlus(Concatenate([]*Node{sum, sum}, 0)))
+		} else {
+			base = l2normalize(OnePlus(Add(base, pair)))
+		}
 	}
 	return Add(base, DivScalar(MulScalar(stale, float64(ms.Weight)), float64(float32(ms.Norm))))
 }

@@ -17,9 +17,11 @@ import (
 // follow the same rule, bit for bit (tests: TestStalenessAndChoice on both paths, TestToCaGolden on both paths).
 
 // hostChoice reports whether a partial module's choice is made on the host.
-func (e *Executor) hostChoice(mp hook.ModulePlan, opt hook.Options) bool {
+// A block whose plan refreshes its base score in this call chooses in the graph, where the
+// choice sees the refreshed score.
+func (e *Executor) hostChoice(mp hook.ModulePlan, bp *hook.BlockPlan, opt hook.Options) bool {
 	s := mp.Select
-	return e.hostRanks && !opt.DeviceChoice && s != nil && s.K > 0 &&
+	return e.hostRanks && !opt.DeviceChoice && s != nil && s.K > 0 && bp.Refresh == hook.ScoreNone &&
 		(s.Score == hook.ScoreAttention || s.Score == hook.ScoreValueNorm || s.Score == hook.ScoreRandom)
 }
 

@@ -15,7 +15,10 @@ import (
 
 // baseScore turns a full attention's side information into the stored base score.
 func baseScore(kind hook.TokenScore, info *Node) *Node {
-	if kind == hook.ScoreValueNorm {
+	switch kind {
+	case hook.ScoreEntropy:
+		return info // per-row entropy terms, paired and normalised when a choice reads them
+	case hook.ScoreValueNorm:
 		// u_i = Σ_h (1 − ‖v_{i,h}‖): tokens with small value norms rank first.
 		return l2normalize(ReduceSum(OneMinus(info), 1))
 	}

@@ -139,9 +139,24 @@ const (
 	ScoreSimilarity
 	// ScoreNorm is ‖input_i‖ of the module's current input, L2-normalised over tokens (ToCa's `norm`).
 	ScoreNorm
+	// ScoreEntropy is the entropy of the cross-attention each token gives the caption
+	// (ToCa-PixArt's s2): with P̄ the head-averaged probabilities averaged over the two CFG halves,
+	// score = L2-normalise(1 + H(P̄)). The halves attend to disjoint caption tokens, so H(P̄) is
+	// the sum of a per-row term e_r = −Σ_c (P_rc/2)·ln(P_rc/2 + 1e-7); the cache keeps e per row,
+	// refreshed by a full cross-attention and, for the recomputed tokens, by a partial one.
+	// Without Selection.Pairs a row pairs with itself (H = 2e_r).
+	ScoreEntropy
 )
 
-var scoreNames = [...]string{"none", "attention", "vnorm", "random", "similarity", "norm"}
+var scoreNames = [...]string{"none", "attention", "vnorm", "random", "similarity", "norm", "entropy"}
+
+// Source is the module whose computation refreshes a block's base score of this kind.
+func (s TokenScore) Source() Module {
+	if s == ScoreEntropy {
+		return CrossAttn
+	}
+	return Attn
+}
 
 // String returns the score's name as the methods' `score` parameter spells it.
 func (s TokenScore) String() string {
@@ -177,6 +192,9 @@ type Selection struct {
 	StaleNorm   int         // N, the fresh threshold
 	Grid        int         // grid-bonus cell side (0 = no bonus)
 	Beta        float32     // grid-bonus factor
+	// Pairs makes rows r and r + B/2 (the two CFG halves) share one score, so both halves
+	// recompute the same tokens (ToCa/DuCa on PixArt-α; ScoreEntropy only).
+	Pairs bool
 }
 
 // Series predicts a module output from its history F_0..F_{n−1}: Σ_i (F_i·Scale_i)·Power_i,
@@ -225,8 +243,9 @@ func (s SpanSkip) Cached() Span {
 // BlockPlan is the plan of one block at one step.
 type BlockPlan struct {
 	Modules []ModulePlan // indexed like Layout.Modules
-	// Refresh asks a Full attention to store the block's base token score (ScoreAttention or
-	// ScoreValueNorm), reduced inside the graph, for later token choices.
+	// Refresh asks the score's source module (TokenScore.Source), when Full, to store the block's
+	// base token score (ScoreAttention, ScoreValueNorm, ScoreEntropy), reduced inside the graph,
+	// for later token choices; a Partial cross-attention updates an entropy score's fresh tokens.
 	Refresh TokenScore
 }
 
@@ -312,8 +331,14 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 				return fmt.Errorf("%s: %w", where, err)
 			}
 		}
-		if bp.Refresh != ScoreNone && bp.Refresh != ScoreAttention && bp.Refresh != ScoreValueNorm {
-			return fmt.Errorf("block %d: a full attention cannot refresh a %s score", b, bp.Refresh)
+		switch bp.Refresh {
+		case ScoreNone, ScoreAttention, ScoreValueNorm:
+		case ScoreEntropy:
+			if !slices.Contains(l.Modules, CrossAttn) {
+				return fmt.Errorf("block %d: an entropy score needs a cross-attention, and the model has none", b)
+			}
+		default:
+			return fmt.Errorf("block %d: a full module cannot refresh a %s score", b, bp.Refresh)
 		}
 	}
 	return nil
@@ -364,8 +389,10 @@ func (s *Selection) validate(l Layout, batch int) error {
 	switch {
 	case s.K < 0 || s.K > l.Tokens:
 		return fmt.Errorf("selection of %d tokens out of %d", s.K, l.Tokens)
-	case s.Score < ScoreAttention || s.Score > ScoreNorm:
+	case s.Score < ScoreAttention || s.Score > ScoreEntropy:
 		return fmt.Errorf("selection with unknown score %s", s.Score)
+	case s.Pairs && (s.Score != ScoreEntropy || batch%2 != 0):
+		return fmt.Errorf("paired CFG halves need the entropy score and an even batch (score %s, %d rows)", s.Score, batch)
 	case s.StaleNorm < 1:
 		return fmt.Errorf("selection with staleness normaliser %d (want ≥ 1)", s.StaleNorm)
 	case s.Grid < 0 || (s.Grid > 0 && (l.GridH%s.Grid != 0 || l.GridW%s.Grid != 0)):

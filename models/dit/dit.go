@@ -33,10 +33,11 @@ import (
 	"github.com/cachebench/cachebench/harness/executor"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/gx"
+	"github.com/cachebench/cachebench/models/layers"
 )
 
 // FreqEmbedSize is the width of the sinusoidal timestep features (fixed in the reference).
-const FreqEmbedSize = 256
+const FreqEmbedSize = layers.FreqEmbedSize
 
 // Config is the architecture of one DiT.
 type Config struct {
@@ -199,7 +200,7 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 	c := m.Config
 	B := len(t)
 	probe := opt.Probe
-	tfreq := TimestepFeatures(t)
+	tfreq := layers.TimestepFeatures(t)
 	if probe != nil {
 		probe("t_freq", tensors.FromFlatDataAndDimensions(tfreq, B, FreqEmbedSize))
 	}
@@ -265,10 +266,10 @@ func (m *Model) embedGraph(in []*Node, probe bool) []*Node {
 	// (flattened to [C·p·p, D] at load). The pure-Go backend's convolution is ~30× slower.
 	B, g := x.Shape().Dimensions[0], m.Grid()
 	patches := TransposeAllAxes(Reshape(x, B, m.InChannels, g, p, g, p), 0, 2, 4, 1, 3, 5)
-	h := linear(Reshape(patches, B, m.Tokens(), m.InChannels*p*p), convW, convB)
+	h := layers.Linear(Reshape(patches, B, m.Tokens(), m.InChannels*p*p), convW, convB)
 	h = Add(h, pos)
 
-	tEmb := linear(activations.Swish(linear(tfreq, t0W, t0B)), t2W, t2B)
+	tEmb := layers.Linear(activations.Swish(layers.Linear(tfreq, t0W, t0B)), t2W, t2B)
 	yEmb := Gather(table, InsertAxes(y, -1))
 	cond := Add(tEmb, yEmb)
 	if probe {
@@ -282,9 +283,9 @@ func (m *Model) embedGraph(in []*Node, probe bool) []*Node {
 func (m *Model) BlockWeights(b int) []*tensors.Tensor { return m.w.blocks[b] }
 
 // Block is one adaLN-Zero block: shift/scale/gate ×2 = Linear(SiLU(c)), then
-// x += gate_msa·Attn(modulate(LN(x))) and x += gate_mlp·MLP(modulate(LN(x))).
+// x += gate_msa·Attn(layers.Modulate(LN(x))) and x += gate_mlp·MLP(layers.Modulate(LN(x))).
 func (m *Model) Block(w, cond []*Node) executor.Block {
-	ada := linear(activations.Swish(cond[0]), w[0], w[1])
+	ada := layers.Linear(activations.Swish(cond[0]), w[0], w[1])
 	return &block{m: m, w: w, ada: ada, mod: Split(ada, -1, 6)}
 }
 
@@ -303,19 +304,19 @@ func (b *block) Module(i int, x, rows *Node, side hook.TokenScore) (out, info *N
 		if rows != nil {
 			panic("dit: a partial attention is not supported")
 		}
-		return b.m.attention(modulate(layerNorm(x), mod[0], mod[1]), w[2], w[3], w[4], w[5], side)
+		return b.m.attention(layers.Modulate(layers.LayerNorm(x), mod[0], mod[1]), w[2], w[3], w[4], w[5], side)
 	}
 	shift, scale := mod[3], mod[4]
 	if rows != nil {
 		x = executor.GatherRows(x, rows)
 	}
-	return linear(geluTanh(linear(modulate(layerNorm(x), shift, scale), w[6], w[7])), w[8], w[9]), nil
+	return layers.Linear(layers.GeluTanh(layers.Linear(layers.Modulate(layers.LayerNorm(x), shift, scale), w[6], w[7])), w[8], w[9]), nil
 }
 
 // Residual is the adaLN-Zero gated residual x + gate·out.
 func (b *block) Residual(i int, x, out *Node) (next, added *Node) {
 	gate := b.mod[2+3*i]
-	added = Mul(expandTo(InsertAxes(gate, 1), out), out)
+	added = Mul(layers.ExpandTo(InsertAxes(gate, 1), out), out)
 	return Add(x, added), added
 }
 
@@ -330,11 +331,11 @@ func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, side hook.TokenScor
 	d := h.Shape().Dimensions
 	B, N, D := d[0], d[1], d[2]
 	hd := D / m.Heads
-	qkv := TransposeAllAxes(Reshape(linear(h, qkvW, qkvB), B, N, 3, m.Heads, hd), 2, 0, 3, 1, 4) // [3,B,H,N,hd]
+	qkv := TransposeAllAxes(Reshape(layers.Linear(h, qkvW, qkvB), B, N, 3, m.Heads, hd), 2, 0, 3, 1, 4) // [3,B,H,N,hd]
 	parts := Split(qkv, 0, 3)
 	q, k, v := Squeeze(parts[0], 0), Squeeze(parts[1], 0), Squeeze(parts[2], 0)
 	q = MulScalar(q, math.Pow(float64(hd), -0.5))
-	probs := softmax(Einsum("bhqd,bhkd->bhqk", q, k))
+	probs := layers.SoftmaxLast(Einsum("bhqd,bhkd->bhqk", q, k))
 	o := Einsum("bhqk,bhkd->bhqd", probs, v)
 	o = Reshape(Transpose(o, 1, 2), B, N, D)
 	switch side {
@@ -343,7 +344,7 @@ func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, side hook.TokenScor
 	case hook.ScoreValueNorm:
 		info = Sqrt(ReduceSum(Square(v), -1))
 	}
-	return linear(o, projW, projB), info
+	return layers.Linear(o, projW, projB), info
 }
 
 // finalGraph: inputs x, c and the final-layer weights; outputs the image [B, Cout, H, W] (and with
@@ -351,9 +352,9 @@ func (m *Model) attention(h, qkvW, qkvB, projW, projB *Node, side hook.TokenScor
 func (m *Model) finalGraph(in []*Node, probe bool) []*Node {
 	x, cond := in[0], in[1]
 	adaW, adaB, linW, linB := in[2], in[3], in[4], in[5]
-	ada := linear(activations.Swish(cond), adaW, adaB)
+	ada := layers.Linear(activations.Swish(cond), adaW, adaB)
 	mod := Split(ada, -1, 2)
-	tok := linear(modulate(layerNorm(x), mod[0], mod[1]), linW, linB) // [B, N, p·p·Cout]
+	tok := layers.Linear(layers.Modulate(layers.LayerNorm(x), mod[0], mod[1]), linW, linB) // [B, N, p·p·Cout]
 	// Unpatchify: feature f = (u·p + v)·Cout + ch → pixel (ch, i·p+u, j·p+v).
 	B, g, p, co := x.Shape().Dimensions[0], m.Grid(), m.PatchSize, m.OutChannels()
 	img := TransposeAllAxes(Reshape(tok, B, g, g, p, p, co), 0, 5, 1, 3, 2, 4)
@@ -362,92 +363,4 @@ func (m *Model) finalGraph(in []*Node, probe bool) []*Node {
 		return []*Node{img, tok, ada}
 	}
 	return []*Node{img}
-}
-
-// linear is y = x·W + b with W stored [in, out] (transposed from PyTorch at load time).
-func linear(x, w, b *Node) *Node {
-	y := MatMul(x, w)
-	return Add(y, expandTo(ExpandLeftToRank(b, y.Rank()), y))
-}
-
-// expandTo broadcasts x to the shape of like explicitly, so that the binary op that follows sees
-// equal shapes. The pure-Go backend's binary ops and broadcasts walk a per-element index iterator
-// whenever shapes differ (~10 % of a forward of the embedded default's model); there x is tiled
-// with Concatenate, which copies blocks. Either way the arithmetic that follows is bit for bit
-// the same; other backends (XLA) fuse broadcasts and get the plain op.
-func expandTo(x, like *Node) *Node {
-	dims := like.Shape().Dimensions
-	if !strings.HasPrefix(x.Graph().Backend().Name(), "SimpleGo") {
-		return BroadcastToDims(x, dims...)
-	}
-	for axis, d := range dims {
-		if x.Shape().Dimensions[axis] == d {
-			continue
-		}
-		// d copies along axis by doubling: the powers of two that sum to d, concatenated once.
-		var pieces []*Node
-		p := x
-		for n := d; n > 0; n >>= 1 {
-			if n&1 == 1 {
-				pieces = append(pieces, p)
-			}
-			if n > 1 {
-				p = Concatenate([]*Node{p, p}, axis)
-			}
-		}
-		if len(pieces) == 1 {
-			x = pieces[0]
-		} else {
-			x = Concatenate(pieces, axis)
-		}
-	}
-	return x
-}
-
-// softmax over the last axis is GoMLX's Softmax (max-shifted exp over its sum), op for op, with
-// the broadcasts explicit (see expandTo).
-func softmax(x *Node) *Node {
-	e := Exp(Sub(x, expandTo(ReduceAndKeep(x, ReduceMax, -1), x)))
-	return Div(e, expandTo(ReduceAndKeep(e, ReduceSum, -1), e))
-}
-
-// geluTanh is GELU with the tanh approximation, 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))); x³ is
-// two products because the pure-Go backend's generic power is several times slower.
-func geluTanh(x *Node) *Node {
-	inner := MulScalar(Add(x, MulScalar(Mul(Mul(x, x), x), 0.044715)), math.Sqrt(2/math.Pi))
-	return Mul(x, MulScalar(OnePlus(Tanh(inner)), 0.5))
-}
-
-// modulate is x·(1+scale) + shift, broadcast over tokens.
-func modulate(x, shift, scale *Node) *Node {
-	return Add(Mul(x, expandTo(OnePlus(InsertAxes(scale, 1)), x)), expandTo(InsertAxes(shift, 1), x))
-}
-
-// layerNorm has no affine parameters, eps 1e-6 and the biased variance, as the reference.
-func layerNorm(x *Node) *Node {
-	xc := Sub(x, expandTo(ReduceAndKeep(x, ReduceMean, -1), x))
-	return Mul(xc, expandTo(Rsqrt(AddScalar(ReduceAndKeep(Square(xc), ReduceMean, -1), 1e-6)), xc))
-}
-
-// ---- host-side helpers --------------------------------------------------------------------
-
-// TimestepFeatures computes the reference's sinusoidal features in float32 arithmetic:
-// f_k = exp(−ln(10000)·k/128), args = t·f_k, features = [cos(args), sin(args)].
-func TimestepFeatures(t []float64) []float32 {
-	const half = FreqEmbedSize / 2
-	negLog := float32(-math.Log(10000))
-	freqs := make([]float32, half)
-	for k := range freqs {
-		freqs[k] = float32(math.Exp(float64(negLog * float32(k) / half)))
-	}
-	out := make([]float32, len(t)*FreqEmbedSize)
-	for b, tv := range t {
-		tf := float32(tv)
-		for k, f := range freqs {
-			a := float64(tf * f)
-			out[b*FreqEmbedSize+k] = float32(math.Cos(a))
-			out[b*FreqEmbedSize+half+k] = float32(math.Sin(a))
-		}
-	}
-	return out
 }
