@@ -78,10 +78,10 @@ func (m Model) Config() (c dit.Config, ok bool) {
 
 // Sampling is the sampler and the sample set every configuration shares.
 type Sampling struct {
-	Sampler string  // ddim or ddpm
-	Steps   string  // respacing spec: "50", "ddim50", "10,15,25"
+	Sampler string  // ddim, ddpm or dpmpp
+	Steps   string  // respacing spec: "50", "ddim50", "10,15,25" (dpmpp: a plain count)
 	CFG     float64 // guidance scale (≤ 1: off)
-	Guide   string  // GuideDiT or GuideAll
+	Guide   string  // GuideDiT or GuideAll (dpmpp: GuideAll only)
 	Samples int     // number of samples per configuration
 	Seed    int64   // sample i's noise and label depend on (seed, i) only
 	Batch   int     // samples per model call (changes no result)
@@ -388,12 +388,13 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 	s := &e.Sampling
 	if v, ok := t.str("sampler"); ok {
 		if _, err := diffusion.ParseKind(v); err != nil {
-			t.errf("sampler", "%q: want ddim or ddpm", v)
+			t.errf("sampler", "%q: want ddim, ddpm or dpmpp", v)
 		}
 		s.Sampler = v
 	} else if !t.has("sampler") {
-		t.errf("", "missing sampling.sampler (ddim or ddpm)")
+		t.errf("", "missing sampling.sampler (ddim, ddpm or dpmpp)")
 	}
+	dpm := s.Sampler == string(diffusion.DPMSolverPP)
 	if v, ok := t.raw("steps"); ok {
 		switch n := v.(type) {
 		case int64:
@@ -404,7 +405,9 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 			t.errf("steps", "want a step count (50) or a respacing string (\"ddim50\", \"10,15,25\"), got %s", typeName(v))
 		}
 		if s.Steps != "" {
-			if err := checkSteps(s.Steps); err != nil {
+			if _, err := diffusion.ParseDPMSolver(s.Steps); dpm && err != nil {
+				t.errf("steps", "%v", err)
+			} else if err := checkSteps(s.Steps); err != nil {
 				t.errf("steps", "%v", err)
 			}
 		}
@@ -419,9 +422,15 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 		s.CFG = v
 	}
 	s.Guide = GuideDiT
+	if dpm {
+		s.Guide = GuideAll // PixArt-α's DPM-Solver wrapper guides every ε channel
+	}
 	if g, ok := t.str("guide"); ok {
-		if g != GuideDiT && g != GuideAll {
+		switch {
+		case g != GuideDiT && g != GuideAll:
 			t.errf("guide", "%q: want %q (ε channels 0-2, DiT's sample.py) or %q (every channel, diffusers)", g, GuideDiT, GuideAll)
+		case dpm && g != GuideAll:
+			t.errf("guide", "%q: sampler dpmpp guides every ε channel (%q); %q is DiT's DDPM/DDIM convention", g, GuideAll, GuideDiT)
 		}
 		s.Guide = g
 	}

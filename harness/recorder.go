@@ -73,6 +73,7 @@ type Recorder struct {
 	hookTime  time.Duration
 
 	uncached                 []float32 // audit rows' state along the uncached trajectory
+	advance                  stepper   // the uncached trajectory's sampler update
 	outRef, stateRef         []float32 // this call's references (shadow output, uncached state)
 	outRefRows, stateRefRows []int
 
@@ -478,6 +479,7 @@ func (r *Recorder) trajectory(m hook.Model, req Request, call, i int, t []float6
 	}
 	if r.uncached == nil {
 		r.uncached = subRows(x, r.rows, pick) // the state before the first update: the shared noise
+		r.advance = req.newStepper(spec)
 	}
 	cfg := len(rows) == 2*r.audit && r.rows == 2*len(r.images)
 	per := spec.Channels * spec.Height * spec.Width
@@ -498,7 +500,7 @@ func (r *Recorder) trajectory(m hook.Model, req Request, call, i int, t []float6
 	if noise != nil {
 		nz = subRows(noise, r.rows, pick)
 	}
-	res, err := req.Schedule.Step(req.Sampler, i, r.uncached, out, len(rows), spec.Channels, spec.LearnSigma, nz)
+	res, err := r.advance(call, i, r.uncached, out, len(rows), nz)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/cachebench/cachebench/harness/diffusion"
@@ -16,15 +17,25 @@ import (
 // DefaultGuideChannels is the number of ε channels the DiT reference guides (channels 0–2).
 const DefaultGuideChannels = 3
 
+// NullLabeler is a model that chooses the CFG null label of each row itself: PixArt-α's null
+// caption keeps the attention mask of the row's prompt, so it depends on the prompt.
+type NullLabeler interface {
+	NullLabel(y int64) int64 // the null row's label for an image row of label y
+}
+
 // Request describes one sampling run of a batch.
 type Request struct {
-	Sampler  diffusion.Kind
+	Sampler diffusion.Kind
+	// Schedule drives DDPM and DDIM. With diffusion.DPMSolverPP, Solver drives the sampling and
+	// Schedule may be nil (when set, it must have as many steps).
 	Schedule *diffusion.Schedule
+	Solver   *diffusion.DPMSolver
 	// CFGScale > 1 turns on classifier-free guidance (as DiT's sample.py): the state holds the
 	// conditional rows followed by null-label copies, and the model reads only the first half.
 	CFGScale float32
 	// GuideChannels is how many output channels guidance touches (3 = DiT reference,
-	// diffusion.GuidanceAll = all ε channels, as diffusers does).
+	// diffusion.GuidanceAll = all ε channels, as diffusers does). 0 is the sampler's reference:
+	// 3 for DDPM and DDIM, all ε channels for DPM-Solver++ (PixArt-α's wrapper).
 	GuideChannels int
 	// XInit is the starting noise of the images, [B, C, H, W], or of the whole CFG state
 	// [2B, C, H, W] (then its second half is the null rows' state).
@@ -33,7 +44,8 @@ type Request struct {
 	// Noise fills the DDPM noise of the whole state at call k (nil = zero noise).
 	Noise func(call int, dst []float32) error
 	// Policy plans every call (nil = compute everything); Cache holds module outputs and must be
-	// set when the policy reuses anything.
+	// set when the policy reuses anything. Plan(call, step) gets step = steps-1-call with every
+	// sampler: DiT's methods count steps down, PixArt-α's count up and read call.
 	Policy hook.Policy
 	Cache  *hook.Cache
 	// OnStep receives every call's results (state after the update, predicted x₀, guided model output).
@@ -51,9 +63,10 @@ type Request struct {
 
 // StepInfo is what a sampling call produced.
 type StepInfo struct {
-	Call       int   // 0 … steps-1
-	Step       int   // respaced index (counts down)
-	Timestep   int64 // original timestep the model received
+	Call       int     // 0 … steps-1
+	Step       int     // respaced index (counts down): steps-1-Call
+	Timestep   int64   // original timestep the model received, rounded (DPM-Solver++'s are fractional)
+	Time       float64 // the exact timestep the model received
 	X          []float32
 	PredXStart []float32
 	ModelOut   []float32
@@ -105,6 +118,54 @@ type sampling struct {
 	x            []float32
 	noise        []float32 // the DDPM noise buffer, refilled every call
 	t            []float64 // the model's timestep per row, refilled every call
+	step         stepper   // the sampler update of the state
+}
+
+// stepper applies call k's update (respaced index i) to a trajectory's state x of rows rows,
+// given the guided model output; noise is DDPM's (nil = none). DPM-Solver++ remembers earlier
+// predictions, so every trajectory (the state, the recorder's uncached one) has its own.
+type stepper func(k, i int, x, out []float32, rows int, noise []float32) (diffusion.StepResult, error)
+
+// newStepper starts a trajectory's sampler update.
+func (r Request) newStepper(spec hook.Spec) stepper {
+	if r.Sampler != diffusion.DPMSolverPP {
+		return func(_, i int, x, out []float32, rows int, noise []float32) (diffusion.StepResult, error) {
+			return r.Schedule.Step(r.Sampler, i, x, out, rows, spec.Channels, spec.LearnSigma, noise)
+		}
+	}
+	st := r.Solver.NewState()
+	return func(k, _ int, x, out []float32, rows int, _ []float32) (diffusion.StepResult, error) {
+		// Learned-variance channels play no part in DPM-Solver++.
+		eps, err := diffusion.EpsChannels(out, rows, spec.OutChannels(), spec.Channels)
+		if err != nil {
+			return diffusion.StepResult{}, err
+		}
+		return st.Step(k, x, eps)
+	}
+}
+
+// timestep is the model's timestep at call k (respaced index i).
+func (r Request) timestep(k, i int) float64 {
+	if r.Sampler == diffusion.DPMSolverPP {
+		return float64(r.Solver.ModelTime(k))
+	}
+	return float64(r.Schedule.TimestepMap[i])
+}
+
+// sampleSteps checks the sampler's configuration and returns its number of calls.
+func (r Request) sampleSteps() (int, error) {
+	switch {
+	case r.Sampler == diffusion.DPMSolverPP && r.Solver == nil:
+		return 0, fmt.Errorf("sample: sampler %s needs a solver (diffusion.NewDPMSolver)", r.Sampler)
+	case r.Sampler == diffusion.DPMSolverPP:
+		if r.Schedule != nil && r.Schedule.Steps() != r.Solver.Steps() {
+			return 0, fmt.Errorf("sample: schedule of %d steps with a solver of %d", r.Schedule.Steps(), r.Solver.Steps())
+		}
+		return r.Solver.Steps(), nil
+	case r.Schedule == nil:
+		return 0, fmt.Errorf("sample: sampler %q needs a schedule", r.Sampler)
+	}
+	return r.Schedule.Steps(), nil
 }
 
 // newSampling checks the request against the model and builds the starting state, with the
@@ -116,8 +177,16 @@ func newSampling(m hook.Model, r Request) (*sampling, error) {
 	if B == 0 {
 		return nil, fmt.Errorf("sample: no labels")
 	}
+	steps, err := r.sampleSteps()
+	if err != nil {
+		return nil, err
+	}
+	nl, custom := m.(NullLabeler)
 	for i, y := range r.Labels {
-		if y < 0 || y > int64(spec.NumClasses) {
+		switch {
+		case custom && (y < 0 || y >= int64(spec.NumClasses)):
+			return nil, fmt.Errorf("sample: label %d of image %d out of range [0, %d)", y, i, spec.NumClasses)
+		case y < 0 || y > int64(spec.NumClasses):
 			return nil, fmt.Errorf("sample: label %d of image %d out of range [0, %d] (%d = null)", y, i, spec.NumClasses, spec.NumClasses)
 		}
 	}
@@ -141,28 +210,36 @@ func newSampling(m hook.Model, r Request) (*sampling, error) {
 	}
 	labels := append([]int64(nil), r.Labels...)
 	if cfg {
-		for range B {
-			labels = append(labels, int64(spec.NumClasses))
+		for _, y := range r.Labels {
+			if custom {
+				labels = append(labels, nl.NullLabel(y))
+			} else {
+				labels = append(labels, int64(spec.NumClasses))
+			}
 		}
 	}
 	guide := r.GuideChannels
-	if guide == 0 {
+	switch {
+	case guide == 0 && r.Sampler == diffusion.DPMSolverPP:
+		guide = diffusion.GuidanceAll
+	case guide == 0:
 		guide = DefaultGuideChannels
 	}
 	return &sampling{m: m, r: r, spec: spec, B: B, per: per, rows: rows, cfg: cfg, guide: guide,
-		steps: r.Schedule.Steps(), labels: labels, x: x, noise: make([]float32, len(x)), t: make([]float64, rows)}, nil
+		steps: steps, labels: labels, x: x, noise: make([]float32, len(x)), t: make([]float64, rows), step: r.newStepper(spec)}, nil
 }
 
 // call runs sampling call k: plan, forward, observe, record, guidance and sampler update, then
 // hands the results to OnStep. It fills the timing split of the StepInfo as it goes.
 func (s *sampling) call(k int) error {
 	i := s.steps - 1 - k
-	info := StepInfo{Call: k, Step: i, Timestep: s.r.Schedule.TimestepMap[i], Rows: s.rows}
+	t := s.r.timestep(k, i)
+	info := StepInfo{Call: k, Step: i, Timestep: int64(math.Round(t)), Time: t, Rows: s.rows}
 	for j := range s.t {
-		s.t[j] = float64(info.Timestep)
+		s.t[j] = t
 	}
 	in := s.modelInput()
-	opt, planTime, err := s.options(k, i)
+	opt, planTime, err := s.options(k, i, info.Timestep)
 	if err != nil {
 		return err
 	}
@@ -207,7 +284,7 @@ func (s *sampling) modelInput() []float32 {
 
 // options asks the policy for call k's plan (timed, as it is policy overhead) and sets up the
 // forward's options, with the recorder's module hook when recording.
-func (s *sampling) options(k, i int) (hook.Options, time.Duration, error) {
+func (s *sampling) options(k, i int, timestep int64) (hook.Options, time.Duration, error) {
 	opt := hook.Options{Cache: s.r.Cache}
 	tPlan := time.Now()
 	if s.r.Policy != nil {
@@ -220,7 +297,7 @@ func (s *sampling) options(k, i int) (hook.Options, time.Duration, error) {
 	planTime := time.Since(tPlan)
 	rec := s.r.Recorder
 	if rec != nil {
-		rec.begin(k, i, s.r.Schedule.TimestepMap[i], planOr(opt.Plan, s.m.Layout()), s.rows)
+		rec.begin(k, i, timestep, planOr(opt.Plan, s.m.Layout()), s.rows)
 		opt.Modules = rec.module
 	}
 	opt.Tokens = s.r.Tokens || rec.needsTokens()
@@ -235,7 +312,7 @@ func (s *sampling) forward(in []float32, opt hook.Options, info *StepInfo) ([]fl
 	t0 := time.Now()
 	out, err := s.m.Forward(in, s.t, s.labels, opt)
 	if err != nil {
-		return nil, fmt.Errorf("sample: call %d (t=%d): %w", info.Call, info.Timestep, err)
+		return nil, fmt.Errorf("sample: call %d (t=%g): %w", info.Call, info.Time, err)
 	}
 	info.Compile = compileTime(s.m) - c0
 	info.Forward = time.Since(t0) - info.Compile
@@ -295,7 +372,7 @@ func (s *sampling) update(k, i int, out []float32, info *StepInfo) (diffusion.St
 		}
 		nz = s.noise
 	}
-	res, err := s.r.Schedule.Step(s.r.Sampler, i, s.x, out, s.rows, s.spec.Channels, s.spec.LearnSigma, nz)
+	res, err := s.step(k, i, s.x, out, s.rows, nz)
 	if err != nil {
 		return diffusion.StepResult{}, nil, fmt.Errorf("sample: call %d: %w", k, err)
 	}

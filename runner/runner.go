@@ -176,13 +176,14 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 
 // jobRun is a job checked against its model and recorded in the store.
 type jobRun struct {
-	job   Job
-	c     Config // resolved (defaults filled in, backend named)
-	run   store.Run
-	kind  diffusion.Kind
-	sched *diffusion.Schedule
-	spec  hook.Spec // what the model samples
-	img   hook.Spec // what is stored: the samples, or their decoded images
+	job    Job
+	c      Config // resolved (defaults filled in, backend named)
+	run    store.Run
+	kind   diffusion.Kind
+	sched  *diffusion.Schedule
+	solver *diffusion.DPMSolver // DPM-Solver++ runs only
+	spec   hook.Spec            // what the model samples
+	img    hook.Spec            // what is stored: the samples, or their decoded images
 }
 
 // prepare checks everything about a job that can be checked before anything is stored, and
@@ -193,6 +194,16 @@ func prepare(job Job) (*jobRun, error) {
 	var err error
 	if r.kind, err = diffusion.ParseKind(c.Sampler); err != nil {
 		return nil, err
+	}
+	if r.kind == diffusion.DPMSolverPP {
+		// A plain count only: respacing specs are DDPM/DDIM's. The schedule of as many steps
+		// still counts the steps for the store and the methods.
+		if r.solver, err = diffusion.ParseDPMSolver(c.Steps); err != nil {
+			return nil, err
+		}
+		if c.Guide != 0 && c.Guide != diffusion.GuidanceAll {
+			return nil, fmt.Errorf("guide channels %d: DPM-Solver++ guides every ε channel (PixArt-α's wrapper); guiding %d is DiT's DDPM/DDIM convention", c.Guide, c.Guide)
+		}
 	}
 	if r.sched, err = diffusion.NewSchedule(1000, c.Steps); err != nil {
 		return nil, fmt.Errorf("steps: %w", err)
@@ -308,7 +319,7 @@ func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
 	}
 	b := &sampled{idx: idx, labels: ys}
 	full := hook.FullPlan(job.Model.Layout())
-	b.req = harness.Request{Sampler: r.kind, Schedule: r.sched, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
+	b.req = harness.Request{Sampler: r.kind, Schedule: r.sched, Solver: r.solver, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
 		Policy: pol, Cache: cache,
 		// Each image's stream yields its own row's noise, then its null row's: batch-independent.
 		Noise: func(_ int, dst []float32) error {

@@ -44,8 +44,14 @@ excluded), one image with its CFG null row (2 rows) unless --images/--cfg say ot
 speedup is over method none with the same sampler and steps.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if _, err := diffusion.ParseKind(sampler); err != nil {
+			kind, err := diffusion.ParseKind(sampler)
+			if err != nil {
 				return fmt.Errorf("--sampler: %w", err)
+			}
+			if kind == diffusion.DPMSolverPP {
+				if _, err := diffusion.ParseDPMSolver(steps); err != nil {
+					return fmt.Errorf("--steps: %w", err)
+				}
 			}
 			cfgModel, err := mf.config()
 			if err != nil {
@@ -99,7 +105,7 @@ speedup is over method none with the same sampler and steps.`,
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&sampler, "sampler", "ddim", "ddpm or ddim (the schedules of some methods depend on it only through --steps)")
+	cmd.Flags().StringVar(&sampler, "sampler", "ddim", "ddpm, ddim or dpmpp (the schedules of some methods depend on it only through --steps)")
 	cmd.Flags().StringVar(&steps, "steps", "50", "sampling steps (respacing spec)")
 	cmd.Flags().StringVar(&method, "method", "none", "acceleration method (see `runbench methods`)")
 	cmd.Flags().StringArrayVar(&params, "param", nil, "method parameter name=value (repeatable)")

@@ -64,10 +64,12 @@ func newSampleCmd() *cobra.Command {
 	var mf modelFlags
 	var sf sampleFlags
 	cmd := &cobra.Command{
-		Use:   "sample --weights W --heads H --sampler ddpm|ddim --steps K --cfg S [--replay FILE --out OUT.safetensors]",
+		Use:   "sample --weights W --heads H --sampler ddpm|ddim|dpmpp --steps K --cfg S [--replay FILE --out OUT.safetensors]",
 		Short: "Generate samples, or replay a reference trajectory step by step",
 		Long: `Samples with the reference diffusion (linear schedule over 1000 steps respaced to --steps,
-DDPM with learned-range variance or DDIM η=0, classifier-free guidance when --cfg > 1).
+DDPM with learned-range variance or DDIM η=0, classifier-free guidance when --cfg > 1), or with
+DPM-Solver++ (--sampler dpmpp: multistep order 2, time-uniform, --steps a plain count, guidance
+on every ε channel; PixArt-α's sampler).
 
 Replay (--replay FILE --out OUT): reads the starting noise x_init, the labels y and, for DDPM,
 the per-step noise noise_000, noise_001, ... from FILE (the layout of testdata/dit/sampling_*.safetensors)
@@ -96,6 +98,12 @@ Without --replay, --num images are generated: the noise and label of image i dep
 				}
 				sf.steps = fmt.Sprint(info.Steps(vals))
 			}
+			var solver *diffusion.DPMSolver
+			if kind == diffusion.DPMSolverPP {
+				if solver, err = diffusion.ParseDPMSolver(sf.steps); err != nil {
+					return fmt.Errorf("--steps: %w", err)
+				}
+			}
 			sched, err := diffusion.NewSchedule(1000, sf.steps)
 			if err != nil {
 				return fmt.Errorf("--steps: %w", err)
@@ -117,14 +125,14 @@ Without --replay, --num images are generated: the noise and label of image i dep
 						return fmt.Errorf("--%s does not apply to --replay (it writes --out and records nothing in a database)", name)
 					}
 				}
-				return replay(ctx, m, kind, sched, sf)
+				return replay(ctx, m, kind, sched, solver, sf)
 			}
 			_ = sched
 			return generate(ctx, cmd, m, kind, sf, mf)
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&sf.sampler, "sampler", "ddim", "ddpm or ddim")
+	cmd.Flags().StringVar(&sf.sampler, "sampler", "ddim", "ddpm, ddim or dpmpp (DPM-Solver++)")
 	cmd.Flags().StringVar(&sf.steps, "steps", "50", `sampling steps: "K" (reference respacing), "K1,K2" sections, or "ddimK" (integer stride)`)
 	cmd.Flags().Float64Var(&sf.cfg, "cfg", 1.5, "classifier-free guidance scale (≤ 1: off)")
 	cmd.Flags().BoolVar(&sf.guideAll, "guide-all", false, "guide all ε channels (diffusers) instead of channels 0-2 (DiT reference)")
@@ -149,14 +157,15 @@ Without --replay, --num images are generated: the noise and label of image i dep
 }
 
 func (sf sampleFlags) guide() int {
-	if sf.guideAll {
+	if sf.guideAll || sf.sampler == string(diffusion.DPMSolverPP) {
 		return diffusion.GuidanceAll
 	}
 	return harness.DefaultGuideChannels
 }
 
 // replay runs the sampler on a reference file's noise and writes every step in its layout.
-func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffusion.Schedule, sf sampleFlags) error {
+// solver is DPM-Solver++'s (nil for the other samplers).
+func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffusion.Schedule, solver *diffusion.DPMSolver, sf sampleFlags) error {
 	if sf.out == "" {
 		return fmt.Errorf("--replay needs --out")
 	}
@@ -174,7 +183,7 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 	if sf.cfg > 1 {
 		stateRows = 2 * images
 	}
-	req := harness.Request{Sampler: kind, Schedule: sched, CFGScale: float32(sf.cfg), GuideChannels: sf.guide(), XInit: xInit, Labels: y[:images]}
+	req := harness.Request{Sampler: kind, Schedule: sched, Solver: solver, CFGScale: float32(sf.cfg), GuideChannels: sf.guide(), XInit: xInit, Labels: y[:images]}
 	if kind.NeedsNoise() {
 		req.Noise = replayNoise(f, images*per)
 	}
@@ -194,8 +203,12 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 	}
 	req.Policy, req.Cache = pol, cache
 	req.Tokens = sf.trace != "" // the trace lists the tokens each partial step recomputed
+	tsMap := sched.TimestepMap
+	if solver != nil {
+		tsMap = solver.TimestepMap()
+	}
 	tr := &methods.Trace{Method: sf.method, NumSteps: sched.Steps(), Sampler: string(kind), CFGScale: sf.cfg, Labels: y,
-		TokensPerRow: m.Tokens(), BatchRows: stateRows, TimestepMap: sched.TimestepMap}
+		TokensPerRow: m.Tokens(), BatchRows: stateRows, TimestepMap: tsMap}
 	if raw, err := methods.ParseParams(sf.params); err == nil {
 		info, _ := methods.Lookup(sf.method)
 		if v, err := info.Parse(raw); err == nil {
@@ -234,9 +247,17 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 	outs["sample"] = checkpoint.NewF32(res.Sample, shape(images, spec.Channels)...)
 	ts := make([]int64, sched.Steps())
 	for k := range ts {
-		ts[k] = sched.TimestepMap[sched.Steps()-1-k]
+		ts[k] = tsMap[sched.Steps()-1-k]
 	}
 	outs["timesteps"] = checkpoint.NewI64(ts, len(ts))
+	if solver != nil {
+		// The timesteps above are rounded; the model received these (PixArt's golden model_t).
+		mt := make([]float32, solver.Steps())
+		for k := range mt {
+			mt[k] = solver.ModelTime(k)
+		}
+		outs["model_t"] = checkpoint.NewF32(mt, len(mt))
+	}
 	meta := map[string]string{"producer": "runbench sample --replay", "replay": sf.replay, "sampler": string(kind),
 		"steps": sf.steps, "cfg": fmt.Sprint(sf.cfg), "model": m.Config.String()}
 	return checkpoint.WriteSafetensors(sf.out, outs, meta)

@@ -18,10 +18,10 @@ const (
 // ParseKind validates a sampler name.
 func ParseKind(s string) (Kind, error) {
 	switch Kind(s) {
-	case DDPM, DDIM:
+	case DDPM, DDIM, DPMSolverPP:
 		return Kind(s), nil
 	}
-	return "", fmt.Errorf("unknown sampler %q (want ddpm or ddim)", s)
+	return "", fmt.Errorf("unknown sampler %q (want ddpm, ddim or dpmpp)", s)
 }
 
 // NeedsNoise reports whether a step consumes a fresh Gaussian draw.
