@@ -24,7 +24,7 @@ func DryRun(m Method, env Env, counter hook.FLOPsCounter, timesteps []int64) (*T
 		if step < len(timesteps) {
 			t = timesteps[step]
 		}
-		tr.Record(call, step, t, p, m.Notes(), counter.BlockFLOPs(p, env.Rows), env.Layout.Tokens)
+		tr.Record(call, step, float64(t), p, m.Notes(), counter.BlockFLOPs(p, env.Rows), env.Layout.Tokens)
 	}
 	return tr, nil
 }

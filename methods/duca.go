@@ -23,6 +23,9 @@ func init() {
 			{Name: "mode", Kind: Enum, Default: "faithful", Choices: []string{"faithful", "clean"}, Doc: "faithful: official mid-step interval update; clean: one decision per step"},
 		},
 		New: func(v Values, env Env) (Method, error) {
+			if err := ditLayout(env.Layout); err != nil {
+				return nil, err
+			}
 			name := v.String("scheduler")
 			if name == "ToCa" {
 				name = "ToCa-ddim50"

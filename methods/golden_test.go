@@ -23,10 +23,10 @@ import (
 type goldenActions struct {
 	Schedule []string `json:"schedule"`
 	Calls    []struct {
-		Call   int   `json:"call"`
-		Step   int   `json:"step"`
-		T      int64 `json:"t"`
-		FLOPs  int64 `json:"flops"`
+		Call   int     `json:"call"`
+		Step   int     `json:"step"`
+		T      float64 `json:"t"`
+		FLOPs  int64   `json:"flops"`
 		Layers []struct {
 			Layer  int      `json:"layer"`
 			Type   string   `json:"type"`
@@ -102,7 +102,7 @@ func runGolden(t *testing.T, file, method string, params map[string]string, prep
 	}
 	req.OnStep = func(s harness.StepInfo) error {
 		call = s.Call + 1
-		tr.Record(s.Call, s.Step, s.Timestep, s.Plan, pol.Notes(), m.BlockFLOPs(s.Plan, s.Rows), l.Tokens)
+		tr.Record(s.Call, s.Step, s.Time, s.Plan, pol.Notes(), m.BlockFLOPs(s.Plan, s.Rows), l.Tokens)
 		want := golden.F32(t, g, fmt.Sprintf("x_%03d", s.Call))
 		e := golden.RelToMax(s.X[:len(want)], want)
 		worst = max(worst, e)
@@ -125,7 +125,7 @@ func runGolden(t *testing.T, file, method string, params map[string]string, prep
 	for k, call := range acts.Calls {
 		got := tr.Calls[k]
 		if got.Step != call.Step || got.T != call.T {
-			t.Fatalf("call %d: step %d t %d, want %d %d", k, got.Step, got.T, call.Step, call.T)
+			t.Fatalf("call %d: step %d t %g, want %d %g", k, got.Step, got.T, call.Step, call.T)
 		}
 		if got.FLOPs != call.FLOPs || got.FLOPs != perStep[k] {
 			t.Errorf("call %d: flops %d, want %d", k, got.FLOPs, call.FLOPs)

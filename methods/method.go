@@ -35,6 +35,8 @@ type Note struct {
 	TAfter   *float64 // interval threshold after the block
 	Ratio    *float64 // MLP fresh-ratio schedule value (before clamping)
 	RatioF32 *float64 // float32(clamp(ratio, 0, 1))
+	// CrossRatio and CrossRatioF32 are the same for a partial cross-attention (PixArt-α).
+	CrossRatio, CrossRatioF32 *float64
 }
 
 // Method is a policy with trace annotations.

@@ -19,6 +19,9 @@ func init() {
 			{Name: "mode", Kind: Enum, Default: "faithful", Choices: []string{"faithful", "clean"}, Doc: "faithful keeps the official mid-step interval update (layers after a full layer 0 re-test with the new interval); clean decides full steps once per step"},
 		},
 		New: func(v Values, env Env) (Method, error) {
+			if err := ditLayout(env.Layout); err != nil {
+				return nil, err
+			}
 			sched, err := tocaSchedule(v.String("scheduler"))
 			if err != nil {
 				return nil, err
@@ -50,10 +53,10 @@ func tocaSchedule(name string) (ratioSchedule, error) {
 	return ratioSchedule{}, fmt.Errorf("unknown ratio scheduler %q", name)
 }
 
-// mlpRatio is r = r0 · F_layer · F_step · F_type for the MLP, multiplied left to right in float64
-// with each factor written as the official code writes it. The official code divides the layer
-// index by the literal 27 (depth − 1 of DiT-XL); depth − 1 is used here, which is the same for XL.
-func (r ratioSchedule) mlpRatio(r0 float64, layer, depth, step, steps int) float64 {
+// ratio is r = r0 · F_layer · F_step · F_type, multiplied left to right in float64 with each
+// factor written as the official code writes it. The official code divides the layer index by
+// the literal 27 (depth − 1 of the XL models); depth − 1 is used here, which is the same for XL.
+func (r ratioSchedule) ratio(r0 float64, layer, depth, step, steps int, fType float64) float64 {
 	if r.constant {
 		return r0
 	}
@@ -62,9 +65,17 @@ func (r ratioSchedule) mlpRatio(r0 float64, layer, depth, step, steps int) float
 		fLayer = (1 + r.wl) - ((2*r.wl)*float64(layer))/float64(depth-1)
 	}
 	fStep := (1 + r.ws) - ((2*r.ws)*float64(step))/float64(steps)
-	fType := 1 + 0.6*2.5
 	return r0 * fLayer * fStep * fType
 }
+
+// Module factors of the ratio schedules, as float64 arithmetic on the official literals:
+// DiT's MLP 1 + 0.6·2.5; PixArt's cross-attention 1 − (1 − 0.6)·1.0 and MLP 1 + 0.6·1.0.
+var (
+	moduleTimeWeight = 0.6
+	ditMLP           = 1 + moduleTimeWeight*2.5
+	pixartCross      = 1 - (1-moduleTimeWeight)*1.0
+	pixartMLP        = 1 + moduleTimeWeight*1.0
+)
 
 // freshCount is k = int(float32(clamp(r, 0, 1)) · n), computed in float32 and truncated.
 func freshCount(r float64, n int) (int, float32) {

@@ -23,6 +23,7 @@ type tokenEngine struct {
 	score      hook.TokenScore
 	seed       int64
 	samples    []int // sample index of each image row (random scores derive from it)
+	pairs      bool  // the CFG halves share one score (PixArt-α)
 }
 
 func newTokenEngine(env Env, n int, softWeight, beta float64, grid int, score string) (*tokenEngine, error) {
@@ -41,7 +42,7 @@ func newTokenEngine(env Env, n int, softWeight, beta float64, grid int, score st
 // refresh is the base score a full attention stores for later partial steps (none for scores
 // computed from the module's current input or drawn at random).
 func (e *tokenEngine) refresh() hook.TokenScore {
-	if e.score == hook.ScoreAttention || e.score == hook.ScoreValueNorm {
+	if e.score == hook.ScoreAttention || e.score == hook.ScoreValueNorm || e.score == hook.ScoreEntropy {
 		return e.score
 	}
 	return hook.ScoreNone
@@ -49,7 +50,8 @@ func (e *tokenEngine) refresh() hook.TokenScore {
 
 // plan returns the MLP plan of a partial step of the layer that recomputes k tokens per row.
 func (e *tokenEngine) plan(layer, call, k int) hook.ModulePlan {
-	sel := &hook.Selection{K: k, Score: e.score, StaleWeight: e.softWeight, StaleNorm: e.n, Grid: e.grid, Beta: e.beta}
+	sel := &hook.Selection{K: k, Score: e.score, StaleWeight: e.softWeight, StaleNorm: e.n, Grid: e.grid, Beta: e.beta,
+		Pairs: e.pairs && e.score == hook.ScoreEntropy}
 	if e.score == hook.ScoreRandom {
 		sel.Random = e.random(layer, call)
 	}
@@ -78,43 +80,68 @@ func (e *tokenEngine) random(layer, call int) [][]float32 {
 
 // cycle is the interval logic ToCa and DuCa share (the official cal_type): a block computes fully
 // at the first step and whenever s mod T = 0, and every full block sets T for the steps after it
-// (nextThreshold). The official code re-tests every layer with the T in force when it gets there,
-// so after a full layer 0 the other layers of that step see the new T (faithful); clean mode
-// types a step once, with the T it began with.
+// (nextThreshold; pixartThreshold when the official step counts up). The official code re-tests
+// every layer with the T in force when it gets there, so after a full layer 0 the other layers of
+// that step see the new T (faithful); clean mode types a step once, with the T it began with.
 type cycle struct {
 	n     int     // fresh threshold N: T before the first update
 	r0    float64 // fresh ratio (T's update depends on whether it is 0)
 	steps int
 	clean bool
 	t     float64 // the interval threshold in force
+	// countUp: the official step counts up from 0 (PixArt-α's DPM-Solver code), the first step
+	// is 0 and T follows pixartThreshold with step weight w; otherwise (DiT) the step counts
+	// down and the first is S−1.
+	countUp bool
+	w       float64
+}
+
+// first reports whether step is the first of the run.
+func (c *cycle) first(step int) bool {
+	if c.countUp {
+		return step == 0
+	}
+	return step == c.steps-1
 }
 
 // begin starts step s: whether the step as a whole is full (clean mode's test).
 func (c *cycle) begin(step int) bool {
-	return step == c.steps-1 || math.Mod(float64(step), c.t) == 0
+	return c.first(step) || math.Mod(float64(step), c.t) == 0
 }
 
 // full tests one block at step s (stepFull from begin) and returns the T the test used; a full
 // block updates T.
 func (c *cycle) full(step int, stepFull bool) (bool, float64) {
 	tUsed := c.t
-	if step == c.steps-1 {
+	if c.first(step) {
 		tUsed = float64(c.n) // the first step tests with fresh_threshold itself
 	}
-	full := step == c.steps-1 || math.Mod(float64(step), c.t) == 0
+	full := c.first(step) || math.Mod(float64(step), c.t) == 0
 	if c.clean {
 		full = stepFull
 	}
 	if full {
-		c.t = nextThreshold(c.n, c.r0, step, c.steps)
+		if c.countUp {
+			c.t = pixartThreshold(c.n, c.w, step, c.steps)
+		} else {
+			c.t = nextThreshold(c.n, c.r0, step, c.steps)
+		}
 	}
 	return full, tUsed
+}
+
+// pixartThreshold is PixArt-α ToCa's interval update (force_scheduler), with the step counting
+// up: f = float32((1 − w) + 2w·s/S), T = round_half_even(float32(N)/f); w = 0.2 for ToCa (0 for
+// a zero fresh ratio, FORA), 0 for DuCa (T = N).
+func pixartThreshold(n int, w float64, step, steps int) float64 {
+	f := float32((1 - w) + ((2*w)*float64(step))/float64(steps))
+	return max(float64(float32(math.RoundToEven(float64(float32(n)/f)))), 1)
 }
 
 // partial plans a token-wise step of one block: attention reused, the MLP recomputed for
 // k = int(clamp(r)·N) tokens by the engine's rule, r from the ratio schedule; the note gets r.
 func (e *tokenEngine) partial(bp *hook.BlockPlan, note *Note, sched ratioSchedule, r0 float64, layer, call, step, steps int) {
-	r := sched.mlpRatio(r0, layer, e.layout.Depth, step, steps)
+	r := sched.ratio(r0, layer, e.layout.Depth, step, steps, ditMLP)
 	k, rf := freshCount(r, e.layout.Tokens)
 	note.Ratio, note.RatioF32 = f64(r), f64(float64(rf))
 	bp.Modules[0] = hook.ModulePlan{Action: hook.Reuse}

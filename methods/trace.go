@@ -31,20 +31,21 @@ type Trace struct {
 type TraceCall struct {
 	Call   int          `json:"call"`
 	Step   int          `json:"step"`
-	T      int64        `json:"t"`
+	T      float64      `json:"t"` // the model's timestep (fractional under DPM-Solver)
 	FLOPs  int64        `json:"flops"`
 	Layers []TraceLayer `json:"layers"`
 }
 
 // TraceLayer is one block of one call.
 type TraceLayer struct {
-	Layer  int         `json:"layer"`
-	Type   string      `json:"type"`
-	FLOPs  int64       `json:"flops"`
-	TUsed  *float64    `json:"T_used,omitempty"`
-	TAfter *float64    `json:"T_after,omitempty"`
-	Attn   TraceModule `json:"attn"`
-	MLP    TraceModule `json:"mlp"`
+	Layer  int          `json:"layer"`
+	Type   string       `json:"type"`
+	FLOPs  int64        `json:"flops"`
+	TUsed  *float64     `json:"T_used,omitempty"`
+	TAfter *float64     `json:"T_after,omitempty"`
+	Attn   TraceModule  `json:"attn"`
+	Cross  *TraceModule `json:"cross,omitempty"` // models with a cross-attention (PixArt-α)
+	MLP    TraceModule  `json:"mlp"`
 }
 
 // TraceModule is one module of one block of one call.
@@ -59,7 +60,8 @@ type TraceModule struct {
 
 // Record appends one call to the trace from the plan that ran, the method's notes and the
 // model's per-block FLOPs.
-func (tr *Trace) Record(call, step int, t int64, p *hook.Plan, notes []Note, blockFLOPs []int64, tokens int) {
+// Blocks are [attention, MLP] (DiT) or [attention, cross-attention, MLP] (PixArt-α).
+func (tr *Trace) Record(call, step int, t float64, p *hook.Plan, notes []Note, blockFLOPs []int64, tokens int) {
 	tc := TraceCall{Call: call, Step: step, T: t}
 	var letters strings.Builder
 	for b, bp := range p.Blocks {
@@ -68,10 +70,18 @@ func (tr *Trace) Record(call, step int, t int64, p *hook.Plan, notes []Note, blo
 			n = notes[b]
 		}
 		tl := TraceLayer{Layer: b, Type: n.Type, FLOPs: blockFLOPs[b], TUsed: n.TUsed, TAfter: n.TAfter}
+		last := len(bp.Modules) - 1
 		tl.Attn = traceModule(bp.Modules[0], tokens)
-		tl.MLP = traceModule(bp.Modules[1], tokens)
-		if bp.Modules[1].Action == hook.Partial {
+		tl.MLP = traceModule(bp.Modules[last], tokens)
+		if bp.Modules[last].Action == hook.Partial {
 			tl.MLP.Ratio, tl.MLP.RatioF32 = n.Ratio, n.RatioF32
+		}
+		if last == 2 {
+			cross := traceModule(bp.Modules[1], tokens)
+			if bp.Modules[1].Action == hook.Partial {
+				cross.Ratio, cross.RatioF32 = n.CrossRatio, n.CrossRatioF32
+			}
+			tl.Cross = &cross
 		}
 		tc.FLOPs += blockFLOPs[b]
 		letters.WriteByte(scheduleLetter(bp))

@@ -313,7 +313,8 @@ func (e *Executor) moduleSig(b, m int, mp hook.ModulePlan, refresh hook.TokenSco
 				args = append(args, idx, inv)
 			}
 		}
-		ms.Update = refresh == hook.ScoreEntropy && e.layout.Modules[m] == refresh.Source() && ms.Bucket > 0
+		// A partial cross-attention refreshes the entropy of the tokens it recomputes.
+		ms.Update = mp.Select != nil && mp.Select.Score == hook.ScoreEntropy && e.layout.Modules[m] == hook.ScoreEntropy.Source() && ms.Bucket > 0
 		if s := mp.Select; s != nil {
 			ms.Rule, ms.Choose = true, mp.Tokens == nil
 			ms.Report = opt.Choices != nil

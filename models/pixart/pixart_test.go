@@ -8,6 +8,7 @@ import (
 
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/internal/golden"
 	"github.com/cachebench/cachebench/models/checkpoint"
 )
 
@@ -18,7 +19,7 @@ func loadGolden(t *testing.T) *Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Load(b, "testdata/weights.safetensors", 4, 0)
+	m, err := Load(b, golden.Path("pixart/weights.safetensors"), 4, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestInferConfigGolden(t *testing.T) {
 // tolerances of testdata/README.md.
 func TestForwardGolden(t *testing.T) {
 	m := loadGolden(t)
-	g, err := checkpoint.Load("testdata/forward.safetensors")
+	g, err := checkpoint.Load(golden.Path("pixart/forward.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
