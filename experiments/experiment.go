@@ -14,6 +14,7 @@ import (
 
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/models/dit"
+	"github.com/cachebench/cachebench/models/pixart"
 )
 
 // What is kept of every sample's file besides its database row (outputs = ...).
@@ -45,14 +46,29 @@ type Experiment struct {
 	Record      string // step statistics: one of RecordLevels
 	Audit       int    // images per batch audited for cache error (with record light or full)
 	Model       Model
+	Prompts     *Prompts // the captions of a text-conditioned model ([prompts]); nil = class labels
 	Sampling    Sampling
 	Methods     []MethodEntry // in file order
 	Metrics     *Metrics      // nil when the file has no [metrics] (or --no-metrics)
 	Notes       []string      // things worth telling the user that are not errors
 }
 
+// Model families.
+const (
+	FamilyDiT    = "dit"
+	FamilyPixArt = "pixart"
+)
+
+// Prompts are the captions a text-conditioned model samples: sample i gets prompt i mod P.
+type Prompts struct {
+	File     string // one caption per line
+	Features string // precomputed caption features (captions.Open; T5-XXL for PixArt-α)
+	Encoder  string // or a built-in encoder of the file's captions ("fmnist-tiny")
+}
+
 // Model says which network to load.
 type Model struct {
+	Family    string      // FamilyDiT or FamilyPixArt
 	Preset    string      // named architecture, e.g. "DiT-XL/2" ("" = none)
 	ImageSize int         // image size in pixels for the preset (latent = size/8)
 	Weights   string      // checkpoint path ("" = random weights, seed 0)
@@ -67,6 +83,8 @@ type Model struct {
 // loading the weights (a preset or an arch); ok is false for weights given with heads only.
 func (m Model) Config() (c dit.Config, ok bool) {
 	switch {
+	case m.Family == FamilyPixArt:
+		return dit.Config{}, false
 	case m.Arch != nil:
 		return *m.Arch, true
 	case m.Preset != "":
@@ -249,6 +267,9 @@ func (e *Experiment) read(doc *table, o Overrides) {
 	} else if !doc.has("sampling") {
 		doc.errf("", "missing [sampling] section (sampler, steps, samples)")
 	}
+	if e.Prompts != nil && e.Sampling.Labels != nil {
+		doc.errf("sampling", "labels: a prompted model's sample i takes prompt i mod P; give no labels")
+	}
 	if m := doc.sub("methods"); m != nil {
 		e.readMethods(m)
 	} else if !doc.has("methods") {
@@ -257,11 +278,18 @@ func (e *Experiment) read(doc *table, o Overrides) {
 	if m := doc.sub("metrics"); m != nil && !o.NoMetrics {
 		e.readMetrics(m)
 	}
-	doc.unknown("name", "description", "output", "outputs", "record", "audit", "model", "sampling", "methods", "metrics")
+	doc.unknown("name", "description", "output", "outputs", "record", "audit", "model", "prompts", "sampling", "methods", "metrics")
 }
 
 func (e *Experiment) readModel(t *table, o Overrides) {
 	m := &e.Model
+	m.Family = FamilyDiT
+	if f, ok := t.str("family"); ok {
+		if f != FamilyDiT && f != FamilyPixArt {
+			t.errf("family", "%q: want %q or %q", f, FamilyDiT, FamilyPixArt)
+		}
+		m.Family = f
+	}
 	m.Preset, _ = t.str("preset")
 	m.ImageSize = 256
 	if n, ok := t.integer("image_size"); ok {
@@ -269,6 +297,10 @@ func (e *Experiment) readModel(t *table, o Overrides) {
 			t.errf("image_size", "only meaningful with model.preset")
 		}
 		m.ImageSize = int(n)
+	}
+	if m.Family == FamilyPixArt {
+		e.readPixArtModel(t, o)
+		return
 	}
 	if m.Preset != "" {
 		if _, err := dit.Preset(m.Preset, m.ImageSize); err != nil {
@@ -322,7 +354,7 @@ func (e *Experiment) readModel(t *table, o Overrides) {
 		}
 		m.VAEBatch = int(n)
 	}
-	t.unknown("preset", "image_size", "weights", "heads", "arch", "backend", "vae", "vae_batch")
+	t.unknown("family", "preset", "image_size", "weights", "heads", "arch", "backend", "vae", "vae_batch")
 
 	switch {
 	case m.Arch != nil && m.Preset != "":
@@ -570,4 +602,82 @@ func (e *Experiment) readMetrics(t *table) {
 	}
 	t.unknown("extractor", "weights", "reference", "reference_images", "names")
 	e.Metrics = m
+}
+
+// readPixArtModel reads [model] for family pixart: the preset PixArt-XL/2 at an image size
+// (random weights), or weights (heads: PixArt-XL's 16 unless given), a backend and a VAE.
+func (e *Experiment) readPixArtModel(t *table, o Overrides) {
+	m := &e.Model
+	if m.Preset != "" && m.Preset != pixart.PresetName {
+		t.errf("preset", "%q: PixArt-α knows only %s", m.Preset, pixart.PresetName)
+	}
+	if m.Preset != "" {
+		if _, err := pixart.Preset(m.ImageSize); err != nil {
+			t.errf("image_size", "%v", err)
+		}
+	}
+	if o.RandomWeights {
+		t.used["weights"], t.used["vae"], t.used["vae_batch"] = true, true, true
+		if m.Preset == "" {
+			t.errf("weights", "--random-weights needs model.preset to know the architecture")
+		}
+	} else {
+		if w, ok := t.pathValue("weights"); ok {
+			m.Weights = w
+			if st, err := os.Stat(w); !o.MetricsOnly && (err != nil || st.IsDir()) {
+				t.errf("weights", "%s is not a readable checkpoint file (PixArt-α .pth/.safetensors, official or diffusers keys)", w)
+			}
+		}
+		if v, ok := t.pathValue("vae"); ok {
+			m.VAE = v
+			if st, err := os.Stat(v); !o.MetricsOnly && (err != nil || st.IsDir()) {
+				t.errf("vae", "%s is not a readable AutoencoderKL checkpoint file", v)
+			}
+		}
+		if n, ok := t.integer("vae_batch"); ok {
+			if n < 0 || m.VAE == "" {
+				t.errf("vae_batch", "want images per decoder pass ≥ 0, with model.vae (got %d)", n)
+			}
+			m.VAEBatch = int(n)
+		}
+	}
+	if n, ok := t.integer("heads"); ok {
+		if n <= 0 {
+			t.errf("heads", "want a positive number of attention heads, got %d", n)
+		}
+		m.Heads = int(n)
+	}
+	m.Backend, _ = t.str("backend")
+	if m.Preset == "" && m.Weights == "" && !o.RandomWeights {
+		t.errf("", "give model.weights (a PixArt-α checkpoint) or model.preset = %q (random weights)", pixart.PresetName)
+	}
+	t.unknown("family", "preset", "image_size", "weights", "heads", "backend", "vae", "vae_batch")
+}
+
+// readPrompts reads [prompts]: the caption file and its features (or a built-in encoder).
+func (e *Experiment) readPrompts(t *table) {
+	p := &Prompts{}
+	if f, ok := t.pathValue("file"); ok {
+		p.File = f
+		if _, err := os.Stat(f); err != nil {
+			t.errf("file", "%s does not exist or cannot be read (one caption per line)", f)
+		}
+	} else {
+		t.errf("file", "missing: the prompt file, one caption per line")
+	}
+	if f, ok := t.pathValue("features"); ok {
+		p.Features = f
+		if _, err := os.Stat(f); err != nil {
+			t.errf("features", "%s does not exist or cannot be read (caption features: safetensors/npz with caption_feature and attention_mask, or a folder of PixArt's per-caption .npz)", f)
+		}
+	}
+	p.Encoder, _ = t.str("encoder")
+	switch {
+	case p.Encoder != "" && p.Encoder != "fmnist-tiny":
+		t.errf("encoder", "%q: the built-in encoder is \"fmnist-tiny\" (Fashion-MNIST captions)", p.Encoder)
+	case (p.Features == "") == (p.Encoder == ""):
+		t.errf("features", "give prompts.features (precomputed, e.g. T5-XXL for PixArt-α) or prompts.encoder, one of them")
+	}
+	t.unknown("file", "features", "encoder")
+	e.Prompts = p
 }

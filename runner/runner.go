@@ -43,7 +43,10 @@ type Config struct {
 	Seed       int64          `json:"seed"`
 	NumSamples int            `json:"num_samples"`
 	Labels     []int64        `json:"labels,omitempty"` // cycled over the samples; nil = drawn from (seed, index)
-	Backend    string         `json:"backend"`
+	// Prompts identifies the captions of a text-conditioned model (the prompt file's and the
+	// features' content hashes): sample i takes prompt i mod P, its label is that index.
+	Prompts string `json:"prompts,omitempty"`
+	Backend string `json:"backend"`
 	// Features names the feature extractor whose output is stored with every sample (nil: none);
 	// the stored features are results too, so another extractor is another run.
 	Features *FeatureSpec `json:"features,omitempty"`
@@ -82,6 +85,9 @@ type Job struct {
 	// and fed to the extractor.
 	Decoder     ImageDecoder
 	DecodeBatch int
+	// Prompts are the caption texts of Config.Prompts, in the order the model's labels index
+	// them (stored with every sample).
+	Prompts []string
 	// DiscardOutputs deletes each sample's file once hashed (the row keeps the hash; large sweeps).
 	DiscardOutputs bool
 	GitRev         string
@@ -214,6 +220,12 @@ func prepare(job Job) (*jobRun, error) {
 	if job.Shard.N > 1 && (job.Shard.I < 0 || job.Shard.I >= job.Shard.N) {
 		return nil, fmt.Errorf("shard %d/%d: want 0 ≤ i < n", job.Shard.I, job.Shard.N)
 	}
+	if (c.Prompts != "") != (job.Prompts != nil) || (job.Prompts != nil && len(job.Prompts) != r.spec.NumClasses) {
+		return nil, fmt.Errorf("prompts: the configuration names %q, the job holds %d prompts and the model %d captions", c.Prompts, len(job.Prompts), r.spec.NumClasses)
+	}
+	if c.Prompts != "" && c.Labels != nil {
+		return nil, fmt.Errorf("labels: a prompted run's sample i takes prompt i mod P; give no labels")
+	}
 	for _, y := range c.Labels {
 		if y < 0 || y >= int64(r.spec.NumClasses) {
 			return nil, fmt.Errorf("label %d out of range [0, %d)", y, r.spec.NumClasses)
@@ -303,9 +315,12 @@ func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
 	for j, i := range idx {
 		streams[j] = diffusion.NewNoise(c.Seed, i)
 		streams[j].Fill(xInit[j*per : (j+1)*per])
-		if c.Labels != nil {
+		switch {
+		case c.Prompts != "":
+			ys[j] = int64(i % len(job.Prompts))
+		case c.Labels != nil:
 			ys[j] = c.Labels[i%len(c.Labels)]
-		} else {
+		default:
 			ys[j] = int64(diffusion.Label(c.Seed, i, r.spec.NumClasses))
 		}
 	}
@@ -402,6 +417,9 @@ func (r *jobRun) commit(b *sampled) error {
 		}
 		label := int(b.labels[j])
 		s := store.Sample{Index: i, Label: &label, NoiseSeed: r.c.Seed, OutputPath: path, OutputHash: hash}
+		if job.Prompts != nil {
+			s.Prompt = &job.Prompts[label]
+		}
 		if feats != nil {
 			s.Features = feats[j]
 		}

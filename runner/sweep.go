@@ -54,7 +54,9 @@ type Sweep struct {
 	// samples comes up, so a finished sweep (or one that only needs metrics) loads nothing.
 	Load func() (Model, error)
 	// LoadDecoder builds the VAE decoder of items whose Config.VAE is set, after Load.
-	LoadDecoder    func() (ImageDecoder, error)
+	LoadDecoder func() (ImageDecoder, error)
+	// Prompts are the captions of items whose Config.Prompts is set (the model's labels index them).
+	Prompts        []string
 	DecodeBatch    int
 	DB             *store.DB
 	OutDir         string // samples of a configuration go to OutDir/METHOD-HASH12/
@@ -95,7 +97,8 @@ type ItemResult struct {
 // ExperimentItems expands an experiment's points into sweep items for a model: model is its
 // description, weights its weights hash, backend the backend configuration in force, and
 // features the stored features (nil: none).
-func ExperimentItems(e *experiments.Experiment, model, weights, backend, vae string, features *FeatureSpec) []SweepItem {
+// prompts identifies the experiment's captions ("" for class labels).
+func ExperimentItems(e *experiments.Experiment, model, weights, backend, vae, prompts string, features *FeatureSpec) []SweepItem {
 	guide := harness.DefaultGuideChannels
 	if e.Sampling.Guide == experiments.GuideAll {
 		guide = diffusion.GuidanceAll
@@ -105,9 +108,17 @@ func ExperimentItems(e *experiments.Experiment, model, weights, backend, vae str
 		out = append(out, SweepItem{Label: p.Label(), RawParams: p.Params, BaseSteps: e.Sampling.Steps,
 			Config: Config{Model: model, Weights: weights, Method: p.Method, Sampler: e.Sampling.Sampler, Steps: p.Steps,
 				CFGScale: e.Sampling.CFG, Guide: guide, Seed: e.Sampling.Seed, NumSamples: e.Sampling.Samples,
-				Labels: e.Sampling.Labels, Backend: backend, Features: features, VAE: vae}})
+				Labels: e.Sampling.Labels, Backend: backend, Features: features, VAE: vae, Prompts: prompts}})
 	}
 	return out
+}
+
+// promptsFor is the sweep's prompts for a configuration that names them, else nil.
+func promptsFor(c Config, p []string) []string {
+	if c.Prompts == "" {
+		return nil
+	}
+	return p
 }
 
 // decoderFor is the sweep's decoder for a configuration that decodes, else nil.
@@ -293,7 +304,7 @@ func (w *sweepRun) sampleItem(ctx context.Context, k int) error {
 	job := Job{Config: it.Config, RawParams: it.RawParams, Model: w.model, BatchSize: s.BatchSize,
 		OutDir: filepath.Join(s.OutDir, fmt.Sprintf("%s-%s", it.Config.Method, w.res[k].Hash[:12])), DB: s.DB, Shard: s.Shard,
 		Record: s.Record, Audit: s.Audit, Extractor: s.Extractor, DiscardOutputs: s.DiscardOutputs, GitRev: s.GitRev,
-		Decoder: decoderFor(it.Config, w.decoder), DecodeBatch: s.DecodeBatch,
+		Decoder: decoderFor(it.Config, w.decoder), DecodeBatch: s.DecodeBatch, Prompts: promptsFor(it.Config, s.Prompts),
 		Progress: func(done, total int) {
 			w.allDone = base + done
 			report(done, total)

@@ -76,7 +76,7 @@ func sweepFixture(t *testing.T) (dit.Config, []runner.SweepItem, *fakeExtractor,
 	c, _ := e.Model.Config()
 	ex := &fakeExtractor{}
 	fs := &runner.FeatureSpec{Extractor: ex.ID(), Pool: fakePool, Spatial: fakeSpatial, Logits: fakeLogits}
-	items := runner.ExperimentItems(e, c.String(), "random-seed-0", "go:ops_sequential", "", fs)
+	items := runner.ExperimentItems(e, c.String(), "random-seed-0", "go:ops_sequential", "", "", fs)
 	if len(items) != 3 || items[1].Label != "fora N=2" || items[2].RawParams["N"] != "3" {
 		t.Fatalf("items %+v", items)
 	}

@@ -26,11 +26,24 @@ the number of classes) from --inputs and writes out = model(x, t, y) in the refe
 If the inputs also hold x_cfg, t_cfg, y_cfg and --cfg is given, also writes out_cfg =
 forward_with_cfg(x_cfg, t_cfg, y_cfg, cfg) (guidance on channels 0-2 as the reference, or on all
 ε channels with --guide-all). --intermediates also writes every named intermediate of the
-x/t/y pass (x_embed, t_freq, c, block0_adaln, block_0 ..., final_tokens).`,
+x/t/y pass (x_embed, t_freq, c, block0_adaln, block_0 ..., final_tokens).
+
+PixArt-α (--model pixart, or weights that are PixArt-α's): the inputs are x, t (model times,
+fractional allowed), y [B, 1, L, C] caption features and mask [B, L] (1 = caption token, valid
+tokens first); the intermediates are named as in testdata/pixart/README.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if in == "" || out == "" {
 				return fmt.Errorf("--inputs and --out are required")
+			}
+			if isPixArt, err := mf.isPixArt(); err != nil {
+				return err
+			} else if isPixArt {
+				m, err := mf.loadPixArt(cmd)
+				if err != nil {
+					return err
+				}
+				return forwardPixArt(m, in, out, intermediates)
 			}
 			m, err := mf.load(cmd)
 			if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/cachebench/cachebench/captions"
 	"github.com/cachebench/cachebench/datasets"
 	"github.com/cachebench/cachebench/experiments"
 	"github.com/cachebench/cachebench/extractors"
@@ -26,6 +28,7 @@ import (
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
 	"github.com/cachebench/cachebench/models/inception"
+	"github.com/cachebench/cachebench/models/pixart"
 	"github.com/cachebench/cachebench/models/vae"
 	"github.com/cachebench/cachebench/runner"
 )
@@ -104,38 +107,103 @@ func loadExperiment(path string, o experiments.Overrides) (*experiments.Experime
 }
 
 // resolvedModel is an experiment's model: its architecture and weights identity (recorded in
-// every configuration) and how to build it on a backend.
+// every configuration), its prompts (text-conditioned models) and how to build it on a backend.
 type resolvedModel struct {
-	cfg     dit.Config
-	weights string
-	load    func(backend string) (*dit.Model, error)
+	arch           runner.Arch // counts FLOPs without weights
+	name           string      // the architecture's one-line description
+	channels, size int         // the sampled latent's channels and side
+	weights        string
+	prompts        []string // the captions the labels index (nil: class labels)
+	promptsID      string
+	load           func(backend string) (runner.Model, error)
 }
 
-// resolveModel resolves an experiment's [model] (dit.Resolve): a preset or arch is known without
-// reading the weights; weights with heads only are read now.
-func resolveModel(m experiments.Model) (*resolvedModel, error) {
+// resolveModel resolves an experiment's [model] (dit.Resolve, pixart.Resolve) and [prompts]: a
+// preset or arch is known without reading the weights; weights with heads only are read now,
+// and so are a prompted model's captions, checked against it before any compute.
+func resolveModel(e *experiments.Experiment) (*resolvedModel, error) {
+	m := e.Model
+	if m.Family == experiments.FamilyPixArt {
+		return resolvePixArt(e)
+	}
 	r, err := dit.Resolve(dit.Source{Preset: m.Preset, ImageSize: m.ImageSize, Arch: m.Arch, Weights: m.Weights, Heads: m.Heads, Prefix: "model."})
 	if err != nil {
 		return nil, err
 	}
-	return &resolvedModel{cfg: r.Config, weights: r.Weights, load: func(backend string) (*dit.Model, error) {
+	c := r.Config
+	return &resolvedModel{arch: c, name: c.String(), channels: c.InChannels, size: c.InputSize, weights: r.Weights,
+		load: func(backend string) (runner.Model, error) {
+			b, err := engine.New(backend)
+			if err != nil {
+				return nil, err
+			}
+			return r.Load(b)
+		}}, nil
+}
+
+// resolvePixArt resolves a PixArt-α and its captions ([prompts]: the prompt file and its
+// features, or the built-in Fashion-MNIST encoder).
+func resolvePixArt(e *experiments.Experiment) (*resolvedModel, error) {
+	m := e.Model
+	size := 0
+	if m.Preset != "" {
+		size = m.ImageSize
+	}
+	r, err := pixart.Resolve(pixart.Source{Preset: m.Preset, ImageSize: size, Weights: m.Weights, Heads: m.Heads, Prefix: "model."})
+	if err != nil {
+		return nil, err
+	}
+	c := r.Config
+	prompts, err := captions.ReadPrompts(e.Prompts.File)
+	if err != nil {
+		return nil, fmt.Errorf("prompts.file: %w", err)
+	}
+	var feats *captions.Features
+	if e.Prompts.Encoder != "" {
+		feats, err = captions.TinyEncoder{}.Features(prompts)
+	} else {
+		feats, err = captions.Open(e.Prompts.Features)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prompts: %w", err)
+	}
+	if err := captions.Check(prompts, feats, c.CaptionChannels, c.MaxLength); err != nil {
+		return nil, fmt.Errorf("prompts: %w", err)
+	}
+	if feats, err = feats.WithMaxLen(c.MaxLength); err != nil {
+		return nil, fmt.Errorf("prompts: %w", err)
+	}
+	sum := sha256.Sum256([]byte(strings.Join(prompts, "\n")))
+	rm := &resolvedModel{arch: c, name: c.String(), channels: c.InChannels, size: c.InputSize, weights: r.Weights,
+		prompts: prompts, promptsID: fmt.Sprintf("prompts@%x features@%.16s", sum[:8], feats.ID)}
+	rm.load = func(backend string) (runner.Model, error) {
 		b, err := engine.New(backend)
 		if err != nil {
 			return nil, err
 		}
-		return r.Load(b)
-	}}, nil
+		pm, err := r.Load(b)
+		if err != nil {
+			return nil, err
+		}
+		caps := &pixart.Captions{Lengths: make([]int, feats.Len())}
+		for i := range caps.Lengths {
+			caps.Features = append(caps.Features, feats.Padded(i)...)
+			caps.Lengths[i] = feats.Valid(i)
+		}
+		return pm, pm.SetCaptions(caps)
+	}
+	return rm, nil
 }
 
 // sweepMetrics opens the extractor and the reference of an experiment's [metrics] (nil, nil
 // and a reason when the model's outputs are latents, which have no image features yet).
-func sweepMetrics(e *experiments.Experiment, c dit.Config, backend string) (metrics.Extractor, *runner.MetricsSpec, string, error) {
+func sweepMetrics(e *experiments.Experiment, rm *resolvedModel, backend string) (metrics.Extractor, *runner.MetricsSpec, string, error) {
 	if e.Metrics == nil {
 		return nil, nil, "", nil
 	}
-	if !imageOutputs(e, c) {
+	if !imageOutputs(e, rm.channels) {
 		return nil, nil, fmt.Sprintf("metrics skipped: the model outputs %d-channel %dx%d latents and the experiment names no "+
-			"[model] vae to decode them (the latents are stored)", c.InChannels, c.InputSize, c.InputSize), nil
+			"[model] vae to decode them (the latents are stored)", rm.channels, rm.size, rm.size), nil
 	}
 	ex, spec, err := openMetrics(e.Metrics, backend)
 	return ex, spec, "", err
@@ -143,8 +211,8 @@ func sweepMetrics(e *experiments.Experiment, c dit.Config, backend string) (metr
 
 // imageOutputs tells whether a sweep stores images its [metrics] extractor can read: RGB (or
 // decoded by a VAE), or grey images for the Fashion-MNIST classifier.
-func imageOutputs(e *experiments.Experiment, c dit.Config) bool {
-	return e.Model.VAE != "" || c.InChannels == 3 || (c.InChannels == 1 && e.Metrics != nil && e.Metrics.Extractor == "fmnist")
+func imageOutputs(e *experiments.Experiment, channels int) bool {
+	return e.Model.VAE != "" || channels == 3 || (channels == 1 && e.Metrics != nil && e.Metrics.Extractor == "fmnist")
 }
 
 // featuresOf is the stored feature layout of an extractor, by its ID.
@@ -243,7 +311,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 		backendFlag = e.Model.Backend
 	}
 	backend := engine.Config(backendFlag)
-	rm, err := resolveModel(e.Model)
+	rm, err := resolveModel(e)
 	if err != nil {
 		return err
 	}
@@ -273,19 +341,19 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	if err != nil {
 		return err
 	}
-	items := runner.ExperimentItems(e, rm.cfg.String(), rm.weights, backend, vaeID, features)
+	items := runner.ExperimentItems(e, rm.name, rm.weights, backend, vaeID, rm.promptsID, features)
 	if f.list {
 		return listSweep(cmd.OutOrStdout(), db, items)
 	}
-	sw := runner.Sweep{Items: items, Arch: rm.cfg, DB: db, OutDir: filepath.Join(e.Output, "samples"), BatchSize: e.Sampling.Batch,
+	sw := runner.Sweep{Items: items, Arch: rm.arch, DB: db, Prompts: rm.prompts, OutDir: filepath.Join(e.Output, "samples"), BatchSize: e.Sampling.Batch,
 		Shard: sh, Record: level, Audit: e.Audit, DiscardOutputs: e.Outputs == experiments.OutputsHash, Metrics: mspec, GitRev: gitRev(),
 		Extractor: ex, Log: func(msg string) { logf("%s", msg) }}
 	if e.Model.VAE != "" {
 		sw.DecodeBatch, sw.LoadDecoder = e.Model.VAEBatch, decoderLoader(path, e.Model.VAE, vaeID, backend, logf)
 	}
-	var model *dit.Model
+	var model runner.Model
 	sw.Load = func() (runner.Model, error) {
-		logf("loading %s (%s) on %s", rm.cfg, rm.weights, backend)
+		logf("loading %s (%s) on %s", rm.name, rm.weights, backend)
 		m, err := rm.load(backend)
 		model = m
 		return m, err
@@ -303,8 +371,8 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	if res != nil {
 		printSweep(cmd.OutOrStdout(), res)
 	}
-	if model != nil {
-		logf("%d graph families compiled", model.GraphCount())
+	if gc, ok := model.(interface{ GraphCount() int }); ok {
+		logf("%d graph families compiled", gc.GraphCount())
 	}
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("interrupted: finished batches are committed in %s; resume with: %s", dbPath, resumeCommand(cmd, path))
@@ -317,7 +385,7 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 // without opening the network, so that it shows the same configuration hashes as running.
 func sweepFeatures(e *experiments.Experiment, rm *resolvedModel, backend string, list bool, logf func(string, ...any)) (metrics.Extractor, *runner.MetricsSpec, *runner.FeatureSpec, error) {
 	if list {
-		if e.Metrics == nil || !imageOutputs(e, rm.cfg) {
+		if e.Metrics == nil || !imageOutputs(e, rm.channels) {
 			return nil, nil, nil, nil
 		}
 		k, err := extractors.Lookup(e.Metrics.Extractor)
@@ -330,7 +398,7 @@ func sweepFeatures(e *experiments.Experiment, rm *resolvedModel, backend string,
 		}
 		return nil, nil, featuresOf(id), nil
 	}
-	ex, mspec, why, err := sweepMetrics(e, rm.cfg, backend)
+	ex, mspec, why, err := sweepMetrics(e, rm, backend)
 	if err != nil || ex == nil {
 		if why != "" {
 			logf("%s", why)

@@ -43,7 +43,7 @@ type sampleFlags struct {
 
 // policy builds the method of one batch (a fresh instance: methods keep per-batch state) and its
 // cache; "none" gets no cache.
-func (sf sampleFlags) policy(m *dit.Model, steps, rows int, samples []int) (methods.Method, *hook.Cache, error) {
+func (sf sampleFlags) policy(m interface{ Layout() hook.Layout }, steps, rows int, samples []int) (methods.Method, *hook.Cache, error) {
 	raw, err := methods.ParseParams(sf.params)
 	if err != nil {
 		return nil, nil, err
@@ -110,6 +110,22 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			}
 			if sf.cfg < 0 {
 				return fmt.Errorf("--cfg %g: must be ≥ 0 (≤ 1 disables guidance)", sf.cfg)
+			}
+			isPixArt, err := mf.isPixArt()
+			if err != nil {
+				return err
+			}
+			if isPixArt {
+				m, err := mf.loadPixArt(cmd)
+				if err != nil {
+					return err
+				}
+				ctx, stop := interruptContext(cmd.ErrOrStderr())
+				defer stop()
+				if sf.replay == "" {
+					return fmt.Errorf("PixArt-α samples from prompts with runbench run (an experiment's [prompts]); runbench sample replays a golden file (--replay)")
+				}
+				return replayPixArt(ctx, m, kind, solver, sf)
 			}
 			m, err := mf.load(cmd)
 			if err != nil {

@@ -16,6 +16,7 @@ package checkpoint
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -338,4 +339,40 @@ func numElements(shape []int64) (int64, error) {
 		n *= d
 	}
 	return n, nil
+}
+
+// Keys lists a checkpoint's tensor names, sorted: from the header alone for safetensors (a
+// multi-gigabyte file is not read to learn what it holds), by loading it otherwise.
+func Keys(path string) ([]string, error) {
+	f, size, err := openFile(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var head [9]byte
+	n, _ := f.ReadAt(head[:], 0)
+	if n == 9 && head[8] == '{' {
+		hdrLen := binary.LittleEndian.Uint64(head[:8])
+		if hdrLen <= maxHeaderLen && hdrLen <= uint64(size-8) {
+			hdr := make([]byte, hdrLen)
+			if err := readFullAt(f, hdr, 8); err != nil {
+				return nil, errorf(path, "read header: %w", err)
+			}
+			entries, _, err := parseHeader(hdr)
+			if err != nil {
+				return nil, errorf(path, "bad header: %w", err)
+			}
+			names := make([]string, len(entries))
+			for i, e := range entries {
+				names[i] = e.name
+			}
+			sort.Strings(names)
+			return names, nil
+		}
+	}
+	full, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	return full.Names(), nil
 }

@@ -509,3 +509,9 @@ func (m *Model) finalGraph(in []*Node, probe bool) []*Node {
 	}
 	return []*Node{img}
 }
+
+// GraphCount reports how many graph families have been built.
+func (m *Model) GraphCount() int {
+	families, _ := m.ex.Compiled()
+	return families
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cachebench/cachebench/internal/golden"
+)
+
+// TestPixArtCLI runs runbench forward and sample --replay on the PixArt-α golden files, the
+// model read off the weights: the forward's output and the ToCa-PixArt replay's states and
+// trace (actions, token counts and token sets in the official row order) equal the golden.
+func TestPixArtCLI(t *testing.T) {
+	dir := t.TempDir()
+	w := golden.Path("pixart/weights.safetensors")
+	fwd := filepath.Join(dir, "fwd.safetensors")
+	mustRun(t, "forward", "--weights", w, "--heads", "4", "--inputs", golden.Path("pixart/forward.safetensors"), "--out", fwd, "--intermediates")
+	got, want := golden.Open(t, fwd), golden.Open(t, "pixart/forward.safetensors")
+	for _, name := range []string{"out", "block_3", "y_proj", "block0_cross"} {
+		if e := golden.RelToMax(golden.F32(t, got, name), golden.F32(t, want, name)); e > 1e-5 {
+			t.Errorf("forward %s: relative error %.3g > 1e-5", name, e)
+		}
+	}
+
+	out, trace := filepath.Join(dir, "toca.safetensors"), filepath.Join(dir, "toca.json")
+	mustRun(t, "sample", "--weights", w, "--heads", "4", "--sampler", "dpmpp", "--steps", "20", "--cfg", "4.5",
+		"--replay", golden.Path("pixart-caching/toca.safetensors"), "--out", out, "--method", "toca-pixart",
+		"--param", "N=3", "--param", "ratio=0.30", "--trace", trace)
+	got, want = golden.Open(t, out), golden.Open(t, "pixart-caching/toca.safetensors")
+	for _, name := range []string{"x_000", "x_010", "sample"} {
+		if e := golden.RelToMax(golden.F32(t, got, name), golden.F32(t, want, name)); e > 1e-5 {
+			t.Errorf("replay %s: relative error %.3g > 1e-5", name, e)
+		}
+	}
+	type module struct {
+		Action      string    `json:"action"`
+		NFresh      int       `json:"n_fresh"`
+		FreshSorted [][]int32 `json:"fresh_sorted"`
+	}
+	type file struct {
+		Schedule []string `json:"schedule"`
+		Calls    []struct {
+			Step   int `json:"step"`
+			Layers []struct {
+				Attn, Cross, MLP module
+			} `json:"layers"`
+		} `json:"calls"`
+	}
+	read := func(path string) file {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f file
+		if err := json.Unmarshal(data, &f); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	mine, ref := read(trace), read(golden.Path("pixart-caching/toca_actions.json"))
+	if !slices.Equal(mine.Schedule, ref.Schedule) {
+		t.Fatalf("schedule %v, want %v", mine.Schedule, ref.Schedule)
+	}
+	for k, c := range ref.Calls {
+		if mine.Calls[k].Step != c.Step {
+			t.Errorf("call %d: step %d, want %d (PixArt counts up)", k, mine.Calls[k].Step, c.Step)
+		}
+		for li, l := range c.Layers {
+			ml := mine.Calls[k].Layers[li]
+			for _, pair := range [][2]module{{ml.Attn, l.Attn}, {ml.Cross, l.Cross}, {ml.MLP, l.MLP}} {
+				g, w := pair[0], pair[1]
+				if g.Action != w.Action || g.NFresh != w.NFresh || len(g.FreshSorted) != len(w.FreshSorted) {
+					t.Fatalf("call %d layer %d: %s/%d, want %s/%d", k, li, g.Action, g.NFresh, w.Action, w.NFresh)
+				}
+				for r := range w.FreshSorted {
+					if !slices.Equal(g.FreshSorted[r], w.FreshSorted[r]) {
+						t.Fatalf("call %d layer %d row %d: tokens differ from the official trace", k, li, r)
+					}
+				}
+			}
+		}
+	}
+	// A DiT sampler path is refused with one clear error.
+	if _, err := run(t, "sample", "--weights", w, "--heads", "4", "--sampler", "ddim", "--steps", "20", "--cfg", "4.5",
+		"--replay", golden.Path("pixart-caching/toca.safetensors"), "--out", out); err == nil || !strings.Contains(err.Error(), "dpmpp") {
+		t.Errorf("ddim replay of a PixArt golden: %v, want an error naming dpmpp", err)
+	}
+}
