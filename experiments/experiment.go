@@ -262,6 +262,15 @@ func (e *Experiment) read(doc *table, o Overrides) {
 	} else if !doc.has("model") {
 		doc.errf("", "missing [model] section (preset, weights, heads)")
 	}
+	if p := doc.sub("prompts"); p != nil {
+		e.readPrompts(p)
+	}
+	switch {
+	case e.Model.Family == FamilyPixArt && e.Prompts == nil:
+		doc.errf("", "model.family pixart samples from prompts: add a [prompts] section (file, and features or encoder)")
+	case e.Model.Family != FamilyPixArt && e.Prompts != nil:
+		doc.errf("prompts", "prompts condition a text-to-image model (model.family = \"pixart\"); DiT samples class labels")
+	}
 	if s := doc.sub("sampling"); s != nil {
 		e.readSampling(s, o)
 	} else if !doc.has("sampling") {
@@ -493,7 +502,7 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 	}
 	if t.has("prompts") {
 		t.used["prompts"] = true
-		t.errf("prompts", "prompt sets need a text-conditioned model; the DiT models here are class-conditional (use sampling.labels)")
+		t.errf("prompts", "prompts are a section of their own, [prompts] (file, features or encoder), for a text-to-image model (model.family = \"pixart\")")
 	}
 	t.unknown("sampler", "steps", "cfg", "guide", "samples", "seed", "batch", "labels")
 }

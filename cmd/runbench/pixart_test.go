@@ -2,12 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/cachebench/cachebench/harness/store"
 	"github.com/cachebench/cachebench/internal/golden"
 )
 
@@ -88,5 +90,78 @@ func TestPixArtCLI(t *testing.T) {
 	if _, err := run(t, "sample", "--weights", w, "--heads", "4", "--sampler", "ddim", "--steps", "20", "--cfg", "4.5",
 		"--replay", golden.Path("pixart-caching/toca.safetensors"), "--out", out); err == nil || !strings.Contains(err.Error(), "dpmpp") {
 		t.Errorf("ddim replay of a PixArt golden: %v, want an error naming dpmpp", err)
+	}
+}
+
+// TestPixArtExperiment runs a prompted sweep on the golden PixArt-α with the tiny caption
+// encoder (its width and length are the golden model's): every sample keeps its prompt, sample
+// i takes prompt i mod P, and a prompt file that does not fit the model is refused before any
+// compute.
+func TestPixArtExperiment(t *testing.T) {
+	dir := t.TempDir()
+	prompts := filepath.Join(dir, "prompts.txt")
+	if err := os.WriteFile(prompts, []byte("a photo of a Sneaker\nTrouser\na Bag on a plain background\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exp := func(promptFile string) string {
+		path := filepath.Join(dir, "pixart.toml")
+		body := fmt.Sprintf(`name = "pixart"
+output = %q
+
+[model]
+family = "pixart"
+weights = %q
+heads = 4
+
+[prompts]
+file = %q
+encoder = "fmnist-tiny"
+
+[sampling]
+sampler = "dpmpp"
+steps = 6
+cfg = 4.5
+samples = 4
+seed = 3
+batch = 2
+
+[methods.none]
+
+[methods.toca-pixart]
+N = 2
+`, filepath.Join(dir, "out"), golden.Path("pixart/weights.safetensors"), promptFile)
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	path := exp(prompts)
+	mustRunbench(t, "run", path)
+	db, err := store.Open(filepath.Join(dir, "out", "results.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	want := []string{"a photo of a Sneaker", "Trouser", "a Bag on a plain background", "a photo of a Sneaker"}
+	for run := int64(1); run <= 2; run++ {
+		samples, err := db.Samples(run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(samples) != 4 {
+			t.Fatalf("run %d: %d samples, want 4", run, len(samples))
+		}
+		for _, s := range samples {
+			if s.Prompt == nil || *s.Prompt != want[s.Index] || *s.Label != s.Index%3 {
+				t.Errorf("run %d sample %d: prompt %v label %v, want %q, %d", run, s.Index, s.Prompt, *s.Label, want[s.Index], s.Index%3)
+			}
+		}
+	}
+	long := filepath.Join(dir, "long.txt")
+	if err := os.WriteFile(long, []byte(strings.Repeat("a ", 13)+"Bag\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runbench(t, "run", exp(long)); err == nil || !strings.Contains(err.Error(), "prompt") {
+		t.Errorf("a 14-word caption for a 12-token model: %v, want an error naming the prompt", err)
 	}
 }
