@@ -199,7 +199,7 @@ func TestProblems(t *testing.T) {
 		{"vae batch without vae", strings.Replace(base, "[model]\n", "[model]\nvae_batch = 4\n", 1) + "[methods.none]\n", "with model.vae"},
 		{"arch missing key", strings.Replace(base, "depth = 2, ", "", 1) + "[methods.none]\n", "missing model.arch.depth"},
 		{"label range", base + "labels = [3, 10]\n[methods.none]\n", "element 1 = 10 is not a class in [0, 10)"},
-		{"prompts", strings.Replace(base, "samples = 4\n", "samples = 4\nprompts = \"coco.txt\"\n", 1) + "[methods.none]\n", "need a text-conditioned model"},
+		{"prompts", strings.Replace(base, "samples = 4\n", "samples = 4\nprompts = \"coco.txt\"\n", 1) + "[methods.none]\n", "section of their own"},
 		{"audit without record", "audit = 2\n" + base + "[methods.none]\n", `set record = "light"`},
 		{"method as number", base + "[methods.x]\nmethod = 3\n", "want a string, got an integer"},
 		{"methods not tables", base + "[methods]\nfora = 3\n", "methods.fora: want a table, got an integer"},
