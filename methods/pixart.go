@@ -61,16 +61,24 @@ func newPixArtTokens(v Values, env Env, duca bool) (*pixartTokens, error) {
 	if v.Float("ratio") == 0 || duca {
 		w = 0
 	}
+	// DuCa-PixArt types each step once (its interval never changes), so it takes no mode.
+	clean := duca
+	if !duca {
+		clean = v.String("mode") == "clean"
+	}
 	return &pixartTokens{env: env, r0: v.Float("ratio"), sched: sched, engine: e, duca: duca,
-		cycle: cycle{n: v.Int("N"), r0: v.Float("ratio"), steps: env.Steps, clean: v.String("mode") == "clean", t: float64(v.Int("N")), countUp: true, w: w}}, nil
+		cycle: cycle{n: v.Int("N"), r0: v.Float("ratio"), steps: env.Steps, clean: clean, t: float64(v.Int("N")), countUp: true, w: w}}, nil
 }
 
 func (m *pixartTokens) Plan(call, _ int) (*hook.Plan, error) {
 	l := m.env.Layout
-	p := hook.FullPlan(l)
-	m.notes = make([]Note, l.Depth)
 	step := call // the official PixArt step counts up with the model calls
 	stepFull := m.cycle.begin(step)
+	if m.duca && !stepFull && m.aggressive(step) {
+		return m.aggressivePlan(), nil
+	}
+	p := hook.FullPlan(l)
+	m.notes = make([]Note, l.Depth)
 	for layer := range l.Depth {
 		full, tUsed := m.cycle.full(step, stepFull)
 		m.notes[layer] = Note{Type: "full", TUsed: f64(tUsed), TAfter: f64(m.cycle.t)}
@@ -97,6 +105,10 @@ func (m *pixartTokens) Plan(call, _ int) (*hook.Plan, error) {
 				bp.Modules[mod.idx].Tokens = m.force(call, layer, l.Modules[mod.idx])
 			}
 		}
+	}
+	if m.duca {
+		// The next aggressive step outputs what the stack outputs now.
+		p.Keep = []hook.Span{{From: 0, To: l.Depth - 1}}
 	}
 	return p, nil
 }
