@@ -146,8 +146,7 @@ type ducaProbe struct {
 	call              int
 	prevT             []float64
 	prevOut           []float32
-	aggressive, aged  int
-	rerunDiffersFromK bool
+	aggressive, aged int
 }
 
 func (w *ducaProbe) Forward(x []float32, ts []float64, y []int64, opt hook.Options) ([]float32, error) {
