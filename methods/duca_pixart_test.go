@@ -142,10 +142,10 @@ func snapshot(c *hook.Cache, l hook.Layout) cacheState {
 // k = 0 ages all its staleness counters by one.
 type ducaProbe struct {
 	*pixart.Model
-	t                 *testing.T
-	call              int
-	prevT             []float64
-	prevOut           []float32
+	t                *testing.T
+	call             int
+	prevT            []float64
+	prevOut          []float32
 	aggressive, aged int
 }
 
