@@ -16,7 +16,8 @@ func siteFiles(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "sd-vae-ft-ema"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"DiT-XL-2-256x256.pt", "pt_inception.pth", "VIRTUAL_imagenet256_labeled.npz", "sd-vae-ft-ema/diffusion_pytorch_model.safetensors"} {
+	for _, f := range []string{"DiT-XL-2-256x256.pt", "pt_inception.pth", "VIRTUAL_imagenet256_labeled.npz", "sd-vae-ft-ema/diffusion_pytorch_model.safetensors",
+		"PixArt-XL-2-256x256.pth", "COCO_caption_prompts_30k.txt", "coco30k_t5.safetensors", "coco30k_ref.npz"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -24,6 +25,7 @@ func siteFiles(t *testing.T) {
 	t.Setenv("CACHEBENCH_WEIGHTS", dir)
 	t.Setenv("CACHEBENCH_INCEPTION", filepath.Join(dir, "pt_inception.pth"))
 	t.Setenv("CACHEBENCH_REFS", dir)
+	t.Setenv("CACHEBENCH_COCO", dir)
 }
 
 // Every shipped experiment validates with its files present, and as a smoke test without them.
@@ -33,6 +35,8 @@ func TestShippedExperiments(t *testing.T) {
 		"toca_dit_ddpm250.toml":      {"none", "fora N=3", "fora N=4", "fora N=5", "toca N=3 ratio=0.07 scheduler=ToCa-ddpm250 soft_fresh_weight=0.25", "toca N=4 ratio=0.07 scheduler=ToCa-ddpm250 soft_fresh_weight=0.25", "toca N=5 ratio=0.07 scheduler=ToCa-ddpm250 soft_fresh_weight=0.25"},
 		"taylorseer_dit_ddim50.toml": {"none", "fora N=3", "fora N=5", "duca N=3 ratio=0.05", "duca N=5 ratio=0.05", "taylorseer N=3 order=3", "taylorseer N=5 order=3", "taylorseer N=4 order=4"},
 		"duca_dit_ddim50.toml":       {"none", "duca N=3 ratio=0.05 score=attention", "duca N=3 ratio=0.05 score=vnorm", "duca N=3 ratio=0.05 score=random", "taylorseer N=3 order=1", "fora N=3", "toca N=3 ratio=0.07 scheduler=ToCa-ddim50"},
+		"toca_pixart_coco30k.toml":   {"none", "fora N=3 ratio=0", "toca N=3 ratio=0.3", "toca_r60 N=3 ratio=0.4", "taylorseer N=3 order=2"},
+		"duca_pixart_coco30k.toml":   {"none", "duca N=3 ratio=0.75", "duca_r30 N=3 ratio=0.3", "toca N=3 ratio=0.3"},
 	}
 	files, _ := filepath.Glob("*.toml")
 	// default.toml is the embedded default: its files ship in the repository and its paths are
@@ -42,6 +46,7 @@ func TestShippedExperiments(t *testing.T) {
 		t.Errorf("shipped experiments %v, want %d", files, len(want))
 	}
 	t.Run("smoke", func(t *testing.T) {
+		siteFiles(t) // a prompted model needs its captions even with random weights
 		for _, f := range files {
 			e, err := Load(f, Overrides{Samples: 8, RandomWeights: true, NoMetrics: true})
 			if err != nil {
@@ -76,6 +81,12 @@ func TestShippedExperiments(t *testing.T) {
 			if !slices.Equal(fids, []float64{2.43, 3.75, 3.88, 3.04}) {
 				t.Errorf("%s: published FIDs %v", f, fids)
 			}
+		}
+		if e.Model.Family == FamilyPixArt {
+			if e.Sampling.Samples != 30000 || e.Sampling.CFG != 4.5 || e.Sampling.Sampler != "dpmpp" || e.Sampling.Steps != "20" || e.Prompts == nil || e.Metrics == nil {
+				t.Errorf("%s: protocol %+v %+v", f, e.Sampling, e.Prompts)
+			}
+			continue
 		}
 		if e.Sampling.Samples != 50000 || e.Sampling.CFG != 1.5 || e.Model.Preset != "DiT-XL/2" || e.Metrics == nil || e.Sampling.Guide != GuideDiT ||
 			!strings.HasSuffix(e.Model.VAE, "sd-vae-ft-ema/diffusion_pytorch_model.safetensors") {
