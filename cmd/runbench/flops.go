@@ -7,8 +7,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cachebench/cachebench/harness/diffusion"
+	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/methods"
-	"github.com/cachebench/cachebench/models/dit"
+	"github.com/cachebench/cachebench/models/pixart"
 )
 
 // flopsReport is what `runbench flops --json` prints.
@@ -36,12 +37,13 @@ func newFlopsCmd() *cobra.Command {
 	var cfg float64
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "flops --preset DiT-XL/2 --sampler ddim --steps 50 --method toca --param N=3 ... [--json]",
+		Use:   "flops --preset DiT-XL/2|PixArt-XL/2 --sampler ddim|dpmpp --steps 50 --method toca --param N=3 ... [--json]",
 		Short: "Count a method's FLOPs and FLOPs speedup from its plans, without running the network",
 		Long: `Replays the method's plan for every sampling call (schedules do not depend on the data) and counts
 FLOPs with the papers' convention: the transformer blocks only (embedders, final layer and sampler
 excluded), one image with its CFG null row (2 rows) unless --images/--cfg say otherwise. The
-speedup is over method none with the same sampler and steps.`,
+speedup is over method none with the same sampler and steps. PixArt-α (--preset PixArt-XL/2 or its
+weights) is counted with DuCa-PixArt's counter, per row and with the model's maximum caption length.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kind, err := diffusion.ParseKind(sampler)
@@ -53,7 +55,7 @@ speedup is over method none with the same sampler and steps.`,
 					return fmt.Errorf("--steps: %w", err)
 				}
 			}
-			cfgModel, err := mf.config()
+			cfgModel, err := mf.arch(cmd)
 			if err != nil {
 				return err
 			}
@@ -116,7 +118,7 @@ speedup is over method none with the same sampler and steps.`,
 }
 
 // dryRun counts a method's FLOPs on a configuration without weights.
-func dryRun(c dit.Config, method string, raw map[string]string, steps string, rows int) (*methods.Trace, error) {
+func dryRun(c archConfig, method string, raw map[string]string, steps string, rows int) (*methods.Trace, error) {
 	sched, err := diffusion.NewSchedule(1000, steps)
 	if err != nil {
 		return nil, fmt.Errorf("--steps: %w", err)
@@ -127,4 +129,32 @@ func dryRun(c dit.Config, method string, raw map[string]string, steps string, ro
 		return nil, err
 	}
 	return methods.DryRun(m, env, c, sched.TimestepMap)
+}
+
+// archConfig is an architecture whose plans' FLOPs can be counted without weights.
+type archConfig interface {
+	hook.FLOPsCounter
+	Layout() hook.Layout
+	String() string
+}
+
+// arch resolves the flags' architecture without loading weights onto a backend (a PixArt-α
+// checkpoint is read to learn its configuration).
+func (f *modelFlags) arch(cmd *cobra.Command) (archConfig, error) {
+	isPixArt, err := f.isPixArt()
+	if err != nil || !isPixArt {
+		if err != nil {
+			return nil, err
+		}
+		return f.config()
+	}
+	size := 0
+	if f.preset != "" || cmd.Flags().Changed("image-size") {
+		size = f.imageSize
+	}
+	r, err := pixart.Resolve(pixart.Source{Preset: f.preset, ImageSize: size, Weights: f.weights, Heads: f.heads, Prefix: "--"})
+	if err != nil {
+		return nil, err
+	}
+	return r.Config, nil
 }

@@ -165,3 +165,23 @@ N = 2
 		t.Errorf("a 14-word caption for a 12-token model: %v, want an error naming the prompt", err)
 	}
 }
+
+// TestPixArtFlopsCLI counts PixArt-XL/2's FLOPs from the preset alone: none is the baseline
+// (1×), ToCa-PixArt N=3 R=70% saves FLOPs, and FORA (r0 = 0) saves more.
+func TestPixArtFlopsCLI(t *testing.T) {
+	speedup := func(params ...string) float64 {
+		args := append([]string{"flops", "--preset", "PixArt-XL/2", "--sampler", "dpmpp", "--steps", "20", "--cfg", "4.5", "--json", "--method"}, params...)
+		var rep flopsReport
+		if err := json.Unmarshal([]byte(mustRun(t, args...)), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(rep.Model, "PixArt-α depth 28, hidden 1152") || rep.Steps != 20 {
+			t.Fatalf("model %q, %d steps", rep.Model, rep.Steps)
+		}
+		return rep.Speedup
+	}
+	none, toca, fora := speedup("none"), speedup("toca-pixart", "--param", "N=3", "--param", "ratio=0.30"), speedup("toca-pixart", "--param", "N=3", "--param", "ratio=0")
+	if none != 1 || !(toca > 1 && fora > toca) {
+		t.Errorf("FLOPs speedups none %.3f, ToCa %.3f, FORA %.3f: want 1 < ToCa < FORA", none, toca, fora)
+	}
+}
