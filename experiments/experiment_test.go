@@ -39,9 +39,9 @@ func TestShippedExperiments(t *testing.T) {
 		"duca_pixart_coco30k.toml":   {"none", "duca N=3 ratio=0.75", "duca_r30 N=3 ratio=0.3", "toca N=3 ratio=0.3"},
 	}
 	files, _ := filepath.Glob("*.toml")
-	// default.toml is the embedded default: its files ship in the repository and its paths are
+	// default*.toml are the embedded default: its files ship in the repository and its paths are
 	// relative to the repository root, where `make bench` runs it (TestDefaultExperiment).
-	files = slices.DeleteFunc(files, func(f string) bool { return f == "default.toml" })
+	files = slices.DeleteFunc(files, func(f string) bool { return strings.HasPrefix(f, "default") })
 	if len(files) != len(want) {
 		t.Errorf("shipped experiments %v, want %d", files, len(want))
 	}
@@ -239,5 +239,20 @@ func TestDefaultExperiment(t *testing.T) {
 	}
 	if e.Metrics == nil || e.Metrics.Extractor != "fmnist" || e.Sampling.Samples != 500 {
 		t.Errorf("metrics %+v, samples %d", e.Metrics, e.Sampling.Samples)
+	}
+	p, err := Load("experiments/default_pixart.toml", Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels = nil
+	for _, pt := range p.Points() {
+		labels = append(labels, pt.Label())
+	}
+	want = "none|steps steps=10|fora N=3 ratio=0|toca N=3 ratio=0.3|toca N=5 ratio=0.3|duca N=3 ratio=0.3|duca N=3 ratio=0.75|taylorseer N=3 order=2"
+	if got := strings.Join(labels, "|"); got != want {
+		t.Errorf("text-to-image points\n%s\nwant\n%s", got, want)
+	}
+	if p.Model.Family != FamilyPixArt || p.Prompts == nil || p.Prompts.Encoder != "fmnist-tiny" || p.Sampling.Sampler != "dpmpp" || p.Metrics == nil {
+		t.Errorf("text-to-image default: %+v %+v %+v", p.Model, p.Prompts, p.Sampling)
 	}
 }

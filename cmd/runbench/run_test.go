@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cachebench/cachebench/harness/store"
+	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/internal/golden"
 )
 
@@ -218,13 +219,14 @@ func TestShippedExperimentsList(t *testing.T) {
 	if len(files) < 4 {
 		t.Fatalf("shipped experiments: %v", files)
 	}
+	cocoFiles(t)
 	for _, f := range files {
 		db := filepath.Join(t.TempDir(), "none.db")
 		args := []string{"run", f, "--samples", "8", "--random-weights", "--no-metrics", "--list", "--db", db}
-		if filepath.Base(f) == "default.toml" {
+		if base := filepath.Base(f); strings.HasPrefix(base, "default") {
 			// The embedded default ships its weights (paths relative to the repository root).
 			t.Chdir(root)
-			args = []string{"run", "experiments/default.toml", "--samples", "8", "--list", "--db", db}
+			args = []string{"run", "experiments/" + base, "--samples", "8", "--list", "--db", db}
 		}
 		out := mustRunbench(t, args...)
 		if n := strings.Count(out, "0/8 samples"); n < 4 {
@@ -264,4 +266,21 @@ func TestRunMalformedCLI(t *testing.T) {
 			t.Errorf("%s 0: err = %v", flag, err)
 		}
 	}
+}
+
+// cocoFiles stands in for the COCO-30k captions the PixArt-α files name: one caption with
+// T5-XXL-wide features (the configuration hash covers them, so even listing reads them).
+func cocoFiles(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "COCO_caption_prompts_30k.txt"), []byte("a cat on a mat\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	feats := checkpoint.NewF32(make([]float32, 5*4096), 1, 5, 4096)
+	mask := checkpoint.NewI64([]int64{1, 1, 1, 1, 0}, 1, 5)
+	if err := checkpoint.WriteSafetensors(filepath.Join(dir, "coco30k_t5.safetensors"),
+		map[string]*checkpoint.Tensor{"caption_feature": feats, "attention_mask": mask}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CACHEBENCH_COCO", dir)
 }
