@@ -111,7 +111,7 @@ func NewFigures(g *Group, prefix string) (figs []Figure, skipped []string) {
 	for _, m := range metricNames(g.Rows) {
 		for _, axis := range axesOf(g) {
 			f := Figure{Name: fileStem(prefix + "-" + m + "-vs-" + axis.String()), Metric: m, Axis: axis}
-			col := metricColumnOf(m)
+			col, _ := groupMetricColumn(g.Rows, m)
 			f.Title = col.Name + " vs " + strings.TrimSuffix(axis.label(), " (×)") + "\n" + g.Title
 			var all []Point
 			index := map[string]int{}

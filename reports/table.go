@@ -11,6 +11,8 @@ import (
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/renderer"
 	"github.com/olekukonko/tablewriter/tw"
+
+	"github.com/cachebench/cachebench/harness/store"
 )
 
 // Kind says how a column's cells are rendered.
@@ -86,13 +88,80 @@ func metricColumnOf(name string) Column {
 	return Column{Name: name, Kind: KindNumber, Digits: 3}
 }
 
+// hiddenMetrics are stored but neither tabulated nor plotted: clip_score_pairs_clamped differs
+// from clip_score only when a pair's cosine is negative, which a real CLIP model on its own prompt
+// practically never gives, so its column would repeat CLIP's; SQL users find it in the table.
+var hiddenMetrics = map[string]bool{store.MetricCLIPScorePairsClamped: true}
+
+// groupMetricColumn is the column of a metric in one group's table, with the notes it needs.
+// Only the CLIP score depends on the rows: its header names the CLIP model that computed it.
+func groupMetricColumn(rows []*Row, name string) (Column, []string) {
+	col := metricColumnOf(name)
+	if name != store.MetricCLIPScore {
+		return col, nil
+	}
+	return clipColumn(rows, col)
+}
+
+// clipColumn names the CLIP column after the model its scores were computed with, when they were
+// stored with a CLIP extractor id (store.CLIPExtractor): scores of different CLIP models or
+// preprocessing differ by points (≈16 against ≈27 for the same PixArt-α images in the
+// literature), so a bare "CLIP" would invite comparing them with any paper's. The uint8 value
+// range, torchmetrics' on uint8 images, is the default and left out of the header. Scores stored
+// without a CLIP id keep the plain header and add no note.
+func clipColumn(rows []*Row, col Column) (Column, []string) {
+	var ids []string
+	runs := map[string][]string{}
+	for _, r := range rows {
+		m, ok := r.Metrics[store.MetricCLIPScore]
+		if !ok {
+			continue
+		}
+		if _, seen := runs[m.Extractor]; !seen {
+			ids = append(ids, m.Extractor)
+		}
+		runs[m.Extractor] = append(runs[m.Extractor], r.label())
+	}
+	recorded := slices.ContainsFunc(ids, func(id string) bool { _, _, ok := store.CLIPModel(id); return ok })
+	switch {
+	case !recorded:
+		return col, nil
+	case len(ids) > 1:
+		parts := make([]string, len(ids))
+		for i, id := range ids {
+			parts[i] = fmt.Sprintf("%q for %s", id, strings.Join(runs[id], ", "))
+		}
+		return col, []string{"CLIP: these runs were scored with different CLIP models or preprocessing, whose scores do not compare: " +
+			strings.Join(parts, "; ") + ". Rescore them with one model (runbench clipscore --db)."}
+	}
+	model, vr, _ := store.CLIPModel(ids[0])
+	if vr != "uint8" {
+		model += ", " + vr
+	}
+	col.Name += " (" + model + ")"
+	var resize string
+	for _, r := range rows {
+		if m, ok := r.Metrics[store.MetricCLIPScore]; ok {
+			resize = m.Resize
+			break
+		}
+	}
+	note := fmt.Sprintf("CLIP: torchmetrics' CLIPScore, max(mean 100·cos, 0), of each image with its own prompt, with %s", ids[0])
+	if resize != "" {
+		note += " (" + resize + ")"
+	}
+	return col, []string{note + "; it compares only with CLIP scores of the same model and preprocessing."}
+}
+
 // metricNames returns the metric names present in the rows, in the papers' column order
 // (known names first, the others alphabetically).
 func metricNames(rows []*Row) []string {
 	present := map[string]bool{}
 	for _, r := range rows {
 		for n := range r.Metrics {
-			present[n] = true
+			if !hiddenMetrics[n] {
+				present[n] = true
+			}
 		}
 		if r.Published != nil { // a published metric gets its column even before it is measured
 			for n := range r.Published.Values {
@@ -178,7 +247,10 @@ func NewTable(g *Group) Table {
 		t.Columns = append(t.Columns, Column{Name: "Cache", Unit: "MiB", Kind: KindNumber, Digits: 2})
 	}
 	for _, m := range metrics {
-		t.Columns = append(t.Columns, metricColumnOf(m))
+		col, notes := groupMetricColumn(g.Rows, m)
+		t.Columns = append(t.Columns, col)
+		t.Notes = append(t.Notes, notes...)
+		// A paper's CLIP score was computed with the paper's CLIP: its column keeps the plain name.
 		if published[m] {
 			t.Columns = append(t.Columns, paperCol(metricColumnOf(m)))
 		}

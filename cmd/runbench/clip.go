@@ -40,25 +40,55 @@ type clipScorePair struct {
 }
 
 func newClipScoreCmd() *cobra.Command {
-	var weights, vocab, images, captions, preset, valueRange string
+	var weights, vocab, images, captions, preset, valueRange, dbPath string
 	var visionHeads, textHeads, batch int
+	var runIDs []int64
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "clipscore --weights W --vocab V --images X --captions C.txt [--preset ViT-L/14 | --vision-heads N --text-heads N] [--json]",
-		Short: "CLIP score of image i with caption line i (torchmetrics convention)",
-		Long: `Encodes every image of --images (a folder or .npz, read with datasets.ReadImages) and line i of
---captions with an OpenAI ViT CLIP (--weights: safetensors or torch.save state dict, OpenAI or
-Hugging Face names), and prints the CLIP score max(mean_i 100·cos_i, 0) as torchmetrics computes
-it, the mean of per-pair clamped scores, the model id (file name and SHA-256) and the image value
-range. The head counts cannot be read off the weights: give --preset or both head flags.
---value-range uint8 (default) divides pixels by 255; unit-rescaled reproduces [0,1] images given
-to torchmetrics, which rescales them by 1/255 again. --json adds the cosine of every pair.`,
+		Use:   "clipscore --weights W --vocab V (--images X --captions C.txt | --db RESULTS.db [--run ID ...]) [--preset ViT-L/14 | --vision-heads N --text-heads N] [--json]",
+		Short: "CLIP score of image i with caption line i, or of a sweep's images with their prompts (torchmetrics convention)",
+		Long: `Computes CLIP scores with an OpenAI ViT CLIP (--weights: safetensors or torch.save state dict,
+OpenAI or Hugging Face names) as torchmetrics does: max(mean_i 100·cos_i, 0), printed with the mean
+of per-pair clamped scores, the model id (file name and SHA-256) and the image value range. The
+head counts cannot be read off the weights: give --preset or both head flags. --value-range uint8
+(default) divides pixels by 255; unit-rescaled reproduces [0,1] images given to torchmetrics,
+which rescales them by 1/255 again.
+
+--images X --captions C.txt: every image of X (a folder or .npz, read with datasets.ReadImages)
+against line i of C.txt. --json adds the cosine of every pair.
+
+--db RESULTS.db [--run ID ...]: every finished run of the results database whose samples carry
+prompts (text-to-image runs, e.g. PixArt-α on COCO-30k prompts), or only the runs given: each
+stored image (samples.output_path, checked against its recorded sha256) against its own prompt
+(samples.prompt), --batch images at a time. Runs without prompts are skipped with a message (a
+run named with --run must have them). Runs sampled with outputs = "hash" kept no image files and
+cannot be scored: rerun them with outputs = "keep". The scores are stored as metrics of each run,
+clip_score and clip_score_pairs_clamped, with the extractor "CLIP <model>; <weights file>
+sha256:<prefix>; <value range>" and the preprocessing in the resize column; rerunning with the
+same model and value range replaces them. runbench report shows clip_score in a column named
+after the model, e.g. "CLIP (ViT-L/14)".
+
+Which CLIP matters: papers report CLIP scores of PixArt-α on COCO prompts on different scales, ≈16
+in the ToCa line and ≈27 elsewhere; torchmetrics' CLIPScore with OpenAI's ViT-L/14
+(openai/clip-vit-large-patch14) on uint8 images gives the latter scale. The architecture, the
+weights and the preprocessing (value range, resize) each move the score by points, so a CLIP score
+is only comparable with scores computed with the same model and the same preprocessing; every
+score here is printed and stored with both.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, f := range []struct{ flag, v string }{{"--weights", weights}, {"--vocab", vocab}, {"--images", images}, {"--captions", captions}} {
+			switch {
+			case dbPath != "" && (images != "" || captions != ""):
+				return fmt.Errorf("--db scores a database's images against their stored prompts; it excludes --images and --captions")
+			case dbPath == "" && len(runIDs) > 0:
+				return fmt.Errorf("--run selects runs of a results database: give --db")
+			}
+			for _, f := range []struct{ flag, v string }{{"--weights", weights}, {"--vocab", vocab}} {
 				if f.v == "" {
 					return fmt.Errorf("%s is required", f.flag)
 				}
+			}
+			if dbPath == "" && (images == "" || captions == "") {
+				return fmt.Errorf("--images and --captions are required (or --db to score the runs of a results database)")
 			}
 			vr, err := clip.ParseValueRange(valueRange)
 			if err != nil {
@@ -68,9 +98,27 @@ to torchmetrics, which rescales them by 1/255 again. --json adds the cosine of e
 			if err != nil {
 				return err
 			}
-			tok, err := clip.LoadTokenizer(vocab)
-			if err != nil {
-				return err
+			load := func() (*clip.Model, *clip.Tokenizer, error) {
+				tok, err := clip.LoadTokenizer(vocab)
+				if err != nil {
+					return nil, nil, err
+				}
+				backendCfg, _ := cmd.Flags().GetString("backend")
+				b, err := engine.New(backendCfg)
+				if err != nil {
+					return nil, nil, err
+				}
+				m, err := clip.Load(b, weights, heads)
+				if err != nil {
+					return nil, nil, err
+				}
+				if batch > 0 {
+					m.BatchSize = batch
+				}
+				return m, tok, nil
+			}
+			if dbPath != "" {
+				return clipScoreDB(cmd, dbPath, runIDs, vr, weights, load, asJSON)
 			}
 			caps, err := readCaptions(captions)
 			if err != nil {
@@ -83,17 +131,9 @@ to torchmetrics, which rescales them by 1/255 again. --json adds the cosine of e
 			if imgs.N != len(caps) {
 				return fmt.Errorf("%s has %d captions but %s has %d images; want one caption line per image", captions, len(caps), images, imgs.N)
 			}
-			backendCfg, _ := cmd.Flags().GetString("backend")
-			b, err := engine.New(backendCfg)
+			m, tok, err := load()
 			if err != nil {
 				return err
-			}
-			m, err := clip.Load(b, weights, heads)
-			if err != nil {
-				return err
-			}
-			if batch > 0 {
-				m.BatchSize = batch
 			}
 			imgFeats, err := m.EncodeImages(imgs.Pix, imgs.N, imgs.H, imgs.W, vr)
 			if err != nil {
@@ -108,8 +148,8 @@ to torchmetrics, which rescales them by 1/255 again. --json adds the cosine of e
 				return err
 			}
 			rep := clipScoreReport{ModelID: m.ID(), Weights: weights, WeightsSHA256: m.SHA256, Config: m.Config.String(),
-				ValueRange: vr.String(), Preprocessing: fmt.Sprintf("PIL-bicubic resize of the short side to %d, center crop, %s", m.ImageResolution, vr.Describe()),
-				Convention: "torchmetrics CLIPScore: max(mean_i 100·cos_i, 0)", Pairs: imgs.N,
+				ValueRange: vr.String(), Preprocessing: clipPreprocessing(m, vr),
+				Convention: clipConvention, Pairs: imgs.N,
 				ClipScore: s.Mean, MeanPerPairClamped: s.MeanPerPairClamped}
 			for i, c := range s.Cosine {
 				name := fmt.Sprint(i)
@@ -139,13 +179,35 @@ to torchmetrics, which rescales them by 1/255 again. --json adds the cosine of e
 	f.StringVar(&vocab, "vocab", "", "CLIP BPE merges file (bpe_simple_vocab_16e6.txt.gz)")
 	f.StringVar(&images, "images", "", "images: a folder or .npz (datasets.ReadImages)")
 	f.StringVar(&captions, "captions", "", "text file with one caption per line, line i for image i")
+	f.StringVar(&dbPath, "db", "", "results database: score its runs' stored images against their prompts and store the scores (excludes --images/--captions)")
+	f.Int64SliceVar(&runIDs, "run", nil, "with --db: the runs to score (repeat or comma-separate; default: every finished run with prompts)")
 	f.StringVar(&preset, "preset", "", "OpenAI architecture giving the head counts ("+strings.Join(clip.PresetNames(), ", ")+"); the weights must match it")
 	f.IntVar(&visionHeads, "vision-heads", 0, "vision attention heads (OpenAI models: vision width / 64)")
 	f.IntVar(&textHeads, "text-heads", 0, "text attention heads (OpenAI models: text width / 64)")
 	f.StringVar(&valueRange, "value-range", clip.RangeUint8.String(), `how pixels reach CLIP's normalisation: "uint8" (/255) or "unit-rescaled" (/255², ToCa's torchmetrics call)`)
-	f.IntVar(&batch, "batch", 0, fmt.Sprintf("images or texts per graph execution (default %d)", clip.DefaultBatchSize))
-	f.BoolVar(&asJSON, "json", false, "print one JSON object with the per-pair cosines")
+	f.IntVar(&batch, "batch", 0, fmt.Sprintf("images or texts per graph execution (default %d); with --db also the images read at a time", clip.DefaultBatchSize))
+	f.BoolVar(&asJSON, "json", false, "print one JSON object (with --images: with the per-pair cosines; with --db: one entry per scored run)")
 	return cmd
+}
+
+// clipConvention is the formula every printed and stored CLIP score follows.
+const clipConvention = "torchmetrics CLIPScore: max(mean_i 100·cos_i, 0)"
+
+// clipPreprocessing describes the image transform in front of the model; it is printed and stored
+// with each score because it moves CLIP scores by points.
+func clipPreprocessing(m *clip.Model, vr clip.ValueRange) string {
+	return fmt.Sprintf("PIL-bicubic resize of the short side to %d, center crop, %s", m.ImageResolution, vr.Describe())
+}
+
+// clipArch names a loaded architecture for tables: the OpenAI preset it equals (ViT-L/14, …),
+// else its patch size, resolution and vision transformer size, since custom weights have no name.
+func clipArch(c clip.Config) string {
+	for _, name := range clip.PresetNames() {
+		if p, err := clip.Preset(name); err == nil && p == c {
+			return name
+		}
+	}
+	return fmt.Sprintf("custom ViT/%d %dpx %d×%d", c.PatchSize, c.ImageResolution, c.VisionWidth, c.VisionLayers)
 }
 
 // clipHeads turns --preset or the head flags into the configuration clip.Load checks the weights against.

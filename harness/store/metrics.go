@@ -1,6 +1,7 @@
 package store
 
 import (
+	"strings"
 	"time"
 )
 
@@ -12,6 +13,43 @@ type Metric struct {
 	Reference string  // what it was computed against (reference statistics file or its hash)
 	Extractor string  // feature network and weights (e.g. pytorch-fid-inception-v3@<sha256 prefix>)
 	Resize    string  // resize policy of the extractor input
+}
+
+// Names of the CLIP scores of a text-to-image run (runbench clipscore --db): torchmetrics'
+// max(mean_i 100·cos_i, 0), and the mean of the per-pair clamped max(100·cos_i, 0).
+const (
+	MetricCLIPScore             = "clip_score"
+	MetricCLIPScorePairsClamped = "clip_score_pairs_clamped"
+)
+
+// clipPrefix and clipSep shape a CLIP score's extractor id (CLIPExtractor).
+const (
+	clipPrefix = "CLIP "
+	clipSep    = "; "
+)
+
+// CLIPExtractor is the extractor id a CLIP score is stored with: "CLIP <model>; <weights>;
+// <value range>", e.g. "CLIP ViT-L/14; ViT-L-14.safetensors sha256:b8cca3fd41ae; uint8". The
+// value range belongs to the key, not only to the resize column, because scores of one model
+// under two preprocessings differ by several points: recomputing with another range adds a row
+// instead of overwriting the first.
+func CLIPExtractor(model, weights, valueRange string) string {
+	return clipPrefix + model + clipSep + weights + clipSep + valueRange
+}
+
+// CLIPModel reads the model and value range back from a CLIPExtractor id; ok is false for the
+// ids of other extractors.
+func CLIPModel(extractor string) (model, valueRange string, ok bool) {
+	rest, found := strings.CutPrefix(extractor, clipPrefix)
+	if !found {
+		return "", "", false
+	}
+	parts := strings.Split(rest, clipSep)
+	// The weights' file name may itself hold the separator; model and range never do.
+	if len(parts) < 3 || parts[0] == "" || parts[len(parts)-1] == "" {
+		return "", "", false
+	}
+	return parts[0], parts[len(parts)-1], true
 }
 
 // PutMetrics stores metrics of a run in one transaction, replacing earlier values of the same

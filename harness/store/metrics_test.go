@@ -68,3 +68,43 @@ func TestStepStatsRoundTrip(t *testing.T) {
 		t.Errorf("sample row %+v", b)
 	}
 }
+
+func TestCLIPExtractor(t *testing.T) {
+	id := CLIPExtractor("ViT-L/14", "my; clip.pt sha256:0123456789ab", "uint8")
+	if id != "CLIP ViT-L/14; my; clip.pt sha256:0123456789ab; uint8" {
+		t.Errorf("id %q", id)
+	}
+	if m, vr, ok := CLIPModel(id); !ok || m != "ViT-L/14" || vr != "uint8" {
+		t.Errorf("CLIPModel(%q) = %q, %q, %v", id, m, vr, ok)
+	}
+	for _, other := range []string{"", "inception@1a2b", "CLIP ViT-L/14", "CLIP ; w; uint8", "CLIP ViT-L/14; w; "} {
+		if m, vr, ok := CLIPModel(other); ok {
+			t.Errorf("CLIPModel(%q) = %q, %q, true; want not a CLIP id", other, m, vr)
+		}
+	}
+
+	// Rescoring with the same model and range replaces; another range is another row.
+	db, err := Open(filepath.Join(t.TempDir(), "c.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r, _, err := db.EnsureRun(Run{ConfigJSON: `{"c":1}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(v float64, vr string) {
+		t.Helper()
+		if err := db.PutMetrics(r.ID, []Metric{{Name: MetricCLIPScore, Value: v, N: 3, Reference: "samples.prompt",
+			Extractor: CLIPExtractor("ViT-L/14", "w.pt sha256:0123456789ab", vr)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(27, "uint8")
+	put(27.5, "uint8")
+	put(16, "unit-rescaled")
+	got, err := db.Metrics(r.ID)
+	if err != nil || len(got) != 2 || got[0].Value != 27.5 || got[1].Value != 16 {
+		t.Errorf("metrics %+v, %v; want 27.5 (uint8, replaced) and 16 (unit-rescaled)", got, err)
+	}
+}
