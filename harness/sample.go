@@ -393,7 +393,7 @@ func (s *sampling) recordTrajectory(k, i int, plan *hook.Plan, nz, raw, next []f
 	}
 	var flops int64
 	if fc, ok := s.m.(hook.FLOPsCounter); ok {
-		for _, f := range fc.BlockFLOPs(planOr(plan, s.m.Layout()), s.rows) {
+		for _, f := range hook.ExecutedFLOPs(fc, planOr(plan, s.m.Layout()), s.rows) {
 			flops += f
 		}
 	}

@@ -36,7 +36,7 @@ func (t *Timing) Add(s StepInfo, counter hook.FLOPsCounter, full *hook.Plan) {
 	if p == nil {
 		p = full
 	}
-	for _, f := range counter.BlockFLOPs(p, s.Rows) {
+	for _, f := range hook.ExecutedFLOPs(counter, p, s.Rows) {
 		t.FLOPs += f
 	}
 }

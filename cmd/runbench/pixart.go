@@ -186,7 +186,7 @@ func replayPixArt(ctx context.Context, m *pixart.Model, kind diffusion.Kind, sol
 		if p == nil {
 			p = full
 		}
-		tr.Record(s.Call, s.Call, s.Time, p, pol.Notes(), m.BlockFLOPs(p, s.Rows), m.Tokens())
+		tr.Record(s.Call, s.Call, s.Time, p, pol.Notes(), hook.ExecutedFLOPs(m, p, s.Rows), m.Tokens())
 		tm.Add(s, m, full)
 		outs[fmt.Sprintf("x_%03d", s.Call)] = checkpoint.NewF32(slices.Clone(s.X[:images*per]), shape...)
 		outs[fmt.Sprintf("x0_%03d", s.Call)] = checkpoint.NewF32(slices.Clone(s.PredXStart[:images*per]), shape...)

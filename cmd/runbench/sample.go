@@ -239,7 +239,7 @@ func replay(ctx context.Context, m *dit.Model, kind diffusion.Kind, sched *diffu
 		if p == nil {
 			p = full
 		}
-		tr.Record(s.Call, s.Step, s.Time, p, pol.Notes(), m.BlockFLOPs(p, s.Rows), m.Tokens())
+		tr.Record(s.Call, s.Step, s.Time, p, pol.Notes(), hook.ExecutedFLOPs(m, p, s.Rows), m.Tokens())
 		tm.Add(s, m, full)
 		return record(s)
 	}

@@ -32,6 +32,9 @@ type Block interface {
 	Residual(m int, x, out *Node) (next, added *Node)
 	// Probes are named intermediates of the block for golden tests (e.g. "adaln").
 	Probes() []Named
+	// Input is the first module's input as the module reads it (the attention's normalised,
+	// modulated stream): TeaCache's gate statistic.
+	Input(x *Node) *Node
 }
 
 // Named is a named graph node.
@@ -83,6 +86,12 @@ func (e *Executor) Blocks(h *tensors.Tensor, cond []*tensors.Tensor, plan *hook.
 		}
 	}
 	inputs := map[hook.Span]*tensors.Tensor{}
+	// h0, the stream entering block 0, is kept for a residual gate's statistic.
+	var h0 *tensors.Tensor
+	if plan.Gate != nil && plan.Gate.Stat == hook.StatResidual {
+		h0, kept[h] = h, true
+		defer h0.MustFinalizeAll()
+	}
 	for b := 0; b < e.layout.Depth; {
 		if sk, ok := plan.SkipAt(b); ok {
 			next := e.skip(sk, h, opt.Cache)
@@ -106,6 +115,11 @@ func (e *Executor) Blocks(h *tensors.Tensor, cond []*tensors.Tensor, plan *hook.
 				inputs[sp] = h
 				kept[h] = true
 			}
+		}
+		if g := plan.Gate; g != nil && g.Span.From == b {
+			h = e.gated(g, h, h0, cond, plan, opt)
+			b = g.Span.To + 1
+			continue
 		}
 		next := e.block(b, h, cond, &plan.Blocks[b], opt, !plan.RangesOnly)
 		release(h)

@@ -41,6 +41,7 @@ func (toyBlock) Module(m int, x, rows *Node, side hook.TokenScore) (out, info *N
 }
 func (toyBlock) Residual(_ int, x, out *Node) (*Node, *Node) { return Add(x, out), out }
 func (toyBlock) Probes() []Named                             { return nil }
+func (toyBlock) Input(x *Node) *Node                         { return x }
 
 var toyLayout = hook.Layout{Depth: 2, Modules: []hook.Module{hook.Attn, hook.MLP}, Tokens: 16, GridH: 4, GridW: 4, Hidden: 2, Heads: 2}
 

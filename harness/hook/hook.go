@@ -259,6 +259,96 @@ type Plan struct {
 	// RangesOnly says the method reuses block ranges only: full modules leave no output in the
 	// cache (which would hold memory nothing reads; Δ-DiT).
 	RangesOnly bool
+	// Gate, when set, lets this call skip a block range by a decision made from its own data
+	// (threshold caches); the executor writes what it did into Gate.Skipped.
+	Gate *Gate
+}
+
+// GateStat names the statistic a gate measures, per batch row, as a relative L1 change
+// mean|v − v′| / mean|v′| against a reference kept in the cache.
+type GateStat int
+
+const (
+	// StatModulatedInput compares the input of block Span.From's first module (the attention's
+	// modulated, normalised input) with the previous call's (TeaCache). The reference is replaced
+	// at every call.
+	StatModulatedInput GateStat = iota
+	// StatResidual compares the residual of blocks 0 … Span.From−1 (stream after them minus the
+	// stream entering block 0) with the one stored at the last call that ran the range
+	// (First-Block Cache, DBCache's Fn blocks). The reference is replaced only where the range ran.
+	StatResidual
+)
+
+// Gate is a data-dependent skip of the block range Span (TeaCache, FBCache/DBCache): before the
+// range, the executor measures Stat for every row, reads it on the host (as the reference codes
+// do with .item()) and asks Decide which rows skip. A skipped row adds the range's residual from
+// the last call that ran it for that row; the others run the range, whose residual is stored.
+type Gate struct {
+	Span Span
+	Stat GateStat
+	// PerBatch pools the statistic over the whole batch (Σ|v − v′| / Σ|v′|, the reference codes'
+	// semantics: one decision for every row); otherwise every row is decided alone, and a row's
+	// output does not depend on the other rows of its batch.
+	PerBatch bool
+	// Decide gets the statistic (one value per row, or one for the batch with PerBatch; +Inf
+	// where there is no reference yet) and returns which rows skip (as many values). A row with
+	// no stored residual is never skipped: Decide must not ask for it.
+	Decide func(stat []float64) ([]bool, error)
+	// Skipped is what the executor did, one value per row (filled after the call).
+	Skipped []bool
+	// Stats are the measured statistics handed to Decide (filled after the call).
+	Stats []float64
+}
+
+func (g *Gate) validate(l Layout, c *Cache, p *Plan, skipped []bool) error {
+	switch {
+	case g.Span.From < 0 || g.Span.To >= l.Depth || g.Span.From > g.Span.To:
+		return fmt.Errorf("gate over blocks %d..%d outside 0..%d", g.Span.From, g.Span.To, l.Depth-1)
+	case g.Stat == StatResidual && g.Span.From == 0:
+		return fmt.Errorf("a residual gate measures the blocks before its range: the range cannot start at block 0")
+	case g.Stat != StatResidual && g.Stat != StatModulatedInput:
+		return fmt.Errorf("gate with unknown statistic %d", g.Stat)
+	case g.Decide == nil:
+		return fmt.Errorf("gate without a decision")
+	case c == nil:
+		return fmt.Errorf("a gate needs a cache")
+	}
+	for b := g.Span.From; b <= g.Span.To; b++ {
+		if skipped[b] {
+			return fmt.Errorf("block %d is both gated and skipped", b)
+		}
+		for m, mp := range p.Blocks[b].Modules {
+			if mp.Action != Full || mp.History != nil {
+				return fmt.Errorf("gated block %d %s: action %s, want a plain full action (a gated range runs whole or not at all)", b, l.Modules[m], mp.Action)
+			}
+		}
+	}
+	return nil
+}
+
+// Ran is how many rows ran the gated range at this call (all rows before the call).
+func (g *Gate) Ran(rows int) int {
+	n := rows
+	for _, s := range g.Skipped {
+		if s {
+			n--
+		}
+	}
+	return n
+}
+
+// ExecutedFLOPs is a plan's FLOPs per block as executed: a gated range is billed only for the rows
+// that ran it (block FLOPs are linear in the rows; the statistic's own arithmetic is not counted,
+// as the reference counters do not count it).
+func ExecutedFLOPs(c FLOPsCounter, p *Plan, rows int) []int64 {
+	f := c.BlockFLOPs(p, rows)
+	if g := p.Gate; g != nil && g.Skipped != nil && rows > 0 {
+		ran := int64(g.Ran(rows))
+		for b := g.Span.From; b <= g.Span.To; b++ {
+			f[b] = f[b] * ran / int64(rows)
+		}
+	}
+	return f
 }
 
 // SkipAt returns the skip that starts at block b, if any.
@@ -308,6 +398,11 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 				return fmt.Errorf("block %d is in two skips", b)
 			}
 			skipped[b] = true
+		}
+	}
+	if g := p.Gate; g != nil {
+		if err := g.validate(l, c, p, skipped); err != nil {
+			return err
 		}
 	}
 	for _, sp := range p.Keep {
@@ -445,7 +540,14 @@ type Cache struct {
 	stale   [][]*tensors.Tensor   // [block][module] staleness counters [B, N] (float32); nil = all zero
 	history [][][]*tensors.Tensor // [block][module] finite-difference history F_0, F_1, …
 	spans   map[Span]*SpanCache
+	gates   map[Span]*GateCache
 	modules []Module // the layout's modules, naming the outputs in Bytes
+}
+
+// GateCache is what a gated range keeps: its residual (output − input) when each row last ran
+// it, and the reference of the gate's statistic.
+type GateCache struct {
+	Residual, Ref *tensors.Tensor // [B, N, D]
 }
 
 // SpanCache is the input and output of a block range when it last ran.
@@ -456,7 +558,7 @@ type SpanCache struct {
 // NewCache returns an empty cache for a layout.
 func NewCache(l Layout) *Cache {
 	c := &Cache{out: make([][]*tensors.Tensor, l.Depth), base: make([]*tensors.Tensor, l.Depth),
-		stale: make([][]*tensors.Tensor, l.Depth), history: make([][][]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{},
+		stale: make([][]*tensors.Tensor, l.Depth), history: make([][][]*tensors.Tensor, l.Depth), spans: map[Span]*SpanCache{}, gates: map[Span]*GateCache{},
 		modules: l.Modules}
 	for i := range c.out {
 		c.out[i] = make([]*tensors.Tensor, len(l.Modules))
@@ -514,6 +616,23 @@ func (c *Cache) SetHistory(block, module int, ts []*tensors.Tensor) {
 // Span returns the cached input/output of a range, or nil.
 func (c *Cache) Span(s Span) *SpanCache { return c.spans[s] }
 
+// Gate returns a gated range's cache, or nil.
+func (c *Cache) Gate(s Span) *GateCache { return c.gates[s] }
+
+// SetGate replaces a gated range's residual and reference (nil keeps nothing), releasing the
+// previous tensors.
+func (c *Cache) SetGate(s Span, residual, ref *tensors.Tensor) {
+	if old := c.gates[s]; old != nil {
+		release(old.Residual, residual)
+		release(old.Ref, ref)
+	}
+	if residual == nil && ref == nil {
+		delete(c.gates, s)
+		return
+	}
+	c.gates[s] = &GateCache{Residual: residual, Ref: ref}
+}
+
 // SetSpan replaces a range's cached input and output, releasing the previous tensors.
 func (c *Cache) SetSpan(s Span, in, out *tensors.Tensor) {
 	if old := c.spans[s]; old != nil {
@@ -553,6 +672,10 @@ func (c *Cache) Bytes() map[string]int64 {
 		add("ranges", s.In)
 		add("ranges", s.Out)
 	}
+	for _, g := range c.gates {
+		add("ranges", g.Residual)
+		add("gate_ref", g.Ref)
+	}
 	return out
 }
 
@@ -565,6 +688,9 @@ func (c *Cache) Reset() {
 			c.SetHistory(b, m, nil)
 		}
 		c.SetBase(b, nil)
+	}
+	for s := range c.gates {
+		c.SetGate(s, nil, nil)
 	}
 	for s := range c.spans {
 		c.SetSpan(s, nil, nil)

@@ -320,6 +320,9 @@ func (b *block) Residual(i int, x, out *Node) (next, added *Node) {
 	return Add(x, added), added
 }
 
+// Input is the attention's input, modulate(LN(x), shift_msa, scale_msa) (TeaCache's statistic).
+func (b *block) Input(x *Node) *Node { return layers.Modulate(layers.LayerNorm(x), b.mod[0], b.mod[1]) }
+
 // Probes: the block's adaLN output.
 func (b *block) Probes() []executor.Named { return []executor.Named{{Name: "adaln", Node: b.ada}} }
 

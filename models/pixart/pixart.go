@@ -443,6 +443,9 @@ func (b *block) Residual(i int, x, out *Node) (next, added *Node) {
 	return Add(x, added), added
 }
 
+// Input is the self-attention's input, t2i_modulate(LN(x), shift_msa, scale_msa) (TeaCache's statistic).
+func (b *block) Input(x *Node) *Node { return layers.Modulate(layers.LayerNorm(x), b.mod[0], b.mod[1]) }
+
 // Probes: none beyond the modules' outputs (adaLN-single has no per-block projection).
 func (b *block) Probes() []executor.Named { return nil }
 
