@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"strings"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/cachebench/cachebench/harness/executor"
 	"github.com/cachebench/cachebench/models/checkpoint"
+	"github.com/cachebench/cachebench/models/layers"
 )
 
 // weights are the model parameters as backend tensors, in the order the graphs take them.
@@ -140,45 +140,9 @@ func New(b backends.Backend, c Config, f *checkpoint.File) (*Model, error) {
 	if err := c.CheckWeights(f); err != nil {
 		return nil, err
 	}
-	get := func(key string, transpose bool) (*tensors.Tensor, error) {
-		t := f.Tensors[key]
-		data, err := t.Float32()
-		if err != nil {
-			return nil, fmt.Errorf("%s: tensor %q: %w", f.Path, key, err)
-		}
-		for i, v := range data {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, fmt.Errorf("%s: tensor %q holds a non-finite value at flat index %d", f.Path, key, i)
-			}
-		}
-		shape := t.Shape
-		if transpose && len(shape) > 2 { // the patch conv [D, C, p, p] as a linear [D, C·p·p]
-			shape = []int{shape[0], len(data) / shape[0]}
-		}
-		if transpose { // PyTorch Linear [out, in] → [in, out]
-			out, in := shape[0], shape[1]
-			tr := make([]float32, len(data))
-			for o := range out {
-				for i := range in {
-					tr[i*out+o] = data[o*in+i]
-				}
-			}
-			data, shape = tr, []int{in, out}
-		}
-		return tensors.FromFlatDataAndDimensions(data, shape...), nil
-	}
 	w := &weights{}
-	var err error
-	load := func(dst *[]*tensors.Tensor, keys ...string) {
-		for _, k := range keys {
-			if err != nil {
-				return
-			}
-			var t *tensors.Tensor
-			t, err = get(strings.TrimSuffix(k, "^T"), strings.HasSuffix(k, "^T"))
-			*dst = append(*dst, t)
-		}
-	}
+	ld := layers.NewLoader(f)
+	load := ld.Append
 	load(&w.embed, "x_embedder.proj.weight^T", "x_embedder.proj.bias", "pos_embed",
 		"t_embedder.mlp.0.weight^T", "t_embedder.mlp.0.bias", "t_embedder.mlp.2.weight^T", "t_embedder.mlp.2.bias",
 		"y_embedder.embedding_table.weight")
@@ -190,7 +154,7 @@ func New(b backends.Backend, c Config, f *checkpoint.File) (*Model, error) {
 	}
 	load(&w.final, "final_layer.adaLN_modulation.1.weight^T", "final_layer.adaLN_modulation.1.bias",
 		"final_layer.linear.weight^T", "final_layer.linear.bias")
-	if err != nil {
+	if err := ld.Err(); err != nil {
 		return nil, err
 	}
 	m := &Model{Config: c, w: w}

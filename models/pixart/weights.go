@@ -299,44 +299,9 @@ func New(b backends.Backend, c Config, f *checkpoint.File) (*Model, error) {
 	if err := c.CheckWeights(f); err != nil {
 		return nil, err
 	}
-	get := func(key string, transpose bool) (*tensors.Tensor, error) {
-		t := f.Tensors[key]
-		data, err := t.Float32()
-		if err != nil {
-			return nil, fmt.Errorf("%s: tensor %q: %w", f.Path, key, err)
-		}
-		for i, v := range data {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, fmt.Errorf("%s: tensor %q holds a non-finite value at flat index %d", f.Path, key, i)
-			}
-		}
-		shape := t.Shape
-		if transpose && len(shape) > 2 { // the patch conv [D, C, p, p] as a linear [D, C·p·p]
-			shape = []int{shape[0], len(data) / shape[0]}
-		}
-		if transpose { // PyTorch Linear [out, in] → [in, out]
-			out, in := shape[0], shape[1]
-			tr := make([]float32, len(data))
-			for o := range out {
-				for i := range in {
-					tr[i*out+o] = data[o*in+i]
-				}
-			}
-			data, shape = tr, []int{in, out}
-		}
-		return tensors.FromFlatDataAndDimensions(data, shape...), nil
-	}
 	w := &weights{}
-	load := func(dst *[]*tensors.Tensor, keys ...string) {
-		for _, k := range keys {
-			if err != nil {
-				return
-			}
-			var t *tensors.Tensor
-			t, err = get(strings.TrimSuffix(k, "^T"), strings.HasSuffix(k, "^T"))
-			*dst = append(*dst, t)
-		}
-	}
+	ld := layers.NewLoader(f)
+	load := ld.Append
 	g := c.Grid()
 	pos := tensors.FromFlatDataAndDimensions(layers.PosEmbed(c.Hidden, g, g, float64(g), c.LeweiScale), 1, c.Tokens(), c.Hidden)
 	load(&w.embed, "x_embedder.proj.weight^T", "x_embedder.proj.bias")
@@ -356,7 +321,7 @@ func New(b backends.Backend, c Config, f *checkpoint.File) (*Model, error) {
 			p+"cross_attn.proj.weight^T", p+"cross_attn.proj.bias", p+"mlp.fc1.weight^T", p+"mlp.fc1.bias", p+"mlp.fc2.weight^T", p+"mlp.fc2.bias")
 	}
 	load(&w.final, "final_layer.scale_shift_table", "final_layer.linear.weight^T", "final_layer.linear.bias")
-	if err != nil {
+	if err := ld.Err(); err != nil {
 		return nil, err
 	}
 	if y, ok := f.Tensors["y_embedder.y_embedding"]; ok {
