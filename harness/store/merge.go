@@ -24,7 +24,7 @@ type MergeStats struct {
 // mergeTables are the tables Merge knows how to copy; a source with rows in any other table is
 // refused rather than merged incompletely.
 var mergeTables = map[string]bool{"meta": true, "runs": true, "batches": true, "samples": true, "timings": true,
-	"metrics": true, "step_stats": true, "run_flops": true, "cache_bytes": true}
+	"metrics": true, "step_stats": true, "run_flops": true, "cache_bytes": true, "calibrations": true}
 
 // sameSample is the SQL condition under which sample row m (destination) equals s (source):
 // every column that results depend on, the output path excepted (shards write on other machines).
@@ -35,8 +35,8 @@ const sameSample = `m.label IS s.label AND m.prompt IS s.prompt AND m.noise_seed
 // by config hash (the same hash with a different config_json is refused), batches are copied
 // with their samples, timings and step statistics, and a batch that overlaps one already
 // present is skipped when its samples are identical and refused otherwise, so merging a shard
-// twice changes nothing. Metrics and planned FLOPs are copied unless they contradict the
-// destination. A run holding all its samples afterwards is marked done.
+// twice changes nothing. Metrics, planned FLOPs and calibrations are copied unless they
+// contradict the destination. A run holding all its samples afterwards is marked done.
 func (db *DB) Merge(srcPath string) (MergeStats, error) {
 	var st MergeStats
 	fail := func(format string, args ...any) (MergeStats, error) {
@@ -99,6 +99,9 @@ func (db *DB) Merge(srcPath string) (MergeStats, error) {
 		if err := m.run(r, &st); err != nil {
 			return fail("%w", err)
 		}
+	}
+	if err := m.copyCalibrations(); err != nil {
+		return fail("%w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return fail("commit: %w", err)
@@ -428,6 +431,21 @@ func (m *merger) copyMetrics(mr *mergeRun, st *MergeStats) error {
 	}
 	st.Metrics += int(n)
 	return nil
+}
+
+// copyCalibrations copies the calibrations the destination lacks, refusing a key both files hold
+// with different measurements (which of the two a run should use is the user's choice).
+func (m *merger) copyCalibrations() error {
+	var diff sql.NullString
+	if err := m.tx.QueryRow(`SELECT min(s.model || ', ' || s.sampler || ' steps ' || s.steps || ', cfg ' || s.cfg_scale) FROM src.calibrations s
+		JOIN main.calibrations m USING (model, weights_hash, sampler, steps, cfg_scale) WHERE m.calibration != s.calibration`).Scan(&diff); err != nil {
+		return err
+	}
+	if diff.Valid {
+		return fmt.Errorf("the calibration of %s differs between the two files (delete one, or calibrate again into the merged file)", diff.String)
+	}
+	_, err := m.copyRows("calibrations", nil, nil, true, "1")
+	return err
 }
 
 // copyFLOPs copies the source run's planned FLOPs unless the destination holds different ones.

@@ -14,6 +14,7 @@ var migrations = []string{
 	3: schemaV3,
 	4: schemaV4,
 	5: schemaV5,
+	6: schemaV6,
 }[1:]
 
 // schemaV1 creates the meta, runs, samples, batches and timings tables.
@@ -160,5 +161,25 @@ CREATE TABLE cache_bytes (
 	kind        TEXT    NOT NULL,
 	peak_bytes  INTEGER NOT NULL CHECK (peak_bytes >= 0),
 	PRIMARY KEY (run_id, batch_index, kind)
+);
+`
+
+// schemaV6 adds calibrations: what `runbench calibrate` measured for the threshold caches on one
+// model, weights, sampler, step schedule and guidance scale (one row per key: a new calibration
+// replaces the old). Calibrations belong to no run, since every run of that key may use them.
+const schemaV6 = `
+CREATE TABLE calibrations (
+	model        TEXT    NOT NULL,
+	weights_hash TEXT    NOT NULL,
+	sampler      TEXT    NOT NULL,
+	steps        TEXT    NOT NULL,
+	cfg_scale    REAL    NOT NULL,
+	num_steps    INTEGER NOT NULL CHECK (num_steps > 0),
+	num_samples  INTEGER NOT NULL CHECK (num_samples > 0),
+	seed         INTEGER NOT NULL,
+	calibration  TEXT    NOT NULL,
+	git_rev      TEXT,
+	created_at   TEXT    NOT NULL,
+	PRIMARY KEY (model, weights_hash, sampler, steps, cfg_scale)
 );
 `
