@@ -184,6 +184,7 @@ func (identityBlock) Module(m int, x, _ *graph.Node, _ hook.TokenScore) (*graph.
 }
 func (identityBlock) Residual(_ int, x, out *graph.Node) (*graph.Node, *graph.Node) { return x, out }
 func (identityBlock) Probes() []executor.Named                                      { return nil }
+func (identityBlock) Input(x *graph.Node) *graph.Node                               { return x }
 
 // FLOPs of TaylorSeer N=3 on DiT-XL/2 DDIM-50: the FORA step set, 2.77×. A Taylor block is billed
 // its adaLN only (TaylorSeer's counter runs no LayerNorm there).
