@@ -26,6 +26,9 @@ type Env struct {
 	// random numbers, so their choices depend on (seed, sample index) only.
 	Seed    int64
 	Samples []int
+	// Calibration holds what `runbench calibrate` measured for this run's model, sampler, steps
+	// and CFG (nil = none given); the runner checks it against the run (Calibration.Check).
+	Calibration *Calibration
 }
 
 // Note annotates one block's decision at one call, for traces; unused fields stay nil.
@@ -90,7 +93,10 @@ type Info struct {
 	// Uncached methods reuse nothing across calls: a run gives them no cache (whose full-step
 	// outputs would be kept, and counted as cache memory, for nothing).
 	Uncached bool
-	New      func(v Values, env Env) (Method, error)
+	// DataDependent methods decide at run time from the data (hook.Gate): a dry run's planned
+	// FLOPs say nothing about them, only the executed FLOPs of a real run do.
+	DataDependent bool
+	New           func(v Values, env Env) (Method, error)
 }
 
 var registry = map[string]*Info{}
