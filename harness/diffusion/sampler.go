@@ -18,10 +18,10 @@ const (
 // ParseKind validates a sampler name.
 func ParseKind(s string) (Kind, error) {
 	switch Kind(s) {
-	case DDPM, DDIM, DPMSolverPP:
+	case DDPM, DDIM, DPMSolverPP, PLMS:
 		return Kind(s), nil
 	}
-	return "", fmt.Errorf("unknown sampler %q (want ddpm, ddim or dpmpp)", s)
+	return "", fmt.Errorf("unknown sampler %q (want ddpm, ddim, dpmpp or plms)", s)
 }
 
 // NeedsNoise reports whether a step consumes a fresh Gaussian draw.
