@@ -202,7 +202,8 @@ func TestPLMSErrors(t *testing.T) {
 	if _, err := s.Step(make([]float32, 4)); err == nil {
 		t.Error("Step after the last step: want an error")
 	}
-	if k, err := ParseKind("plms"); err != nil || k != PLMS {
-		t.Errorf("ParseKind(plms) = %q, %v", k, err)
+	// Until the sampling loop drives PLMS, the sampler name is refused up front.
+	if _, err := ParseKind("plms"); err == nil {
+		t.Error("ParseKind(plms) accepted a sampler the loop cannot run yet")
 	}
 }
