@@ -77,6 +77,9 @@ type Model struct {
 	Backend   string      // GoMLX backend configuration ("" = the command line's or the default)
 	VAE       string      // AutoencoderKL checkpoint that decodes the latents into images ("" = none)
 	VAEBatch  int         // images per decoder pass (0 = the sampling batch)
+	// Calibration is the calibration every configuration of a method that reads one gets,
+	// unless its entry names its own (nil = none).
+	Calibration *Calibration
 }
 
 // Config is the architecture the model section describes, when it can be known without
@@ -115,6 +118,8 @@ type MethodEntry struct {
 	Axes   []Axis              // grid axes in file order (a scalar is a one-value axis)
 	Points []map[string]string // explicit points (nil = one empty point)
 	Paper  *Published          // the published numbers of the entry's one configuration (nil = none)
+	// Calibration is the entry's own calibration file (nil = the model's, if the method reads one).
+	Calibration *Calibration
 }
 
 // Published is what a paper reports for one configuration, shown beside the measured values.
@@ -279,6 +284,9 @@ func (e *Experiment) read(doc *table, o Overrides) {
 	if e.Prompts != nil && e.Sampling.Labels != nil {
 		doc.errf("sampling", "labels: a prompted model's sample i takes prompt i mod P; give no labels")
 	}
+	if m := doc.sub("model"); m != nil {
+		e.Model.Calibration = e.readCalibration(m, e.Sampling.Steps)
+	}
 	if m := doc.sub("methods"); m != nil {
 		e.readMethods(m)
 	} else if !doc.has("methods") {
@@ -363,7 +371,8 @@ func (e *Experiment) readModel(t *table, o Overrides) {
 		}
 		m.VAEBatch = int(n)
 	}
-	t.unknown("family", "preset", "image_size", "weights", "heads", "arch", "backend", "vae", "vae_batch")
+	t.used["calibration"] = true // read once [sampling] is known
+	t.unknown("family", "preset", "image_size", "weights", "heads", "arch", "backend", "vae", "vae_batch", "calibration")
 
 	switch {
 	case m.Arch != nil && m.Preset != "":
@@ -660,7 +669,8 @@ func (e *Experiment) readPixArtModel(t *table, o Overrides) {
 	if m.Preset == "" && m.Weights == "" && !o.RandomWeights {
 		t.errf("", "give model.weights (a PixArt-α checkpoint) or model.preset = %q (random weights)", pixart.PresetName)
 	}
-	t.unknown("family", "preset", "image_size", "weights", "heads", "backend", "vae", "vae_batch")
+	t.used["calibration"] = true // read once [sampling] is known
+	t.unknown("family", "preset", "image_size", "weights", "heads", "backend", "vae", "vae_batch", "calibration")
 }
 
 // readPrompts reads [prompts]: the caption file and its features (or a built-in encoder).

@@ -20,6 +20,9 @@ type Point struct {
 	Order  []string          // parameter names in file order, for labels
 	Steps  string            // sampling steps in force (the fewer-steps baseline overrides sampling.steps)
 	Paper  *Published        // the entry's published numbers (nil = none)
+	// Calibration is the calibration the method gets (nil = none): the entry's, or the model's
+	// for a method that reads one.
+	Calibration *Calibration
 }
 
 // Label names the point for people: the entry and its parameters in file order.
@@ -39,7 +42,12 @@ func (p Point) Label() string {
 func (e *Experiment) Points() []Point {
 	var out []Point
 	for _, m := range e.Methods {
-		out = append(out, m.points(e.Sampling.Steps)...)
+		for _, p := range m.points(e.Sampling.Steps) {
+			if p.Calibration == nil && ReadsCalibration(p.Method) {
+				p.Calibration = e.Model.Calibration
+			}
+			out = append(out, p)
+		}
 	}
 	return out
 }
@@ -62,7 +70,7 @@ func (m MethodEntry) points(steps string) []Point {
 			combos = next
 		}
 		for _, c := range combos {
-			p := Point{Entry: m.Name, Method: m.Method, Params: map[string]string{}, Steps: steps, Paper: m.Paper}
+			p := Point{Entry: m.Name, Method: m.Method, Params: map[string]string{}, Steps: steps, Paper: m.Paper, Calibration: m.Calibration}
 			for i, ax := range m.Axes {
 				p.Params[ax.Param] = c[i]
 				p.Order = append(p.Order, ax.Param)
@@ -178,7 +186,7 @@ func (e *Experiment) readMethods(t *table) {
 		}
 		ok := true
 		for _, k := range sub.keys {
-			if k == "method" || k == "points" || k == "paper" {
+			if k == "method" || k == "points" || k == "paper" || k == "calibration" {
 				continue
 			}
 			v, _ := sub.raw(k)
@@ -197,6 +205,13 @@ func (e *Experiment) readMethods(t *table) {
 			ok = ok && good
 			entry.Points = pts
 		}
+		if sub.has("calibration") {
+			if !ReadsCalibration(entry.Method) {
+				sub.errf("calibration", "method %s reads no calibration (those that do: %s)", entry.Method, strings.Join(calibrationReaderNames(), ", "))
+			} else {
+				entry.Calibration = e.readCalibration(sub, e.Sampling.Steps)
+			}
+		}
 		if v, has := sub.raw("paper"); has {
 			entry.Paper = readPublished(sub, v)
 			if n := len(entry.points(e.Sampling.Steps)); n != 1 && entry.Paper != nil {
@@ -213,11 +228,16 @@ func (e *Experiment) readMethods(t *table) {
 				sub.errf("", "point %s: %v", p.Label(), err)
 				continue
 			}
+			cal := ""
+			if entry.Calibration != nil {
+				cal = entry.Calibration.Path
+			}
 			key, _ := json.Marshal(struct {
 				M string
 				V methods.Values
 				S string
-			}{p.Method, vals, p.Steps})
+				C string
+			}{p.Method, vals, p.Steps, cal})
 			if first, dup := seen[string(key)]; dup {
 				sub.errf("", "point %q is the same configuration as %s", p.Label(), first)
 				continue

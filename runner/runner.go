@@ -53,6 +53,9 @@ type Config struct {
 	// VAE identifies the decoder that turns latents into the stored images ("" = none: latents
 	// are stored as they are); another decoder is another run.
 	VAE string `json:"vae,omitempty"`
+	// Calibration identifies the calibration the method reads (CalibrationID; "" = none):
+	// another calibration is another run.
+	Calibration string `json:"calibration,omitempty"`
 }
 
 // ImageDecoder turns the latents a model samples into images (the Stable Diffusion VAE decoder).
@@ -88,6 +91,9 @@ type Job struct {
 	// Prompts are the caption texts of Config.Prompts, in the order the model's labels index
 	// them (stored with every sample).
 	Prompts []string
+	// Calibration is the calibration Config.Calibration names, checked against the model,
+	// weights, sampler, steps and CFG before anything is stored.
+	Calibration *CalibrationFile
 	// DiscardOutputs deletes each sample's file once hashed (the row keeps the hash; large sweeps).
 	DiscardOutputs bool
 	GitRev         string
@@ -198,21 +204,8 @@ func prepare(job Job) (*jobRun, error) {
 	r := &jobRun{job: job, c: job.Config, spec: job.Model.Spec()}
 	c := &r.c
 	var err error
-	if r.kind, err = diffusion.ParseKind(c.Sampler); err != nil {
+	if r.kind, r.sched, r.solver, err = samplerOf(*c); err != nil {
 		return nil, err
-	}
-	if r.kind == diffusion.DPMSolverPP {
-		// A plain count only: respacing specs are DDPM/DDIM's. The schedule of as many steps
-		// still counts the steps for the store and the methods.
-		if r.solver, err = diffusion.ParseDPMSolver(c.Steps); err != nil {
-			return nil, err
-		}
-		if c.Guide != 0 && c.Guide != diffusion.GuidanceAll {
-			return nil, fmt.Errorf("guide channels %d: DPM-Solver++ guides every ε channel (PixArt-α's wrapper); guiding %d is DiT's DDPM/DDIM convention", c.Guide, c.Guide)
-		}
-	}
-	if r.sched, err = diffusion.NewSchedule(1000, c.Steps); err != nil {
-		return nil, fmt.Errorf("steps: %w", err)
 	}
 	if c.NumSamples <= 0 || job.BatchSize <= 0 {
 		return nil, fmt.Errorf("%d samples in batches of %d: both must be positive", c.NumSamples, job.BatchSize)
@@ -246,6 +239,9 @@ func prepare(job Job) (*jobRun, error) {
 	if err := checkFeatures(c.Features, job.Extractor, r.img); err != nil {
 		return nil, err
 	}
+	if err := checkJobCalibration(*c, job.Calibration); err != nil {
+		return nil, err
+	}
 	resolved, cj, err := ResolveConfig(*c, job.RawParams)
 	if err != nil {
 		return nil, err
@@ -264,6 +260,28 @@ func prepare(job Job) (*jobRun, error) {
 	return r, err
 }
 
+// samplerOf is the sampler, schedule and (DPM-Solver++ only) solver a configuration names.
+func samplerOf(c Config) (kind diffusion.Kind, sched *diffusion.Schedule, solver *diffusion.DPMSolver, err error) {
+	if kind, err = diffusion.ParseKind(c.Sampler); err != nil {
+		return
+	}
+	if kind == diffusion.DPMSolverPP {
+		// A plain count only: respacing specs are DDPM/DDIM's. The schedule of as many steps
+		// still counts the steps for the store and the methods.
+		if solver, err = diffusion.ParseDPMSolver(c.Steps); err != nil {
+			return
+		}
+		if c.Guide != 0 && c.Guide != diffusion.GuidanceAll {
+			err = fmt.Errorf("guide channels %d: DPM-Solver++ guides every ε channel (PixArt-α's wrapper); guiding %d is DiT's DDPM/DDIM convention", c.Guide, c.Guide)
+			return
+		}
+	}
+	if sched, err = diffusion.NewSchedule(1000, c.Steps); err != nil {
+		err = fmt.Errorf("steps: %w", err)
+	}
+	return
+}
+
 // policy builds the method for a batch of the given sample indices (a fresh instance per batch:
 // methods keep per-batch state).
 func (r *jobRun) policy(idx []int) (methods.Method, error) {
@@ -271,8 +289,11 @@ func (r *jobRun) policy(idx []int) (methods.Method, error) {
 	if r.c.CFGScale > 1 {
 		rows *= 2
 	}
-	m, _, err := methods.New(r.c.Method, r.job.RawParams, methods.Env{Layout: r.job.Model.Layout(), Steps: r.sched.Steps(), Rows: rows,
-		Seed: r.c.Seed, Samples: idx})
+	env := methods.Env{Layout: r.job.Model.Layout(), Steps: r.sched.Steps(), Rows: rows, Seed: r.c.Seed, Samples: idx}
+	if r.job.Calibration != nil {
+		env.Calibration = &r.job.Calibration.Calibration
+	}
+	m, _, err := methods.New(r.c.Method, r.job.RawParams, env)
 	return m, err
 }
 
@@ -308,22 +329,8 @@ type sampled struct {
 // sample runs the reverse process for the samples idx: noise and labels from (seed, index) alone.
 func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
 	c, job := r.c, r.job
-	B, per := len(idx), r.spec.Channels*r.spec.Height*r.spec.Width
-	streams := make([]*diffusion.Noise, B)
-	xInit := make([]float32, B*per)
-	ys := make([]int64, B)
-	for j, i := range idx {
-		streams[j] = diffusion.NewNoise(c.Seed, i)
-		streams[j].Fill(xInit[j*per : (j+1)*per])
-		switch {
-		case c.Prompts != "":
-			ys[j] = int64(i % len(job.Prompts))
-		case c.Labels != nil:
-			ys[j] = c.Labels[i%len(c.Labels)]
-		default:
-			ys[j] = int64(diffusion.Label(c.Seed, i, r.spec.NumClasses))
-		}
-	}
+	B := len(idx)
+	xInit, ys, noise := sampleInputs(c, r.spec, len(job.Prompts), idx)
 	pol, err := r.policy(idx)
 	if err != nil {
 		return nil, err
@@ -335,17 +342,7 @@ func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
 	b := &sampled{idx: idx, labels: ys}
 	full := hook.FullPlan(job.Model.Layout())
 	b.req = harness.Request{Sampler: r.kind, Schedule: r.sched, Solver: r.solver, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
-		Policy: pol, Cache: cache,
-		// Each image's stream yields its own row's noise, then its null row's: batch-independent.
-		Noise: func(_ int, dst []float32) error {
-			for j := range B {
-				streams[j].Fill(dst[j*per : (j+1)*per])
-				if len(dst) == 2*B*per {
-					streams[j].Fill(dst[(B+j)*per : (B+j+1)*per])
-				}
-			}
-			return nil
-		},
+		Policy: pol, Cache: cache, Noise: noise,
 		OnStep: func(s harness.StepInfo) error { b.timing.Add(s, job.Model, full); return nil }}
 	var rec *harness.Recorder
 	if job.Record != harness.RecordOff {
@@ -373,6 +370,39 @@ func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
 	}
 	b.batch.CacheBytes = b.timing.CacheBytes
 	return b, nil
+}
+
+// sampleInputs is what the samples idx start from — initial noise, labels (prompt indices for a
+// prompted model with prompts captions) and the DDPM noise of every call —, from (seed, index)
+// alone, so that a sample is the same whatever batch or shard it is drawn in.
+func sampleInputs(c Config, spec hook.Spec, prompts int, idx []int) (xInit []float32, ys []int64, noise func(int, []float32) error) {
+	B, per := len(idx), spec.Channels*spec.Height*spec.Width
+	streams := make([]*diffusion.Noise, B)
+	xInit = make([]float32, B*per)
+	ys = make([]int64, B)
+	for j, i := range idx {
+		streams[j] = diffusion.NewNoise(c.Seed, i)
+		streams[j].Fill(xInit[j*per : (j+1)*per])
+		switch {
+		case c.Prompts != "":
+			ys[j] = int64(i % prompts)
+		case c.Labels != nil:
+			ys[j] = c.Labels[i%len(c.Labels)]
+		default:
+			ys[j] = int64(diffusion.Label(c.Seed, i, spec.NumClasses))
+		}
+	}
+	// Each image's stream yields its own row's noise, then its null row's: batch-independent.
+	noise = func(_ int, dst []float32) error {
+		for j := range B {
+			streams[j].Fill(dst[j*per : (j+1)*per])
+			if len(dst) == 2*B*per {
+				streams[j].Fill(dst[(B+j)*per : (B+j+1)*per])
+			}
+		}
+		return nil
+	}
+	return xInit, ys, noise
 }
 
 // commit decodes a sampled batch (with a VAE), extracts its features, writes its images and

@@ -27,6 +27,9 @@ type SweepItem struct {
 	Config    Config            // what the run's hash covers (Backend must be set)
 	RawParams map[string]string // the method's parameters as given
 	BaseSteps string            // the schedule method none is counted on for the FLOPs speedup
+	// CalibrationPath is the calibration file Config.Calibration names ("" = none); the sweep
+	// reads it and checks it against the configuration before anything is sampled.
+	CalibrationPath string
 }
 
 // Arch counts the FLOPs of plans without weights (dit.Config is one).
@@ -105,10 +108,19 @@ func ExperimentItems(e *experiments.Experiment, model, weights, backend, vae, pr
 	}
 	var out []SweepItem
 	for _, p := range e.Points() {
-		out = append(out, SweepItem{Label: p.Label(), RawParams: p.Params, BaseSteps: e.Sampling.Steps,
+		it := SweepItem{Label: p.Label(), RawParams: p.Params, BaseSteps: e.Sampling.Steps,
 			Config: Config{Model: model, Weights: weights, Method: p.Method, Sampler: e.Sampling.Sampler, Steps: p.Steps,
 				CFGScale: e.Sampling.CFG, Guide: guide, Seed: e.Sampling.Seed, NumSamples: e.Sampling.Samples,
-				Labels: e.Sampling.Labels, Backend: backend, Features: features, VAE: vae, Prompts: prompts}})
+				Labels: e.Sampling.Labels, Backend: backend, Features: features, VAE: vae, Prompts: prompts}}
+		if c := p.Calibration; c != nil {
+			// The experiment read the file, so its content hashes; failing that, the path
+			// keeps the configuration apart, and the sweep reports the problem before sampling.
+			it.CalibrationPath = c.Path
+			if it.Config.Calibration, _ = CalibrationID(c.Calibration); it.Config.Calibration == "" {
+				it.Config.Calibration = "file:" + c.Path
+			}
+		}
+		out = append(out, it)
 	}
 	return out
 }
@@ -174,6 +186,8 @@ type sweepRun struct {
 	allStart time.Time    // when sampling began
 	model    Model        // loaded with the first item that has samples to make
 	decoder  ImageDecoder // loaded with the first item that decodes
+	// calibrations are the calibration files of the items, by path, read by survey.
+	calibrations map[string]*CalibrationFile
 }
 
 // logf passes a message to the sweep's log, if it has one.
@@ -211,6 +225,9 @@ func (w *sweepRun) itemHash(it SweepItem, seen map[string]string) (string, error
 	if (it.Config.Features != nil) != (w.s.Extractor != nil) {
 		return "", fmt.Errorf("sweep: %s: stored features and the extractor go together", it.Label)
 	}
+	if err := w.checkCalibration(it); err != nil {
+		return "", fmt.Errorf("sweep: %s: %w", it.Label, err)
+	}
 	h, err := ItemHash(it)
 	if err != nil {
 		return "", fmt.Errorf("sweep: %w", err)
@@ -220,6 +237,26 @@ func (w *sweepRun) itemHash(it SweepItem, seen map[string]string) (string, error
 	}
 	seen[h] = it.Label
 	return h, nil
+}
+
+// checkCalibration reads an item's calibration file (once per file) and refuses it when it is not
+// what the configuration names or was measured on another model, weights, sampler, steps or CFG.
+func (w *sweepRun) checkCalibration(it SweepItem) error {
+	if it.CalibrationPath == "" {
+		return checkJobCalibration(it.Config, nil)
+	}
+	f, ok := w.calibrations[it.CalibrationPath]
+	if !ok {
+		var err error
+		if f, err = ReadCalibrationFile(it.CalibrationPath); err != nil {
+			return err
+		}
+		if w.calibrations == nil {
+			w.calibrations = map[string]*CalibrationFile{}
+		}
+		w.calibrations[it.CalibrationPath] = f
+	}
+	return checkJobCalibration(it.Config, f)
 }
 
 // countMissing finds item k's stored run, if any, and counts the samples of this shard's range
@@ -305,6 +342,7 @@ func (w *sweepRun) sampleItem(ctx context.Context, k int) error {
 		OutDir: filepath.Join(s.OutDir, fmt.Sprintf("%s-%s", it.Config.Method, w.res[k].Hash[:12])), DB: s.DB, Shard: s.Shard,
 		Record: s.Record, Audit: s.Audit, Extractor: s.Extractor, DiscardOutputs: s.DiscardOutputs, GitRev: s.GitRev,
 		Decoder: decoderFor(it.Config, w.decoder), DecodeBatch: s.DecodeBatch, Prompts: promptsFor(it.Config, s.Prompts),
+		Calibration: w.calibrations[it.CalibrationPath],
 		Progress: func(done, total int) {
 			w.allDone = base + done
 			report(done, total)
@@ -518,12 +556,24 @@ func PlanFLOPs(arch Arch, it SweepItem) (store.RunFLOPs, error) {
 	if it.Config.CFGScale > 1 {
 		rows = 2
 	}
+	// MagCache's schedule is its calibration's.
+	var cal *methods.Calibration
+	if it.CalibrationPath != "" {
+		f, err := ReadCalibrationFile(it.CalibrationPath)
+		if err != nil {
+			return store.RunFLOPs{}, err
+		}
+		cal = &f.Calibration
+	}
 	count := func(method string, raw map[string]string, steps string) (int64, error) {
 		sched, err := diffusion.NewSchedule(1000, steps)
 		if err != nil {
 			return 0, fmt.Errorf("steps %q: %w", steps, err)
 		}
 		env := methods.Env{Layout: arch.Layout(), Steps: sched.Steps(), Rows: rows, Seed: it.Config.Seed, Samples: []int{0}}
+		if method == it.Config.Method {
+			env.Calibration = cal
+		}
 		m, _, err := methods.New(method, raw, env)
 		if err != nil {
 			return 0, err

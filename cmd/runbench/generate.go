@@ -97,6 +97,15 @@ func generate(ctx context.Context, cmd *cobra.Command, m *dit.Model, kind diffus
 	if dec != nil {
 		job.Decoder, job.Config.VAE, job.DecodeBatch = dec, dec.ID(), sf.vaeBatch
 	}
+	if sf.calFile != "" {
+		// runner.Run checks it against the model, weights, sampler, steps and cfg.
+		if job.Calibration, err = runner.ReadCalibrationFile(sf.calFile); err != nil {
+			return fmt.Errorf("--calibration: %w", err)
+		}
+		if job.Config.Calibration, err = runner.CalibrationID(&job.Calibration.Calibration); err != nil {
+			return err
+		}
+	}
 	// Each configuration writes into a folder of its own (METHOD-HASH12, as runbench run does): a
 	// second run with another method or setting must not overwrite the first one's images.
 	_, cj, err := runner.ResolveConfig(job.Config, raw)

@@ -39,6 +39,7 @@ type sampleFlags struct {
 	timingJSON string
 	vae        string
 	vaeBatch   int
+	calFile    string // --calibration
 }
 
 // policy builds the method of one batch (a fresh instance: methods keep per-batch state) and its
@@ -136,7 +137,7 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			if sf.replay != "" {
 				// A replay writes --out and records nothing: flags of the recorded path would be
 				// silently ignored.
-				for _, name := range []string{"db", "record", "audit-samples", "vae", "vae-batch", "timing-json", "num", "out-dir", "labels", "batch"} {
+				for _, name := range []string{"db", "record", "audit-samples", "vae", "vae-batch", "timing-json", "num", "out-dir", "labels", "batch", "calibration"} {
 					if cmd.Flags().Changed(name) {
 						return fmt.Errorf("--%s does not apply to --replay (it writes --out and records nothing in a database)", name)
 					}
@@ -169,6 +170,7 @@ Without --replay, --num images are generated: the noise and label of image i dep
 	cmd.Flags().IntVar(&sf.vaeBatch, "vae-batch", 0, "images per VAE decoder pass (0: the sampling batch)")
 	cmd.Flags().StringVar(&sf.timingJSON, "timing-json", "", "write the run's timing (compile seconds, steady ms/image after the first batch, split by forward/policy/sampler, FLOPs; with --compare none's too) as JSON to this file")
 	cmd.Flags().StringVar(&sf.db, "db", "", "SQLite results database to record the run in (default: OUT-DIR/runs.db)")
+	cmd.Flags().StringVar(&sf.calFile, "calibration", "", "calibration `FILE` of this model, weights, sampler, steps and cfg, written by runbench calibrate, for the methods that read one (teacache, magcache)")
 	return cmd
 }
 
