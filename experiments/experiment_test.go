@@ -233,7 +233,8 @@ func TestDefaultExperiment(t *testing.T) {
 	for _, p := range e.Points() {
 		labels = append(labels, p.Label())
 	}
-	want := "none|steps steps=20|fora N=3|deltadit N=4 blocks=3|toca N=3 ratio=0.07 scheduler=ToCa-ddim50|toca N=5 ratio=0.07 scheduler=ToCa-ddim50|duca N=3 ratio=0.05|duca N=5 ratio=0.05|taylorseer N=3 order=2"
+	want := "none|steps steps=20|fora N=3|deltadit N=4 blocks=3|toca N=3 ratio=0.07 scheduler=ToCa-ddim50|toca N=5 ratio=0.07 scheduler=ToCa-ddim50|duca N=3 ratio=0.05|duca N=5 ratio=0.05|taylorseer N=3 order=2" +
+		"|teacache thresh=0.013463|teacache_per_sample thresh=0.013463 decide=per-sample|fbcache thresh=0.089943|dbcache Fn=1 Bn=1 max_warmup_steps=2 thresh=0.10064|magcache thresh=0.13127"
 	if got := strings.Join(labels, "|"); got != want {
 		t.Errorf("points\n%s\nwant\n%s", got, want)
 	}

@@ -387,6 +387,26 @@ func (w *sweepRun) flops(r *ItemResult) error {
 	if err != nil {
 		return err
 	}
+	if info, err := methods.Lookup(r.Item.Config.Method); err == nil && info.DataDependent {
+		// A threshold cache's FLOPs depend on the data: only what the batches executed counts
+		// (batches.flops; reports read them there), against none's plan. Nothing is stored in
+		// run_flops, which holds planned counts.
+		r.FLOPs = nil
+		flops, counted, err := w.s.DB.ExecutedFLOPs(r.Run.ID)
+		if err != nil || counted == 0 || w.s.Arch == nil {
+			return err
+		}
+		base := r.Item
+		base.Config.Method, base.RawParams, base.CalibrationPath = "none", nil, ""
+		pf, err := PlanFLOPs(w.s.Arch, base)
+		if err != nil {
+			return fmt.Errorf("%s: FLOPs of none: %w", r.Item.Label, err)
+		}
+		per := flops / int64(counted)
+		r.FLOPs = &store.RunFLOPs{PerImage: per, BasePerImage: pf.BasePerImage, Speedup: float64(pf.BasePerImage) / float64(max(per, 1)),
+			RowsPerImage: pf.RowsPerImage, Convention: FLOPsConvention + "; executed (the method decides from the data)"}
+		return nil
+	}
 	if f == nil && w.s.Arch != nil {
 		pf, err := PlanFLOPs(w.s.Arch, r.Item)
 		if err != nil {

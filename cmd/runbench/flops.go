@@ -71,6 +71,9 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 			if err != nil {
 				return err
 			}
+			if info.DataDependent {
+				return fmt.Errorf("%s decides from each call's data: its FLOPs are known only after it ran (runbench sample --compare, or a sweep's executed FLOPs)", method)
+			}
 			rows := images
 			if cfg > 1 {
 				rows *= 2
