@@ -31,7 +31,7 @@ type flopsReport struct {
 
 func newFlopsCmd() *cobra.Command {
 	var mf modelFlags
-	var sampler, steps, method string
+	var sampler, steps, method, calFile string
 	var params []string
 	var images int
 	var cfg float64
@@ -81,7 +81,20 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 			if rows <= 0 {
 				return fmt.Errorf("--images %d must be positive", images)
 			}
-			base, err := dryRun(cfgModel, "none", nil, steps, rows)
+			var cal *methods.Calibration
+			if calFile != "" {
+				if cal, err = methods.LoadCalibration(calFile); err != nil {
+					return err
+				}
+				sched, err := diffusion.NewSchedule(1000, steps)
+				if err != nil {
+					return fmt.Errorf("--steps: %w", err)
+				}
+				if err := cal.Check(cfgModel.String(), sampler, sched.Steps(), cfg); err != nil {
+					return fmt.Errorf("%s: %w", calFile, err)
+				}
+			}
+			base, err := dryRun(cfgModel, "none", nil, steps, rows, nil)
 			if err != nil {
 				return err
 			}
@@ -89,7 +102,7 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 			if info.Steps != nil {
 				runSteps = fmt.Sprint(info.Steps(vals))
 			}
-			tr, err := dryRun(cfgModel, method, raw, runSteps, rows)
+			tr, err := dryRun(cfgModel, method, raw, runSteps, rows, cal)
 			if err != nil {
 				return err
 			}
@@ -117,16 +130,17 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 	cmd.Flags().IntVar(&images, "images", 1, "images per model call")
 	cmd.Flags().Float64Var(&cfg, "cfg", 1.5, "guidance scale (> 1 doubles the rows, as the papers count)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	cmd.Flags().StringVar(&calFile, "calibration", "", "calibration `FILE` (runbench calibrate) for the methods whose schedule is calibrated (magcache)")
 	return cmd
 }
 
 // dryRun counts a method's FLOPs on a configuration without weights.
-func dryRun(c archConfig, method string, raw map[string]string, steps string, rows int) (*methods.Trace, error) {
+func dryRun(c archConfig, method string, raw map[string]string, steps string, rows int, cal *methods.Calibration) (*methods.Trace, error) {
 	sched, err := diffusion.NewSchedule(1000, steps)
 	if err != nil {
 		return nil, fmt.Errorf("--steps: %w", err)
 	}
-	env := methods.Env{Layout: c.Layout(), Steps: sched.Steps(), Rows: rows}
+	env := methods.Env{Layout: c.Layout(), Steps: sched.Steps(), Rows: rows, Calibration: cal}
 	m, _, err := methods.New(method, raw, env)
 	if err != nil {
 		return nil, err

@@ -185,3 +185,27 @@ func TestPixArtFlopsCLI(t *testing.T) {
 		t.Errorf("FLOPs speedups none %.3f, ToCa %.3f, FORA %.3f: want 1 < ToCa < FORA", none, toca, fora)
 	}
 }
+
+// runbench flops counts MagCache's calibrated schedule from a calibration file (the shipped one of
+// the embedded DiT), refuses one measured with another step count, and refuses to dry-run a
+// method that decides from the data.
+func TestFlopsCalibrated(t *testing.T) {
+	root := filepath.Join("..", "..")
+	w, cal := filepath.Join(root, "assets", "fmnist_dit.safetensors"), filepath.Join(root, "assets", "fmnist_dit_calibration.json")
+	out := mustRun(t, "flops", "--weights", w, "--heads", "3", "--sampler", "ddim", "--steps", "50", "--cfg", "2", "--method", "magcache",
+		"--param", "thresh=0.13127", "--calibration", cal, "--json")
+	var rep flopsReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Speedup < 1.9 || rep.Speedup > 2.1 {
+		t.Errorf("magcache at its calibrated 2x threshold: %.3fx", rep.Speedup)
+	}
+	if _, err := run(t, "flops", "--weights", w, "--heads", "3", "--sampler", "ddim", "--steps", "40", "--cfg", "2", "--method", "magcache", "--calibration", cal); err == nil ||
+		!strings.Contains(err.Error(), "50 steps") {
+		t.Errorf("a 50-step calibration for 40 steps: %v", err)
+	}
+	if _, err := run(t, "flops", "--weights", w, "--heads", "3", "--method", "teacache"); err == nil || !strings.Contains(err.Error(), "data") {
+		t.Errorf("teacache dry run: %v, want a refusal", err)
+	}
+}
