@@ -23,35 +23,40 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
-# bench is the embedded default: every method on the tiny Fashion-MNIST DiT (experiments/default.toml),
-# FID-FMNIST, class accuracy, PSNR/SSIM against the uncached samples, and the report in out/default/.
-# The pure-Go backend runs this small model on about one core per process, so the sample range is
-# split into BENCH_SHARDS processes (default: one per core), merged into one database before the
-# metrics and the report. Shard i>0 logs to BENCH_OUT/shard-i.log; rerunning resumes.
-# A quick look: make bench BENCH_ARGS="--samples 16" BENCH_OUT=/tmp/bench16
-BENCH_SHARDS ?= $(shell nproc 2>/dev/null || echo 2)
-BENCH_OUT    ?= out/default
-BENCH_ARGS   ?=
-BENCH_RUN    = $(BIN) run experiments/default.toml --out $(BENCH_OUT) $(BENCH_ARGS)
+# bench is the embedded default: every method on the tiny Fashion-MNIST DiT (experiments/default.toml)
+# and on the tiny text-to-image PixArt-α (experiments/default_pixart.toml), FID-FMNIST, class accuracy
+# (prompt adherence for PixArt-α), PSNR/SSIM against the uncached samples, and the reports in
+# out/default/ and out/default_pixart/. The pure-Go backend runs these small models on about one core
+# per process, so each sample range is split into BENCH_SHARDS processes (default: one per core),
+# merged into one database before the metrics and the report. Shard i>0 logs to OUT/shard-i.log;
+# rerunning resumes. A quick look: make bench BENCH_ARGS="--samples 16" BENCH_OUT=/tmp/bench16 BENCH_PIXART_OUT=/tmp/bench16p
+BENCH_SHARDS     ?= $(shell nproc 2>/dev/null || echo 2)
+BENCH_OUT        ?= out/default
+BENCH_PIXART_OUT ?= out/default_pixart
+BENCH_ARGS       ?=
 bench: build
-	@start=$$(date +%s); n=$(BENCH_SHARDS); mkdir -p $(BENCH_OUT); \
-	if [ "$$n" -le 1 ]; then \
-		$(BENCH_RUN) || exit 1; \
-	else \
-		pids=; i=1; while [ $$i -lt $$n ]; do \
-			$(BENCH_RUN) --shard $$i/$$n > $(BENCH_OUT)/shard-$$i.log 2>&1 & pids="$$pids $$!"; i=$$((i+1)); \
-		done; \
-		rc=0; $(BENCH_RUN) --shard 0/$$n || rc=1; \
-		for p in $$pids; do wait $$p || rc=1; done; \
-		if [ $$rc != 0 ]; then echo "make bench: a shard failed (logs: $(BENCH_OUT)/shard-*.log)"; exit 1; fi; \
-		i=0; dbs=; while [ $$i -lt $$n ]; do dbs="$$dbs $(BENCH_OUT)/results-shard-$$i-of-$$n.db"; i=$$((i+1)); done; \
-		$(BIN) merge $(BENCH_OUT)/results.db $$dbs --metrics experiments/default.toml || exit 1; \
-	fi; \
-	$(BIN) report $(BENCH_OUT)/results.db --out $(BENCH_OUT)/report || exit 1; \
+	@start=$$(date +%s); n=$(BENCH_SHARDS); \
+	for pair in experiments/default.toml:$(BENCH_OUT) experiments/default_pixart.toml:$(BENCH_PIXART_OUT); do \
+		exp=$${pair%%:*}; out=$${pair#*:}; run="$(BIN) run $$exp --out $$out $(BENCH_ARGS)"; mkdir -p $$out; \
+		echo "make bench: $$exp → $$out"; \
+		if [ "$$n" -le 1 ]; then \
+			$$run || exit 1; \
+		else \
+			pids=; i=1; while [ $$i -lt $$n ]; do \
+				$$run --shard $$i/$$n > $$out/shard-$$i.log 2>&1 & pids="$$pids $$!"; i=$$((i+1)); \
+			done; \
+			rc=0; $$run --shard 0/$$n || rc=1; \
+			for p in $$pids; do wait $$p || rc=1; done; \
+			if [ $$rc != 0 ]; then echo "make bench: a shard failed (logs: $$out/shard-*.log)"; exit 1; fi; \
+			i=0; dbs=; while [ $$i -lt $$n ]; do dbs="$$dbs $$out/results-shard-$$i-of-$$n.db"; i=$$((i+1)); done; \
+			$(BIN) merge $$out/results.db $$dbs --metrics $$exp || exit 1; \
+		fi; \
+		$(BIN) report $$out/results.db --out $$out/report || exit 1; \
+	done; \
 	echo "real-data floor: 500 Fashion-MNIST training images against the same reference ($(BENCH_OUT)/report/floor.txt)"; \
 	$(BIN) metrics --extractor fmnist --weights assets/fmnist_classifier.safetensors --ref assets/fmnist_test_stats.npz \
 		--images fmnist:train:500 | tee $(BENCH_OUT)/report/floor.txt || echo "(no floor: install dataset-fashion-mnist, make setup)"; \
-	echo "make bench: $$(( $$(date +%s) - start )) s wall ($$n processes); report in $(BENCH_OUT)/report/report.md"
+	echo "make bench: $$(( $$(date +%s) - start )) s wall ($$n processes); reports in $(BENCH_OUT)/report/report.md and $(BENCH_PIXART_OUT)/report/report.md"
 
 # bench-docs copies the README's figures from the last make bench report (samples-K is the K-th
 # configuration of experiments/default.toml: 0 none, 4 toca N=3, 8 taylorseer).

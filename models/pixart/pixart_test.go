@@ -111,3 +111,48 @@ func TestForwardGolden(t *testing.T) {
 		}
 	}
 }
+
+// TestEmbeddedGolden checks the shipped Fashion-MNIST PixArt-α (assets/, tools/train_pixart.py)
+// against its PyTorch forward: three captions of lengths 5, 1, 9 (padding filled with random
+// values that must be ignored), t = 999, 500.5, 3.25.
+func TestEmbeddedGolden(t *testing.T) {
+	b, err := engine.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(b, "../../assets/fmnist_pixart.safetensors", 4, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := checkpoint.Load(golden.Path("pixart/fmnist_pixart_golden.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.InChannels != 1 || m.Tokens() != 64 || m.CaptionChannels != 32 || m.MaxLength != 12 || !m.PredSigma {
+		t.Fatalf("configuration read off the weights: %s", m.Config)
+	}
+	mask, err := g.Tensors["mask"].Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Inputs{Captions: f32(t, g, "y"), Lengths: make([]int, 3)}
+	for r := range 3 {
+		for _, v := range mask[r*12 : (r+1)*12] {
+			in.Lengths[r] += int(v)
+		}
+	}
+	ts := []float64{}
+	for _, v := range f32(t, g, "t") {
+		ts = append(ts, float64(v))
+	}
+	got := map[string][]float32{}
+	opt := hook.Options{Probe: func(name string, v *tensors.Tensor) { got[name] = tensors.MustCopyFlatData[float32](v) }}
+	if got["out"], err = m.ForwardCaptions(f32(t, g, "x"), ts, in, opt); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"block_0", "block_3", "out"} {
+		if e := relErr(got[name], f32(t, g, name)); e > 1e-5 {
+			t.Errorf("%s: relative error %.3g > 1e-5", name, e)
+		}
+	}
+}
