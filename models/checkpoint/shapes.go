@@ -55,3 +55,21 @@ func Shape(s []int) string {
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
 }
+
+// Ranks returns the shapes of the named tensors, each checked to exist with the given rank; what
+// names the expected model in the error ("a DiT checkpoint"). Keys are checked in sorted order.
+func Ranks(f *File, what string, ranks map[string]int) (map[string][]int, error) {
+	keys := slices.Sorted(maps.Keys(ranks))
+	out := make(map[string][]int, len(ranks))
+	for _, k := range keys {
+		t, ok := f.Tensors[k]
+		if !ok {
+			return nil, fmt.Errorf("%s: not %s: missing tensor %q", f.Path, what, k)
+		}
+		if len(t.Shape) != ranks[k] {
+			return nil, fmt.Errorf("%s: tensor %q has shape %v, want rank %d", f.Path, k, t.Shape, ranks[k])
+		}
+		out[k] = t.Shape
+	}
+	return out, nil
+}

@@ -70,32 +70,12 @@ func (c Config) ExpectedShapes() map[string][]int {
 // and is taken from the argument. The label table is assumed to hold a null row (as every DiT
 // trained with class dropout does).
 func InferConfig(f *checkpoint.File, heads int) (Config, error) {
-	shape := func(key string, rank int) ([]int, error) {
-		t, ok := f.Tensors[key]
-		if !ok {
-			return nil, fmt.Errorf("%s: not a DiT checkpoint: missing tensor %q", f.Path, key)
-		}
-		if len(t.Shape) != rank {
-			return nil, fmt.Errorf("%s: tensor %q has shape %v, want rank %d", f.Path, key, t.Shape, rank)
-		}
-		return t.Shape, nil
-	}
-	conv, err := shape("x_embedder.proj.weight", 4)
+	sh, err := checkpoint.Ranks(f, "a DiT checkpoint", map[string]int{"x_embedder.proj.weight": 4, "y_embedder.embedding_table.weight": 2,
+		"final_layer.linear.weight": 2, "blocks.0.mlp.fc1.weight": 2})
 	if err != nil {
 		return Config{}, err
 	}
-	table, err := shape("y_embedder.embedding_table.weight", 2)
-	if err != nil {
-		return Config{}, err
-	}
-	fin, err := shape("final_layer.linear.weight", 2)
-	if err != nil {
-		return Config{}, err
-	}
-	fc1, err := shape("blocks.0.mlp.fc1.weight", 2)
-	if err != nil {
-		return Config{}, err
-	}
+	conv, table, fin, fc1 := sh["x_embedder.proj.weight"], sh["y_embedder.embedding_table.weight"], sh["final_layer.linear.weight"], sh["blocks.0.mlp.fc1.weight"]
 	c := Config{Hidden: conv[0], InChannels: conv[1], PatchSize: conv[2], Heads: heads, NumClasses: table[0] - 1}
 	c.MLPRatio = float64(fc1[0]) / float64(c.Hidden)
 	for c.Depth = 0; ; c.Depth++ {

@@ -200,32 +200,12 @@ func optional(key string) bool { return key == "pos_embed" || key == "y_embedder
 // otherwise. imageSize > 0 overrides the input size (PixArtMS checkpoints are resolution-free;
 // the official ones otherwise hold pos_embed, whose token count gives it).
 func InferConfig(f *checkpoint.File, heads, imageSize int) (Config, error) {
-	shape := func(key string, rank int) ([]int, error) {
-		t, ok := f.Tensors[key]
-		if !ok {
-			return nil, fmt.Errorf("%s: not a PixArt-α checkpoint: missing tensor %q", f.Path, key)
-		}
-		if len(t.Shape) != rank {
-			return nil, fmt.Errorf("%s: tensor %q has shape %v, want rank %d", f.Path, key, t.Shape, rank)
-		}
-		return t.Shape, nil
-	}
-	conv, err := shape("x_embedder.proj.weight", 4)
+	sh, err := checkpoint.Ranks(f, "a PixArt-α checkpoint", map[string]int{"x_embedder.proj.weight": 4, "blocks.0.mlp.fc1.weight": 2,
+		"y_embedder.y_proj.fc1.weight": 2, "final_layer.linear.weight": 2})
 	if err != nil {
 		return Config{}, err
 	}
-	fc1, err := shape("blocks.0.mlp.fc1.weight", 2)
-	if err != nil {
-		return Config{}, err
-	}
-	yfc1, err := shape("y_embedder.y_proj.fc1.weight", 2)
-	if err != nil {
-		return Config{}, err
-	}
-	fin, err := shape("final_layer.linear.weight", 2)
-	if err != nil {
-		return Config{}, err
-	}
+	conv, fc1, yfc1, fin := sh["x_embedder.proj.weight"], sh["blocks.0.mlp.fc1.weight"], sh["y_embedder.y_proj.fc1.weight"], sh["final_layer.linear.weight"]
 	c := Config{Hidden: conv[0], InChannels: conv[1], PatchSize: conv[2], Heads: heads, CaptionChannels: yfc1[1],
 		MaxLength: 120, LeweiScale: 1}
 	c.MLPRatio = float64(fc1[0]) / float64(c.Hidden)
