@@ -200,7 +200,7 @@ func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Pla
 	c := m.Config
 	B := len(t)
 	probe := opt.Probe
-	tfreq := layers.TimestepFeatures(t)
+	tfreq := layers.TimestepFeatures(t, layers.FreqEmbedSize)
 	if probe != nil {
 		probe("t_freq", tensors.FromFlatDataAndDimensions(tfreq, B, FreqEmbedSize))
 	}

@@ -79,23 +79,24 @@ func LayerNorm(x *Node) *Node {
 	return Mul(xc, ExpandTo(Rsqrt(AddScalar(ReduceAndKeep(Square(xc), ReduceMean, -1), 1e-6)), xc))
 }
 
-// TimestepFeatures computes the references' sinusoidal features in float32 arithmetic:
-// f_k = exp(−ln(10000)·k/128), args = t·f_k, features = [cos(args), sin(args)] (t may be
-// fractional, as DPM-Solver's model times are).
-func TimestepFeatures(t []float64) []float32 {
-	const half = FreqEmbedSize / 2
+// TimestepFeatures computes the references' sinusoidal features (DiT, PixArt-α, the LDM UNet)
+// in float32 arithmetic: half = dim/2, f_k = exp(−ln(10000)·k/half), features [cos(t·f), sin(t·f)]
+// (cos first; an odd dim gets a zero last column). t may be fractional, as DPM-Solver's model
+// times are.
+func TimestepFeatures(t []float64, dim int) []float32 {
+	half := dim / 2
 	negLog := float32(-math.Log(10000))
 	freqs := make([]float32, half)
 	for k := range freqs {
-		freqs[k] = float32(math.Exp(float64(negLog * float32(k) / half)))
+		freqs[k] = float32(math.Exp(float64(negLog * float32(k) / float32(half))))
 	}
-	out := make([]float32, len(t)*FreqEmbedSize)
+	out := make([]float32, len(t)*dim)
 	for b, tv := range t {
 		tf := float32(tv)
 		for k, f := range freqs {
 			a := float64(tf * f)
-			out[b*FreqEmbedSize+k] = float32(math.Cos(a))
-			out[b*FreqEmbedSize+half+k] = float32(math.Sin(a))
+			out[b*dim+k] = float32(math.Cos(a))
+			out[b*dim+half+k] = float32(math.Sin(a))
 		}
 	}
 	return out

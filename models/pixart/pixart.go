@@ -285,7 +285,7 @@ func (m *Model) forward(x []float32, t []float64, in Inputs, bias []float32, pla
 		probe = func(name string, v *tensors.Tensor) { inner(strings.Replace(name, "_cross_attn", "_cross", 1), v) }
 		opt.Probe = probe
 	}
-	tfreq := layers.TimestepFeatures(t)
+	tfreq := layers.TimestepFeatures(t, layers.FreqEmbedSize)
 	if probe != nil {
 		probe("t_freq", tensors.FromFlatDataAndDimensions(tfreq, B, layers.FreqEmbedSize))
 	}
@@ -335,7 +335,7 @@ func (m *Model) sizeFeatures(size [][2]float32, B int) []float32 {
 		if size != nil {
 			h, w = size[b][0], size[b][1]
 		}
-		out = append(out, layers.TimestepFeatures([]float64{float64(h), float64(w), float64(h / w)})...)
+		out = append(out, layers.TimestepFeatures([]float64{float64(h), float64(w), float64(h / w)}, layers.FreqEmbedSize)...)
 	}
 	return out
 }

@@ -54,7 +54,6 @@ const (
 	STEps        = 1e-6 // SpatialTransformer GroupNorm
 	LNEps        = 1e-5 // transformer LayerNorms
 	FFMult       = 4    // GEGLU inner width = FFMult · channels
-	MaxPeriod    = 10000
 )
 
 // Config is the architecture of one UNet (ldm's unet_config as far as the weights tell it).
@@ -427,27 +426,9 @@ func (m *Model) BuildBlock(i int, h, emb, context, skip *Node, w []*Node) *Node 
 
 // ---- host-side pieces ---------------------------------------------------------------------
 
-// TimestepFeatures are the reference's timestep_embedding in float32 arithmetic: half = dim/2,
-// f_k = exp(−ln(10000)·k/half), features [cos(t·f), sin(t·f)] (cos first; an odd dim gets a zero
-// last column).
-func TimestepFeatures(t []float64, dim int) []float32 {
-	half := dim / 2
-	negLog := float32(-math.Log(MaxPeriod))
-	freqs := make([]float32, half)
-	for k := range freqs {
-		freqs[k] = float32(math.Exp(float64(negLog * float32(k) / float32(half))))
-	}
-	out := make([]float32, len(t)*dim)
-	for b, tv := range t {
-		tf := float32(tv)
-		for k, f := range freqs {
-			a := float64(tf * f)
-			out[b*dim+k] = float32(math.Cos(a))
-			out[b*dim+half+k] = float32(math.Sin(a))
-		}
-	}
-	return out
-}
+// TimestepFeatures are the reference's timestep_embedding (layers.TimestepFeatures: cos first,
+// float32 arithmetic).
+func TimestepFeatures(t []float64, dim int) []float32 { return layers.TimestepFeatures(t, dim) }
 
 // nchwToNHWC reorders a flat [B, C, H, W] tensor to [B, H, W, C].
 func nchwToNHWC(x []float32, B, C, H, W int) []float32 {
