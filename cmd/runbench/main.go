@@ -48,6 +48,6 @@ func newRoot() *cobra.Command {
 			stop()
 		}
 	}
-	root.AddCommand(newForwardCmd(), newSampleCmd(), newFlopsCmd(), newMethodsCmd(), newFIDCmd(), newStatsCmd(), newMetricsCmd(), newClipScoreCmd(), newTokenizeCmd(), newExportCmd(), newFeaturesCmd(), newInspectCmd(), newReportCmd(), newRunCmd(), newMergeCmd(), newDecodeCmd(), newCalibrateCmd())
+	root.AddCommand(newForwardCmd(), newSampleCmd(), newFlopsCmd(), newMethodsCmd(), newFIDCmd(), newStatsCmd(), newMetricsCmd(), newClipScoreCmd(), newTokenizeCmd(), newEncodeTextCmd(), newExportCmd(), newFeaturesCmd(), newInspectCmd(), newReportCmd(), newRunCmd(), newMergeCmd(), newDecodeCmd(), newCalibrateCmd())
 	return root
 }

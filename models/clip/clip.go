@@ -10,7 +10,8 @@
 //	block: x += out_proj(MHA(ln_1(x))) with fused in_proj q,k,v; x += c_proj(QuickGELU(c_fc(ln_2(x))))
 //
 // LayerNorm eps is 1e-5 and QuickGELU is x·sigmoid(1.702·x). Features are returned unnormalised,
-// as encode_image / encode_text return them; Score normalises.
+// as encode_image / encode_text return them; Score normalises. The text tower's ln_final output
+// at every position (HiddenStates, TextEncoder) is what Stable Diffusion v1 conditions on.
 package clip
 
 import (
@@ -44,12 +45,21 @@ type Model struct {
 	// BatchSize bounds the rows of one graph execution (DefaultBatchSize when ≤ 0).
 	BatchSize int
 
-	backend    backends.Backend
+	r          *runner
 	w          *weights
 	logitScale float32
+}
 
-	mu    sync.Mutex
-	execs map[string]*execEntry
+// runner compiles and caches the graphs of one set of resident weights; a Model and the
+// TextEncoder it hands out share one, so their compiled graphs are built once.
+type runner struct {
+	backend backends.Backend
+	mu      sync.Mutex
+	execs   map[string]*execEntry
+}
+
+func newRunner(b backends.Backend) *runner {
+	return &runner{backend: b, execs: map[string]*execEntry{}}
 }
 
 // execEntry serialises runs of one compiled graph family; the Exec cache is not safe for
@@ -186,7 +196,7 @@ func (m *Model) runImages(x []float32, b int, probe bool) ([][]float32, error) {
 	r := m.ImageResolution
 	key := fmt.Sprintf("image/probe=%t", probe)
 	args := append([]any{tensors.FromFlatDataAndDimensions(x, b, 3, r, r)}, asArgs(m.w.vision)...)
-	return m.run(key, func(in []*Node) []*Node { return m.imageGraph(in, probe) }, args)
+	return m.r.run(key, func(in []*Node) []*Node { return m.imageGraph(in, probe) }, args)
 }
 
 // runText executes the text graph on one batch; with probe it also returns each block's output
@@ -195,23 +205,23 @@ func (m *Model) runText(tokens, eot []int32, b int, probe bool) ([][]float32, er
 	key := fmt.Sprintf("text/probe=%t", probe)
 	args := append([]any{tensors.FromFlatDataAndDimensions(tokens, b, m.ContextLength), tensors.FromFlatDataAndDimensions(eot, b)},
 		asArgs(m.w.text)...)
-	return m.run(key, func(in []*Node) []*Node { return m.textGraph(in, probe) }, args)
+	return m.r.run(key, func(in []*Node) []*Node { return m.textGraph(in, probe) }, args)
 }
 
 // run compiles (once per key and shape) and executes a graph, turning GoMLX panics into errors.
-func (m *Model) run(key string, fn func([]*Node) []*Node, args []any) (res [][]float32, err error) {
-	m.mu.Lock()
-	e, ok := m.execs[key]
+func (r *runner) run(key string, fn func([]*Node) []*Node, args []any) (res [][]float32, err error) {
+	r.mu.Lock()
+	e, ok := r.execs[key]
 	if !ok {
 		e = &execEntry{}
-		m.execs[key] = e
+		r.execs[key] = e
 	}
-	m.mu.Unlock()
+	r.mu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	err = gx.Catch(func() {
 		if e.exec == nil {
-			e.exec = MustNewExec(m.backend, fn).WithName("clip/" + key)
+			e.exec = MustNewExec(r.backend, fn).WithName("clip/" + key)
 			// Shapes vary only with the batch (at most BatchSize distinct sizes).
 			e.exec.SetMaxCache(-1)
 		}
@@ -276,31 +286,35 @@ func (m *Model) imageGraph(in []*Node, probe bool) []*Node {
 	return append([]*Node{MatMul(tok0, proj)}, outs...)
 }
 
-// textGraph: inputs tokens [B,ctx] int32, eot [B] int32, then token_embedding, positional, the
-// blocks, ln_final w/b, text_projection.
+// textGraph: inputs tokens [B,ctx] int32, eot [B] int32, then the text tower's weights
+// (textTower) and text_projection.
 func (m *Model) textGraph(in []*Node, probe bool) []*Node {
 	tokens, eot, w := in[0], in[1], in[2:]
-	emb, pos := w[0], w[1]
-	blocks := w[2 : 2+12*m.TextLayers]
-	finW, finB, proj := w[2+12*m.TextLayers], w[3+12*m.TextLayers], w[4+12*m.TextLayers]
-	B, W := tokens.Shape().Dimensions[0], m.TextWidth
-
-	h := Add(Gather(emb, InsertAxes(tokens, -1)), InsertAxes(pos, 0)) // [B,ctx,W]
-	var outs []*Node
-	for l := range m.TextLayers {
-		h = residualBlock(h, blocks[12*l:12*(l+1)], m.TextHeads, true)
-		if probe {
-			outs = append(outs, h)
-		}
-	}
-	h = layerNorm(h, finW, finB)
+	proj := w[len(w)-1]
+	h, outs := textTower(m.Text(), tokens, w[:len(w)-1], probe)
 	if probe {
 		outs = append(outs, h)
 	}
-	g := h.Graph()
-	rows := Stack([]*Node{Iota(g, shapes.Make(dtypes.Int32, B), 0), eot}, -1) // (b, eot_b)
-	feat := Reshape(Gather(h, rows), B, W)
+	B := tokens.Shape().Dimensions[0]
+	rows := Stack([]*Node{Iota(h.Graph(), shapes.Make(dtypes.Int32, B), 0), eot}, -1) // (b, eot_b)
+	feat := Reshape(Gather(h, rows), B, m.TextWidth)
 	return append([]*Node{MatMul(feat, proj)}, outs...)
+}
+
+// textTower is the text transformer up to ln_final, the one implementation behind both the
+// pooled features and the last hidden state. w holds token_embedding, positional, the blocks and
+// ln_final w/b; it returns h [B,ctx,W] and, with probe, each block's output.
+func textTower(c TextConfig, tokens *Node, w []*Node, probe bool) (h *Node, blocks []*Node) {
+	emb, pos := w[0], w[1]
+	finW, finB := w[2+12*c.Layers], w[3+12*c.Layers]
+	h = Add(Gather(emb, InsertAxes(tokens, -1)), InsertAxes(pos, 0)) // [B,ctx,W]
+	for l := range c.Layers {
+		h = residualBlock(h, w[2+12*l:2+12*(l+1)], c.Heads, true)
+		if probe {
+			blocks = append(blocks, h)
+		}
+	}
+	return layerNorm(h, finW, finB), blocks
 }
 
 // residualBlock is ResidualAttentionBlock: w holds ln_1 w/b, in_proj W/b, out_proj W/b, ln_2

@@ -84,7 +84,8 @@ func Preset(name string) (Config, error) {
 
 // ExpectedShapes lists every state-dict key of the OpenAI model with its PyTorch shape.
 func (c Config) ExpectedShapes() map[string][]int {
-	m := map[string][]int{
+	m := c.Text().ExpectedShapes()
+	for k, s := range map[string][]int{
 		"visual.conv1.weight":         {c.VisionWidth, 3, c.PatchSize, c.PatchSize},
 		"visual.class_embedding":      {c.VisionWidth},
 		"visual.positional_embedding": {c.ImageTokens(), c.VisionWidth},
@@ -93,14 +94,18 @@ func (c Config) ExpectedShapes() map[string][]int {
 		"visual.ln_post.weight":       {c.VisionWidth},
 		"visual.ln_post.bias":         {c.VisionWidth},
 		"visual.proj":                 {c.VisionWidth, c.EmbedDim},
-		"token_embedding.weight":      {c.VocabSize, c.TextWidth},
-		"positional_embedding":        {c.ContextLength, c.TextWidth},
-		"ln_final.weight":             {c.TextWidth},
-		"ln_final.bias":               {c.TextWidth},
 		"text_projection":             {c.TextWidth, c.EmbedDim},
 		"logit_scale":                 {},
+	} {
+		m[k] = s
 	}
-	block := func(prefix string, w int) {
+	addBlockShapes(m, "visual.transformer.resblocks.", c.VisionLayers, c.VisionWidth)
+	return m
+}
+
+// addBlockShapes adds n residual blocks of width w under prefix (OpenAI names).
+func addBlockShapes(m map[string][]int, prefix string, n, w int) {
+	for i := range n {
 		for k, s := range map[string][]int{
 			"attn.in_proj_weight": {3 * w, w}, "attn.in_proj_bias": {3 * w},
 			"attn.out_proj.weight": {w, w}, "attn.out_proj.bias": {w},
@@ -108,16 +113,9 @@ func (c Config) ExpectedShapes() map[string][]int {
 			"mlp.c_fc.weight": {4 * w, w}, "mlp.c_fc.bias": {4 * w},
 			"mlp.c_proj.weight": {w, 4 * w}, "mlp.c_proj.bias": {w},
 		} {
-			m[prefix+k] = s
+			m[fmt.Sprintf("%s%d.%s", prefix, i, k)] = s
 		}
 	}
-	for i := range c.VisionLayers {
-		block(fmt.Sprintf("visual.transformer.resblocks.%d.", i), c.VisionWidth)
-	}
-	for i := range c.TextLayers {
-		block(fmt.Sprintf("transformer.resblocks.%d.", i), c.TextWidth)
-	}
-	return m
 }
 
 // InferConfig reads every shape field off an OpenAI- or Hugging-Face-named state dict and takes

@@ -159,7 +159,15 @@ func (t *Tokenizer) Encode(text string) []int32 {
 // Tokenize is clip.tokenize(texts, truncate=True): one row of ContextLength ids per text,
 // [SOT, ids…, EOT] padded with 0; a text too long keeps SOT and the first ContextLength−2 ids
 // and ends in EOT.
-func (t *Tokenizer) Tokenize(texts []string) [][]int32 {
+func (t *Tokenizer) Tokenize(texts []string) [][]int32 { return t.TokenizePad(texts, 0) }
+
+// TokenizePad is Tokenize with another padding id. Stable Diffusion v1 pads with EOT: LDM's
+// FrozenCLIPEmbedder and diffusers call Hugging Face's CLIPTokenizer for
+// openai/clip-vit-large-patch14 (pad token <|endoftext|>) with padding="max_length",
+// max_length=77, truncation=True, which truncates exactly as Tokenize does (SOT, the first 75
+// ids, EOT at position 76). The pooled feature ignores the padding (causal mask), but the last
+// hidden state the UNet reads does not.
+func (t *Tokenizer) TokenizePad(texts []string, pad int32) [][]int32 {
 	ctx := max(t.ContextLength, 2)
 	rows := make([][]int32, len(texts))
 	for i, text := range texts {
@@ -168,6 +176,9 @@ func (t *Tokenizer) Tokenize(texts []string) [][]int32 {
 		row[0] = SOT
 		n := copy(row[1:ctx-1], ids)
 		row[1+n] = EOT
+		for j := n + 2; j < ctx; j++ {
+			row[j] = pad
+		}
 		rows[i] = row
 	}
 	return rows

@@ -299,69 +299,75 @@ func New(b backends.Backend, c Config, f *checkpoint.File) (*Model, error) {
 	if err := c.checkWeights(f.Path, sd); err != nil {
 		return nil, err
 	}
-	get := func(key string) (*tensors.Tensor, error) {
+	vision, err := residentArgs(f.Path, sd, append(append([]string{"visual.conv1.weight^P", "visual.class_embedding",
+		"visual.positional_embedding", "visual.ln_pre.weight", "visual.ln_pre.bias"},
+		blockKeys("visual.transformer.resblocks.", c.VisionLayers)...),
+		"visual.ln_post.weight", "visual.ln_post.bias", "visual.proj"))
+	if err != nil {
+		return nil, err
+	}
+	text, err := residentArgs(f.Path, sd, append(textTowerKeys(c.TextLayers), "text_projection"))
+	if err != nil {
+		return nil, err
+	}
+	w := &weights{vision: vision, text: text}
+	scale, err := sd["logit_scale"].Float32()
+	if err != nil || len(scale) != 1 {
+		return nil, fmt.Errorf("%s: tensor \"logit_scale\" must be one float", f.Path)
+	}
+	return &Model{Config: c, Source: f.Path, BatchSize: DefaultBatchSize, r: newRunner(b), w: w, logitScale: scale[0]}, nil
+}
+
+// blockKeys lists n residual blocks' tensors under prefix in graph-input order.
+func blockKeys(prefix string, n int) []string {
+	var keys []string
+	for i := range n {
+		for _, k := range blockArgs {
+			keys = append(keys, prefix+strconv.Itoa(i)+"."+k)
+		}
+	}
+	return keys
+}
+
+// textTowerKeys is textTower's weight order under OpenAI names.
+func textTowerKeys(layers int) []string {
+	return append(append([]string{"token_embedding.weight", "positional_embedding"},
+		blockKeys("transformer.resblocks.", layers)...), "ln_final.weight", "ln_final.bias")
+}
+
+// residentArgs turns the named tensors of an OpenAI-named state dict into graph inputs, in order:
+// a "^T" suffix transposes a matrix to [in, out], "^P" flattens a patch kernel [W,3,p,p] to the
+// matrix [3·p·p, W]. A non-finite weight is an error rather than NaN features downstream.
+func residentArgs(path string, sd map[string]*checkpoint.Tensor, keys []string) ([]*tensors.Tensor, error) {
+	out := make([]*tensors.Tensor, 0, len(keys))
+	for _, key := range keys {
 		name, tr := strings.CutSuffix(key, "^T")
 		name, patch := strings.CutSuffix(name, "^P")
 		t := sd[name]
 		data, err := t.Float32()
 		if err != nil {
-			return nil, fmt.Errorf("%s: tensor %q: %w", f.Path, name, err)
+			return nil, fmt.Errorf("%s: tensor %q: %w", path, name, err)
 		}
 		for i, v := range data {
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, fmt.Errorf("%s: tensor %q holds a non-finite value at flat index %d", f.Path, name, i)
+				return nil, fmt.Errorf("%s: tensor %q holds a non-finite value at flat index %d", path, name, i)
 			}
 		}
 		shape := t.Shape
-		if patch { // conv kernel [W, 3, p, p] → matrix [3·p·p, W]
+		if patch {
 			shape = []int{shape[0], shape[1] * shape[2] * shape[3]}
 			tr = true
 		}
 		if tr {
 			x, err := transpose2D(name, checkpoint.NewF32(data, shape...))
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", f.Path, err)
+				return nil, fmt.Errorf("%s: %w", path, err)
 			}
 			data, shape = x.Data.([]float32), x.Shape
 		}
-		return tensors.FromFlatDataAndDimensions(data, shape...), nil
+		out = append(out, tensors.FromFlatDataAndDimensions(data, shape...))
 	}
-	var loadErr error
-	load := func(keys ...string) []*tensors.Tensor {
-		var out []*tensors.Tensor
-		for _, k := range keys {
-			if loadErr != nil {
-				return nil
-			}
-			var t *tensors.Tensor
-			t, loadErr = get(k)
-			out = append(out, t)
-		}
-		return out
-	}
-	blocks := func(prefix string, n int) []string {
-		var keys []string
-		for i := range n {
-			for _, k := range blockArgs {
-				keys = append(keys, prefix+strconv.Itoa(i)+"."+k)
-			}
-		}
-		return keys
-	}
-	w := &weights{}
-	w.vision = load(append(append([]string{"visual.conv1.weight^P", "visual.class_embedding", "visual.positional_embedding",
-		"visual.ln_pre.weight", "visual.ln_pre.bias"}, blocks("visual.transformer.resblocks.", c.VisionLayers)...),
-		"visual.ln_post.weight", "visual.ln_post.bias", "visual.proj")...)
-	w.text = load(append(append([]string{"token_embedding.weight", "positional_embedding"},
-		blocks("transformer.resblocks.", c.TextLayers)...), "ln_final.weight", "ln_final.bias", "text_projection")...)
-	if loadErr != nil {
-		return nil, loadErr
-	}
-	scale, err := sd["logit_scale"].Float32()
-	if err != nil || len(scale) != 1 {
-		return nil, fmt.Errorf("%s: tensor \"logit_scale\" must be one float", f.Path)
-	}
-	return &Model{Config: c, Source: f.Path, BatchSize: DefaultBatchSize, backend: b, w: w, logitScale: scale[0], execs: map[string]*execEntry{}}, nil
+	return out, nil
 }
 
 // Load reads a checkpoint (safetensors or a torch.save state dict, OpenAI or Hugging Face names),
