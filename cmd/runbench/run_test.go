@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cachebench/cachebench/harness/store"
-	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/internal/golden"
+	"github.com/cachebench/cachebench/models/checkpoint"
 )
 
 // childEnv holds the JSON arguments of a runbench child process (the kill test re-executes the
