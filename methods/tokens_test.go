@@ -65,3 +65,20 @@ func (countFLOPs) BlockFLOPs(p *hook.Plan, rows int) []int64 {
 	}
 	return out
 }
+
+// A gate's blocks are summarised as executed: S when every row skipped, M when some did.
+func TestTraceGateLetters(t *testing.T) {
+	l := hook.Layout{Depth: 3, Modules: []hook.Module{hook.Attn, hook.MLP}, Tokens: 4, GridH: 2, GridW: 2}
+	for _, c := range []struct {
+		skipped []bool
+		want    string
+	}{{nil, "FFF"}, {[]bool{true, true}, "FSS"}, {[]bool{true, false}, "FMM"}, {[]bool{false, false}, "FFF"}} {
+		p := hook.FullPlan(l)
+		p.Gate = &hook.Gate{Span: hook.Span{From: 1, To: 2}, Stat: hook.StatResidual, Skipped: c.skipped}
+		tr := &Trace{}
+		tr.Record(0, 0, 0, p, nil, make([]int64, 3), 4)
+		if tr.Schedule[0] != c.want {
+			t.Errorf("skipped %v: schedule %q, want %q", c.skipped, tr.Schedule[0], c.want)
+		}
+	}
+}

@@ -84,7 +84,7 @@ func (tr *Trace) Record(call, step int, t float64, p *hook.Plan, notes []Note, b
 			tl.Cross = &cross
 		}
 		tc.FLOPs += blockFLOPs[b]
-		letters.WriteByte(scheduleLetter(bp))
+		letters.WriteByte(gateLetter(p.Gate, b, scheduleLetter(bp)))
 		tc.Layers = append(tc.Layers, tl)
 	}
 	tr.TotalFLOPs += tc.FLOPs
@@ -106,7 +106,7 @@ func traceModule(mp hook.ModulePlan, tokens int) TraceModule {
 }
 
 // scheduleLetter is the golden files' one-letter block summary: F full, P partial, R reuse,
-// S skip, T taylor.
+// S skip, T taylor (and, for gated blocks as executed, M: some rows skipped; see gateLetter).
 func scheduleLetter(bp hook.BlockPlan) byte {
 	switch bp.Modules[len(bp.Modules)-1].Action {
 	case hook.Full:
@@ -119,6 +119,27 @@ func scheduleLetter(bp hook.BlockPlan) byte {
 		return 'T'
 	}
 	return 'R'
+}
+
+// gateLetter is the letter of a block a gate covered, as executed: S when every row skipped the
+// range, M when some did (per-sample decisions), the plan's letter otherwise.
+func gateLetter(g *hook.Gate, b int, planned byte) byte {
+	if g == nil || g.Skipped == nil || b < g.Span.From || b > g.Span.To {
+		return planned
+	}
+	n := 0
+	for _, s := range g.Skipped {
+		if s {
+			n++
+		}
+	}
+	switch {
+	case n == len(g.Skipped):
+		return 'S'
+	case n > 0:
+		return 'M'
+	}
+	return planned
 }
 
 func sortedRows(rows [][]int32) [][]int32 {
