@@ -486,31 +486,44 @@ func storePaired(db *store.DB, run, base store.Run) ([]store.Metric, error) {
 	return ms, db.PutMetrics(run.ID, ms)
 }
 
+// pairKeys are what a run is paired on: its configuration without the method's settings (with
+// and without the step count), and its method.
+type pairKeys struct{ withSteps, noSteps, method string }
+
+// pairKeysOf computes a configuration's pairKeys. The calibration a method reads is a method
+// setting: it changes no sample's noise or label.
+func pairKeysOf(configJSON string) (pairKeys, error) {
+	var c Config
+	if err := json.Unmarshal([]byte(configJSON), &c); err != nil {
+		return pairKeys{}, err
+	}
+	k := pairKeys{method: c.Method}
+	c.Method, c.Params, c.Features, c.Calibration = "", nil, nil, ""
+	a, err := json.Marshal(c)
+	if err != nil {
+		return k, err
+	}
+	c.Steps = ""
+	b, err := json.Marshal(c)
+	k.withSteps, k.noSteps = string(a), string(b)
+	return k, err
+}
+
 // PairRuns computes PSNR/SSIM against `none` for runs outside a sweep (e.g. after a merge): every
 // complete run is paired with a complete `none` run whose configuration differs only in the
 // method and its parameters (same weights, sampler, guidance, seed, samples, labels: the same
 // noise and label per sample), preferring one with the same steps (a fewer-steps run is paired
 // with the none run of another step count, as in a sweep). Runs without a partner are logged.
 func PairRuns(db *store.DB, runs []store.Run, logf func(string, ...any)) error {
-	type keys struct{ withSteps, noSteps, method string }
-	key := func(r store.Run) (keys, error) {
-		var c Config
-		if err := json.Unmarshal([]byte(r.ConfigJSON), &c); err != nil {
-			return keys{}, fmt.Errorf("run %d: config: %w", r.ID, err)
-		}
-		k := keys{method: c.Method}
-		c.Method, c.Params, c.Features = "", nil, nil
-		a, err := json.Marshal(c)
+	key := func(r store.Run) (pairKeys, error) {
+		k, err := pairKeysOf(r.ConfigJSON)
 		if err != nil {
-			return k, err
+			return k, fmt.Errorf("run %d: config: %w", r.ID, err)
 		}
-		c.Steps = ""
-		b, err := json.Marshal(c)
-		k.withSteps, k.noSteps = string(a), string(b)
-		return k, err
+		return k, nil
 	}
 	base := map[string]store.Run{}
-	ks := make([]keys, len(runs))
+	ks := make([]pairKeys, len(runs))
 	for i, r := range runs {
 		k, err := key(r)
 		if err != nil {
