@@ -437,7 +437,8 @@ func readArch(t *table) *dit.Config {
 func (e *Experiment) readSampling(t *table, o Overrides) {
 	s := &e.Sampling
 	if v, ok := t.str("sampler"); ok {
-		if _, err := diffusion.ParseKind(v); err != nil {
+		if k, err := diffusion.ParseKind(v); err != nil || k == diffusion.PLMS {
+			// PLMS samples the SD UNet, which runs replay only (runbench sample --model unet).
 			t.errf("sampler", "%q: want ddim, ddpm or dpmpp", v)
 		}
 		s.Sampler = v

@@ -30,12 +30,16 @@ type Request struct {
 	// Schedule may be nil (when set, it must have as many steps).
 	Schedule *diffusion.Schedule
 	Solver   *diffusion.DPMSolver
+	// PLMS drives diffusion.PLMS (Stable Diffusion v1's sampler; Schedule must be nil: PLMS runs
+	// on the LDM schedule it was built with). Its first step takes two model calls, so a run of
+	// S steps makes S+1 calls.
+	PLMS *diffusion.PLMSSampler
 	// CFGScale > 1 turns on classifier-free guidance (as DiT's sample.py): the state holds the
 	// conditional rows followed by null-label copies, and the model reads only the first half.
 	CFGScale float32
 	// GuideChannels is how many output channels guidance touches (3 = DiT reference,
 	// diffusion.GuidanceAll = all ε channels, as diffusers does). 0 is the sampler's reference:
-	// 3 for DDPM and DDIM, all ε channels for DPM-Solver++ (PixArt-α's wrapper).
+	// 3 for DDPM and DDIM, all ε channels for DPM-Solver++ (PixArt-α's wrapper) and PLMS (ldm's).
 	GuideChannels int
 	// XInit is the starting noise of the images, [B, C, H, W], or of the whole CFG state
 	// [2B, C, H, W] (then its second half is the null rows' state).
@@ -44,11 +48,16 @@ type Request struct {
 	// Noise fills the DDPM noise of the whole state at call k (nil = zero noise).
 	Noise func(call int, dst []float32) error
 	// Policy plans every call (nil = compute everything); Cache holds module outputs and must be
-	// set when the policy reuses anything. Plan(call, step) gets step = steps-1-call with every
-	// sampler: DiT's methods count steps down, PixArt-α's count up and read call.
+	// set when the policy reuses anything. Plan(call, step) gets step = steps-1-call with the
+	// one-call-per-step samplers: DiT's methods count steps down, PixArt-α's count up and read
+	// call. With PLMS, step is steps-1-(the sampler step the call belongs to): calls 0 and 1 are
+	// both step steps-1 (predictor and corrector of the first step), call k > 1 is steps-k, so
+	// call runs to steps while step stays in [0, steps).
 	Policy hook.Policy
 	Cache  *hook.Cache
-	// OnStep receives every call's results (state after the update, predicted x₀, guided model output).
+	// OnStep receives every call's results (state after the update, predicted x₀, guided model
+	// output). A call that does not finish a sampler step (PLMS's call 0) comes with Complete
+	// false and no X or PredXStart: its predictor state is not a state of the trajectory.
 	OnStep func(StepInfo) error
 	// Recorder, when set, measures feature dynamics and (on its audit rows) cache errors.
 	Recorder *Recorder
@@ -63,8 +72,9 @@ type Request struct {
 
 // StepInfo is what a sampling call produced.
 type StepInfo struct {
-	Call       int     // 0 … steps-1
-	Step       int     // respaced index (counts down): steps-1-Call
+	Call       int     // 0 … steps-1 (PLMS: 0 … steps)
+	Step       int     // respaced index (counts down): steps-1-Call (PLMS: see Request.Policy)
+	Complete   bool    // the call finished a sampler step (always, but for PLMS's call 0)
 	Timestep   int64   // original timestep the model received, rounded (DPM-Solver++'s are fractional)
 	Time       float64 // the exact timestep the model received
 	X          []float32
@@ -119,6 +129,8 @@ type sampling struct {
 	noise        []float32 // the DDPM noise buffer, refilled every call
 	t            []float64 // the model's timestep per row, refilled every call
 	step         stepper   // the sampler update of the state
+	plms         *diffusion.PLMSState
+	plmsCall     diffusion.PLMSCall // the call the PLMS state asked for, during a call
 }
 
 // stepper applies call k's update (respaced index i) to a trajectory's state x of rows rows,
@@ -144,7 +156,7 @@ func (r Request) newStepper(spec hook.Spec) stepper {
 	}
 }
 
-// timestep is the model's timestep at call k (respaced index i).
+// timestep is the model's timestep at call k (respaced index i); PLMS's comes from its state.
 func (r Request) timestep(k, i int) float64 {
 	if r.Sampler == diffusion.DPMSolverPP {
 		return float64(r.Solver.ModelTime(k))
@@ -155,6 +167,17 @@ func (r Request) timestep(k, i int) float64 {
 // sampleSteps checks the sampler's configuration and returns its number of calls.
 func (r Request) sampleSteps() (int, error) {
 	switch {
+	case r.Sampler == diffusion.PLMS && r.PLMS == nil:
+		return 0, fmt.Errorf("sample: sampler %s needs a PLMS configuration (diffusion.NewPLMS)", r.Sampler)
+	case r.Sampler == diffusion.PLMS && r.Schedule != nil:
+		return 0, fmt.Errorf("sample: sampler %s runs on its own LDM schedule; the request's DDPM schedule must be nil", r.Sampler)
+	case r.Sampler == diffusion.PLMS && r.Recorder != nil:
+		// The recorder's uncached trajectory and audits step a one-call-per-step sampler.
+		return 0, fmt.Errorf("sample: the recorder does not follow PLMS's two-call first step yet")
+	case r.Sampler == diffusion.PLMS:
+		return r.PLMS.Calls(), nil
+	case r.Sampler != diffusion.PLMS && r.PLMS != nil:
+		return 0, fmt.Errorf("sample: a PLMS configuration with sampler %s", r.Sampler)
 	case r.Sampler == diffusion.DPMSolverPP && r.Solver == nil:
 		return 0, fmt.Errorf("sample: sampler %s needs a solver (diffusion.NewDPMSolver)", r.Sampler)
 	case r.Sampler == diffusion.DPMSolverPP:
@@ -220,25 +243,45 @@ func newSampling(m hook.Model, r Request) (*sampling, error) {
 	}
 	guide := r.GuideChannels
 	switch {
-	case guide == 0 && r.Sampler == diffusion.DPMSolverPP:
+	case guide == 0 && (r.Sampler == diffusion.DPMSolverPP || r.Sampler == diffusion.PLMS):
 		guide = diffusion.GuidanceAll
 	case guide == 0:
 		guide = DefaultGuideChannels
 	}
-	return &sampling{m: m, r: r, spec: spec, B: B, per: per, rows: rows, cfg: cfg, guide: guide,
-		steps: steps, labels: labels, x: x, noise: make([]float32, len(x)), t: make([]float64, rows), step: r.newStepper(spec)}, nil
+	s := &sampling{m: m, r: r, spec: spec, B: B, per: per, rows: rows, cfg: cfg, guide: guide,
+		steps: steps, labels: labels, x: x, noise: make([]float32, len(x)), t: make([]float64, rows)}
+	if r.Sampler == diffusion.PLMS {
+		if spec.LearnSigma {
+			return nil, fmt.Errorf("sample: PLMS needs a model that predicts ε only (no learned variance)")
+		}
+		s.plms = r.PLMS.NewState(x)
+	} else {
+		s.step = r.newStepper(spec)
+	}
+	return s, nil
 }
 
 // call runs sampling call k: plan, forward, observe, record, guidance and sampler update, then
 // hands the results to OnStep. It fills the timing split of the StepInfo as it goes.
 func (s *sampling) call(k int) error {
 	i := s.steps - 1 - k
-	t := s.r.timestep(k, i)
+	state := s.x
+	var t float64
+	if s.plms != nil {
+		c, ok := s.plms.Next()
+		if !ok || c.Call != k {
+			return fmt.Errorf("sample: call %d: the PLMS state expects call %d (done: %t)", k, c.Call, !ok)
+		}
+		s.plmsCall, state = c, c.X
+		i, t = s.r.PLMS.Steps()-1-c.Step, float64(c.T)
+	} else {
+		t = s.r.timestep(k, i)
+	}
 	info := StepInfo{Call: k, Step: i, Timestep: int64(math.Round(t)), Time: t, Rows: s.rows}
 	for j := range s.t {
 		s.t[j] = t
 	}
-	in := s.modelInput()
+	in := s.modelInput(state)
 	opt, planTime, err := s.options(k, i, info.Timestep)
 	if err != nil {
 		return err
@@ -262,9 +305,15 @@ func (s *sampling) call(k int) error {
 	if err := s.recordTrajectory(k, i, opt.Plan, nz, raw, res.X, &info); err != nil {
 		return err
 	}
-	s.x = res.X
+	info.Complete = res.X != nil
+	if info.Complete {
+		s.x = res.X
+	}
 	if s.r.OnStep != nil {
-		info.X, info.PredXStart, info.ModelOut = s.x, res.PredXStart, out
+		info.ModelOut = out
+		if info.Complete {
+			info.X, info.PredXStart = s.x, res.PredXStart
+		}
 		if err := s.r.OnStep(info); err != nil {
 			return err
 		}
@@ -272,14 +321,14 @@ func (s *sampling) call(k int) error {
 	return nil
 }
 
-// modelInput is what the model reads: the state, or with CFG its first half twice, as
-// forward_with_cfg does.
-func (s *sampling) modelInput() []float32 {
+// modelInput is what the model reads of a state (the trajectory's, or PLMS's predictor state):
+// the state, or with CFG its first half twice, as forward_with_cfg does.
+func (s *sampling) modelInput(x []float32) []float32 {
 	if !s.cfg {
-		return s.x
+		return x
 	}
 	n := s.B * s.per
-	return append(append(make([]float32, 0, len(s.x)), s.x[:n]...), s.x[:n]...)
+	return append(append(make([]float32, 0, len(x)), x[:n]...), x[:n]...)
 }
 
 // options asks the policy for call k's plan (timed, as it is policy overhead) and sets up the
@@ -357,7 +406,8 @@ func (s *sampling) audit(k int, in, out []float32, info *StepInfo) ([]float32, e
 }
 
 // update applies guidance to out (in place) and steps the sampler, timed together; it returns
-// the step and the noise it drew (nil when none).
+// the step and the noise it drew (nil when none). A PLMS call that does not finish its step
+// returns a result without X.
 func (s *sampling) update(k, i int, out []float32, info *StepInfo) (diffusion.StepResult, []float32, error) {
 	t1 := time.Now()
 	if s.cfg {
@@ -372,12 +422,31 @@ func (s *sampling) update(k, i int, out []float32, info *StepInfo) (diffusion.St
 		}
 		nz = s.noise
 	}
-	res, err := s.step(k, i, s.x, out, s.rows, nz)
+	var res diffusion.StepResult
+	var err error
+	if s.plms != nil {
+		res, err = s.plmsStep(out)
+	} else {
+		res, err = s.step(k, i, s.x, out, s.rows, nz)
+	}
 	if err != nil {
 		return diffusion.StepResult{}, nil, fmt.Errorf("sample: call %d: %w", k, err)
 	}
 	info.Update = time.Since(t1)
 	return res, nz, nil
+}
+
+// plmsStep feeds the guided ε to the PLMS state.
+func (s *sampling) plmsStep(out []float32) (diffusion.StepResult, error) {
+	eps, err := diffusion.EpsChannels(out, s.rows, s.spec.OutChannels(), s.spec.Channels)
+	if err != nil {
+		return diffusion.StepResult{}, err
+	}
+	r, err := s.plms.Step(eps)
+	if err != nil || !r.Complete {
+		return diffusion.StepResult{}, err
+	}
+	return r.StepResult, nil
 }
 
 // recordTrajectory, when recording, measures the call's feature dynamics against the state

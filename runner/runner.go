@@ -265,6 +265,11 @@ func samplerOf(c Config) (kind diffusion.Kind, sched *diffusion.Schedule, solver
 	if kind, err = diffusion.ParseKind(c.Sampler); err != nil {
 		return
 	}
+	if kind == diffusion.PLMS {
+		// PLMS drives Stable Diffusion's UNet, which the runner does not load.
+		err = fmt.Errorf("sampler plms: runs sample DiT and PixArt-α (ddpm, ddim, dpmpp); PLMS runs with runbench sample --model unet --replay")
+		return
+	}
 	if kind == diffusion.DPMSolverPP {
 		// A plain count only: respacing specs are DDPM/DDIM's. The schedule of as many steps
 		// still counts the steps for the store and the methods.

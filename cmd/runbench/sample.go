@@ -65,7 +65,7 @@ func newSampleCmd() *cobra.Command {
 	var mf modelFlags
 	var sf sampleFlags
 	cmd := &cobra.Command{
-		Use:   "sample --weights W --heads H --sampler ddpm|ddim|dpmpp --steps K --cfg S [--replay FILE --out OUT.safetensors]",
+		Use:   "sample --weights W --heads H --sampler ddpm|ddim|dpmpp|plms --steps K --cfg S [--replay FILE --out OUT.safetensors]",
 		Short: "Generate samples, or replay a reference trajectory step by step",
 		Long: `Samples with the reference diffusion (linear schedule over 1000 steps respaced to --steps,
 DDPM with learned-range variance or DDIM η=0, classifier-free guidance when --cfg > 1), or with
@@ -78,6 +78,11 @@ and writes every step's state x_000 ... (plus pred_xstart_k and model_out_k) and
 sample to OUT, in the same layout. x_init may hold the whole CFG state (2B rows: images, then
 their null-label copies) or just the B image rows; the output follows the file. Use it to compare
 this implementation, step by step, with any PyTorch implementation run on the same noise.
+
+Stable Diffusion's UNet (--model unet, or weights with UNet keys; --heads its num_heads) replays
+PLMS only (--sampler plms --steps K, guidance on every ε channel, method none): FILE holds x_T,
+cond and uncond (the layout of testdata/sd-unet/plms.safetensors) and OUT gets call_k_t,
+call_k_eps_cfg, x_i, pred_x0_i and final under those names.
 
 Without --replay, --num images are generated: the noise and label of image i depend only on
 (--seed, i), whatever the batch size.`,
@@ -112,6 +117,28 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			if sf.cfg < 0 {
 				return fmt.Errorf("--cfg %g: must be ≥ 0 (≤ 1 disables guidance)", sf.cfg)
 			}
+			isUNet, err := mf.isUNet()
+			if err != nil {
+				return err
+			}
+			if isUNet {
+				if sf.replay == "" {
+					return fmt.Errorf("the UNet replays golden files only for now (--replay FILE --out OUT)")
+				}
+				if err := replayOnlyFlags(cmd); err != nil {
+					return err
+				}
+				m, err := mf.loadUNet(cmd)
+				if err != nil {
+					return err
+				}
+				ctx, stop := interruptContext(cmd.ErrOrStderr())
+				defer stop()
+				return replayUNet(ctx, m, kind, sf)
+			}
+			if kind == diffusion.PLMS {
+				return fmt.Errorf("--sampler plms drives Stable Diffusion's UNet (--model unet); DiT and PixArt-α sample with ddpm, ddim or dpmpp")
+			}
 			isPixArt, err := mf.isPixArt()
 			if err != nil {
 				return err
@@ -135,12 +162,8 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			ctx, stop := interruptContext(cmd.ErrOrStderr())
 			defer stop()
 			if sf.replay != "" {
-				// A replay writes --out and records nothing: flags of the recorded path would be
-				// silently ignored.
-				for _, name := range []string{"db", "record", "audit-samples", "vae", "vae-batch", "timing-json", "num", "out-dir", "labels", "batch", "calibration"} {
-					if cmd.Flags().Changed(name) {
-						return fmt.Errorf("--%s does not apply to --replay (it writes --out and records nothing in a database)", name)
-					}
+				if err := replayOnlyFlags(cmd); err != nil {
+					return err
 				}
 				return replay(ctx, m, kind, sched, solver, sf)
 			}
@@ -149,7 +172,7 @@ Without --replay, --num images are generated: the noise and label of image i dep
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&sf.sampler, "sampler", "ddim", "ddpm, ddim or dpmpp (DPM-Solver++)")
+	cmd.Flags().StringVar(&sf.sampler, "sampler", "ddim", "ddpm, ddim, dpmpp (DPM-Solver++) or plms (the SD UNet's)")
 	cmd.Flags().StringVar(&sf.steps, "steps", "50", `sampling steps: "K" (reference respacing), "K1,K2" sections, or "ddimK" (integer stride)`)
 	cmd.Flags().Float64Var(&sf.cfg, "cfg", 1.5, "classifier-free guidance scale (≤ 1: off)")
 	cmd.Flags().BoolVar(&sf.guideAll, "guide-all", false, "guide all ε channels (diffusers) instead of channels 0-2 (DiT reference)")
@@ -172,6 +195,17 @@ Without --replay, --num images are generated: the noise and label of image i dep
 	cmd.Flags().StringVar(&sf.db, "db", "", "SQLite results database to record the run in (default: OUT-DIR/runs.db)")
 	cmd.Flags().StringVar(&sf.calFile, "calibration", "", "calibration `FILE` of this model, weights, sampler, steps and cfg, written by runbench calibrate, for the methods that read one (teacache, magcache)")
 	return cmd
+}
+
+// replayOnlyFlags refuses the flags of the recorded path: a replay writes --out and records
+// nothing, so they would be silently ignored.
+func replayOnlyFlags(cmd *cobra.Command) error {
+	for _, name := range []string{"db", "record", "audit-samples", "vae", "vae-batch", "timing-json", "num", "out-dir", "labels", "batch", "calibration"} {
+		if cmd.Flags().Changed(name) {
+			return fmt.Errorf("--%s does not apply to --replay (it writes --out and records nothing in a database)", name)
+		}
+	}
+	return nil
 }
 
 func (sf sampleFlags) guide() int {

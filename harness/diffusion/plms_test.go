@@ -202,8 +202,8 @@ func TestPLMSErrors(t *testing.T) {
 	if _, err := s.Step(make([]float32, 4)); err == nil {
 		t.Error("Step after the last step: want an error")
 	}
-	// Until the sampling loop drives PLMS, the sampler name is refused up front.
-	if _, err := ParseKind("plms"); err == nil {
-		t.Error("ParseKind(plms) accepted a sampler the loop cannot run yet")
+	// The sampling loop drives PLMS (harness.Request.PLMS), so the name parses.
+	if k, err := ParseKind("plms"); err != nil || k != PLMS {
+		t.Errorf("ParseKind(plms) = %q, %v; want %q", k, err, PLMS)
 	}
 }
