@@ -74,6 +74,9 @@ type Family struct {
 	e    *Executor
 	exec *Exec
 	seen map[string]bool
+	// compiling serialises the first run of a shape, so that concurrent forwards (row groups,
+	// see dit.Model.Forward) compile and count it once.
+	compiling sync.Mutex
 }
 
 // Family returns the graph family of a key, creating it on first use.
@@ -98,6 +101,13 @@ func (f *Family) Run(args ...any) []*tensors.Tensor {
 	f.e.mu.Lock()
 	seen := f.seen[key]
 	f.e.mu.Unlock()
+	if !seen {
+		f.compiling.Lock()
+		defer f.compiling.Unlock()
+		f.e.mu.Lock()
+		seen = f.seen[key]
+		f.e.mu.Unlock()
+	}
 	if !seen {
 		t0 := time.Now()
 		if err := f.exec.PreCompile(args...); err != nil {
