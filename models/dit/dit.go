@@ -201,9 +201,10 @@ func (m *Model) Forward(x []float32, t []float64, y []int64, opt Options) ([]flo
 	return out, nil
 }
 
-// minSplitRows is the smallest share of rows worth a concurrent forward of its own: below it
+// minSplitRows is the smallest share of rows worth a concurrent forward of its own (50 rows in
+// two groups of 25: 6.3 → 4.0 ms/row on 2 cores); below it
 // the graphs' fixed per-op cost outweighs the second core.
-const minSplitRows = 32
+const minSplitRows = 16
 
 // rowSplit is the number of row groups a forward runs concurrently. The pure-Go backend runs
 // every op but the large matmuls on the calling goroutine, so one forward keeps about 1.3 of 2
