@@ -21,10 +21,8 @@ package dit
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
@@ -190,67 +188,12 @@ func (m *Model) Forward(x []float32, t []float64, y []int64, opt Options) ([]flo
 	if err := plan.Validate(c.Layout(), opt.Cache, B); err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
 	}
-	if parts := m.rowSplit(B, opt); parts > 1 {
-		return m.forwardSplit(x, t, labels, plan, opt, parts)
-	}
 	var out []float32
 	err := gx.Catch(func() { out = m.forward(x, t, labels, plan, opt) })
 	if err != nil {
 		return nil, fmt.Errorf("forward: %w", err)
 	}
 	return out, nil
-}
-
-// minSplitRows is the smallest share of rows worth a concurrent forward of its own (50 rows in
-// two groups of 25: 6.3 → 4.0 ms/row on 2 cores); below it
-// the graphs' fixed per-op cost outweighs the second core.
-const minSplitRows = 16
-
-// rowSplit is the number of row groups a forward runs concurrently. The pure-Go backend runs
-// every op but the large matmuls on the calling goroutine, so one forward keeps about 1.3 of 2
-// cores busy; independent groups of rows fill the rest. Only a stateless full forward can be
-// split: caches, probes and recorders see the whole batch at once.
-func (m *Model) rowSplit(B int, opt Options) int {
-	if opt.Plan != nil || opt.Cache != nil || opt.Probe != nil || opt.Modules != nil || opt.Choices != nil || opt.Tokens {
-		return 1
-	}
-	if !strings.HasPrefix(m.ex.Backend().Name(), "SimpleGo") {
-		return 1
-	}
-	parts := min(runtime.GOMAXPROCS(0), B/minSplitRows)
-	return max(parts, 1)
-}
-
-// forwardSplit runs the rows in parts equal-sized groups (the last one smaller), each on its own
-// goroutine; rows are independent in a DiT, so the output is the same as one forward's.
-func (m *Model) forwardSplit(x []float32, t []float64, labels []int32, plan *hook.Plan, opt Options, parts int) ([]float32, error) {
-	c := m.Config
-	B := len(t)
-	in, out := c.InChannels*c.InputSize*c.InputSize, c.OutChannels()*c.InputSize*c.InputSize
-	res := make([]float32, B*out)
-	per := (B + parts - 1) / parts
-	errs := make([]error, parts)
-	var wg sync.WaitGroup
-	for i := range parts {
-		lo, hi := i*per, min((i+1)*per, B)
-		if lo >= hi {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = gx.Catch(func() {
-				copy(res[lo*out:hi*out], m.forward(x[lo*in:hi*in], t[lo:hi], labels[lo:hi], plan, opt))
-			})
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, fmt.Errorf("forward: %w", err)
-		}
-	}
-	return res, nil
 }
 
 func (m *Model) forward(x []float32, t []float64, labels []int32, plan *hook.Plan, opt Options) []float32 {

@@ -9,7 +9,6 @@ import (
 	"github.com/cachebench/cachebench/harness"
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/engine"
-	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/golden"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/dit"
@@ -56,41 +55,5 @@ func TestShippedFMNISTSamples(t *testing.T) {
 		t.Errorf("samples moved by %.3g of their scale (> 1e-5): the model or sampler code changed", e)
 	} else {
 		t.Log(fmt.Sprintf("samples within %.3g of the stored ones", e))
-	}
-}
-
-// A full forward of many rows on the pure-Go backend runs in concurrent row groups; rows are
-// independent, so it must give exactly what one forward of all rows gives (an explicit plan
-// keeps the whole batch together).
-func TestFMNISTRowGroupsMatchOneForward(t *testing.T) {
-	b, err := engine.New("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := dit.Load(b, golden.Path("../assets/fmnist_dit.safetensors"), 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const rows = 75
-	per := 32 * 32
-	x := make([]float32, rows*per)
-	ts := make([]float64, rows)
-	y := make([]int64, rows)
-	for i := range rows {
-		diffusion.NewNoise(2, i).Fill(x[i*per : (i+1)*per])
-		ts[i], y[i] = float64(13*i%1000), int64(i%11)
-	}
-	split, err := m.Forward(x, ts, y, dit.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	whole, err := m.Forward(x, ts, y, dit.Options{Plan: hook.FullPlan(m.Layout())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range whole {
-		if split[i] != whole[i] {
-			t.Fatalf("row groups differ from one forward at %d (row %d): %v vs %v", i, i/(2*per), split[i], whole[i])
-		}
 	}
 }
