@@ -7,6 +7,9 @@ import (
 	"github.com/cachebench/cachebench/reports/diag"
 )
 
+// claimStepError heads the step_stats figures in report.md.
+const claimStepError = "Cache error per step"
+
 // AddDiagnostics is the Builder of the step_stats figures of a group: the deviation of every
 // run from its uncached trajectory on one axes, and per cached run the step × block heatmap of
 // its MLP cache error (or, without audited rows, of its MLP dynamics). Runs recorded with
@@ -34,22 +37,22 @@ func AddDiagnostics(s *Section) error {
 		if r.Method == "none" {
 			continue
 		}
-		title := fmt.Sprintf("%s %s: MLP cache error", r.Method, r.Setting)
+		title := r.Method + ": MLP cache error per step"
 		p, err := diag.Heatmap(stats, "err", "mlp", title)
 		if err != nil {
-			title = fmt.Sprintf("%s %s: MLP dynamics", r.Method, r.Setting)
+			title = r.Method + ": MLP dynamics per step"
 			if p, err = diag.Heatmap(stats, "dyn", "mlp", title); err != nil {
 				continue
 			}
 		}
-		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("%s-diag-%d", s.ID, i), Title: title, Custom: p})
+		s.Figures = append(s.Figures, Figure{Name: fmt.Sprintf("%s-diag-%d", s.ID, i), Title: title, Subtitle: r.Setting, Claim: claimStepError, Custom: p})
 	}
 	if without > 0 {
 		s.Notes = append(s.Notes, fmt.Sprintf("%d run(s) have no step statistics (sampled with --record off)", without))
 	}
 	if len(labels) > 0 {
 		if p, err := diag.ErrorAccumulation(all, labels); err == nil {
-			s.Figures = append(s.Figures, Figure{Name: s.ID + "-diag-accumulation", Title: "deviation from the uncached trajectory", Custom: p})
+			s.Figures = append(s.Figures, Figure{Name: s.ID + "-diag-accumulation", Title: "deviation from the uncached trajectory", Subtitle: s.Title, Claim: claimStepError, Custom: p})
 		} else {
 			s.Notes = append(s.Notes, "no error-accumulation figure: "+err.Error())
 		}

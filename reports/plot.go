@@ -91,12 +91,14 @@ type Series struct {
 // Figure is one quality-versus-speedup plot of a group: one line per method family, the
 // Pareto front (no run is both faster and better) drawn over them.
 type Figure struct {
-	Name   string   // Name is the file stem, unique within a report.
-	Title  string   // Title is the plot's title.
-	Metric string   // Metric is the stored metric name on the y axis.
-	Axis   Axis     // Axis is the speedup on the x axis.
-	Series []Series // Series are the families, in the group's row order.
-	Front  []Point  // Front is the Pareto front ordered by speedup (empty when the metric has no better direction).
+	Name     string   // Name is the file stem, unique within a report.
+	Title    string   // Title is the plot's title: what the figure shows, in a few words.
+	Subtitle string   // Subtitle is the setting (model, sampler, run), set smaller under the title.
+	Claim    string   // Claim heads the figure's part of report.md; figures of one claim are adjacent.
+	Metric   string   // Metric is the stored metric name on the y axis.
+	Axis     Axis     // Axis is the speedup on the x axis.
+	Series   []Series // Series are the families, in the group's row order.
+	Front    []Point  // Front is the Pareto front ordered by speedup (empty when the metric has no better direction).
 	// Custom, when set, is a ready plot (the step_stats diagnostics) drawn instead of a trade-off.
 	Custom *plot.Plot
 }
@@ -104,15 +106,69 @@ type Figure struct {
 // minFigurePoints is the fewest runs worth a trade-off figure.
 const minFigurePoints = 2
 
-// NewFigures builds a group's figures: every metric its runs have against the FLOPs speedup
-// and against the wall-clock speedup. A figure with fewer than two plottable runs is skipped;
-// skipped says which and why. prefix makes the names unique across groups.
+// Claims are the headings of report.md's figure parts, in the order the builders add them.
+const (
+	claimFLOPs   = "Quality vs FLOPs speedup"
+	claimLatency = "Quality vs wall-clock speedup"
+	claimMemory  = "Quality vs cache memory"
+)
+
+func (a Axis) claim() string {
+	switch a {
+	case LatencyAxis:
+		return claimLatency
+	case MemoryAxis:
+		return claimMemory
+	}
+	return claimFLOPs
+}
+
+// headlineMetrics are the metrics a group's figures plot, one per claim a paper makes: the
+// distribution's distance (FID), the conditioning (class accuracy, CLIP) and the fidelity to the
+// uncached output (PSNR). The others (IS, sFID, KID, precision, recall, SSIM) move with one of
+// these, so a figure of theirs would repeat one; they stay in the table.
+var headlineMetrics = map[string]bool{"fid": true, "fid_fmnist": true, "class_acc": true, "clip_score": true, "psnr_vs_none": true}
+
+// plottedMetrics splits a group's metrics into those plotted and those left to the table; a
+// group with no headline metric plots all of its own rather than none.
+func plottedMetrics(rows []*Row) (plot, tableOnly []string) {
+	all := metricNames(rows)
+	for _, m := range all {
+		if headlineMetrics[m] {
+			plot = append(plot, m)
+		} else {
+			tableOnly = append(tableOnly, m)
+		}
+	}
+	if len(plot) == 0 {
+		return all, nil
+	}
+	return plot, tableOnly
+}
+
+// NewFigures builds a group's figures, one part per claim: each headline metric against the
+// FLOPs speedup, then against the wall-clock speedup, then the first one against the caches'
+// memory. A figure with fewer than two plottable runs is skipped; skipped says which and why,
+// and names the metrics left to the table. prefix makes the names unique across groups.
 func NewFigures(g *Group, prefix string) (figs []Figure, skipped []string) {
-	for _, m := range metricNames(g.Rows) {
-		for _, axis := range axesOf(g) {
-			f := Figure{Name: fileStem(prefix + "-" + m + "-vs-" + axis.String()), Metric: m, Axis: axis}
+	metrics, tableOnly := plottedMetrics(g.Rows)
+	if len(tableOnly) > 0 {
+		names := make([]string, len(tableOnly))
+		for i, m := range tableOnly {
 			col, _ := groupMetricColumn(g.Rows, m)
-			f.Title = col.Name + " vs " + strings.TrimSuffix(axis.label(), " (×)") + "\n" + g.Title
+			names[i] = col.Name
+		}
+		skipped = append(skipped, strings.Join(names, ", ")+": in the table only; a figure of each would repeat another's claim.")
+	}
+	for _, axis := range axesOf(g) {
+		for mi, m := range metrics {
+			if axis == MemoryAxis && mi > 0 {
+				break
+			}
+			f := Figure{Name: fileStem(prefix + "-" + m + "-vs-" + axis.String()), Metric: m, Axis: axis, Claim: axis.claim()}
+			col, _ := groupMetricColumn(g.Rows, m)
+			f.Title = col.Name + " vs " + strings.TrimSuffix(axis.label(), " (×)")
+			f.Subtitle = g.Title
 			var all []Point
 			index := map[string]int{}
 			for _, r := range g.Rows {
@@ -207,15 +263,20 @@ const (
 	figureWidth  = 6.5 * vg.Inch
 	figureHeight = 4 * vg.Inch
 
-	legendGap      = 10 // points between the axes (tick labels included) and the legend column
-	figureMargin   = 6  // points kept clear at the figure's right edge and either side of the title
-	legendFontSize = 10 // points
-	maxLegendText  = 1.4 * vg.Inch
-	speedupMargin  = 0.05 // the share of the x range left empty right of the fastest run
+	legendGap      = 10            // points between the axes (tick labels included) and the legend column
+	figureMargin   = 6             // points kept clear at the figure's right edge and either side of the title
+	legendFontSize = 9             // points
+	maxLegendText  = 1.9 * vg.Inch // wide enough for a method and the parameter or two its runs differ in
+
+	subtitleFontSize = 9    // points: the setting is context, the title says what is plotted
+	titlePadding     = 5    // points between the title (and subtitle) and the axes, as plot.New has it
+	subtitleGap      = 2    // points between the title and the subtitle
+	speedupMargin    = 0.05 // the share of the x range left empty right of the fastest run
 )
 
 var (
 	frontColor    = color.RGBA{A: 255}
+	subtitleColor = color.Gray{Y: 70}
 	baselineColor = color.Gray{Y: 110}
 )
 
@@ -226,21 +287,23 @@ type chart struct {
 	legend   plot.Legend     // drawn by draw in the column, never by plot.Draw (plot.Legend stays empty)
 	labels   []string        // labels are the legend's entries, as drawn
 	title    string          // title is the figure's title before fit wraps it to the width
+	subtitle string          // subtitle is the setting, wrapped by fit in the smaller subtitle font
 	yLabel   string          // yLabel is the y axis label before fit wraps it to the height
 	baseline []*plotter.Line // baseline marks 1×: a vertical line, and the baseline run's quality if one run is the baseline
 }
 
 // layout is where a chart's parts lie on its canvas.
 type layout struct {
-	plot   draw.Canvas  // plot is the title, the axes and the data: the canvas less the legend column
-	data   draw.Canvas  // data is the area the points are drawn in, inside plot
-	legend vg.Rectangle // legend is the legend's box, right of plot
+	subtitle string       // subtitle is the wrapped subtitle, drawn under the title
+	plot     draw.Canvas  // plot is the title, the axes and the data: the canvas less the legend column
+	data     draw.Canvas  // data is the area the points are drawn in, inside plot
+	legend   vg.Rectangle // legend is the legend's box, right of plot
 }
 
 // chart builds the trade-off plot of the figure.
 func (f Figure) chart() (*chart, error) {
 	p := plot.New()
-	ch := &chart{plot: p, legend: plot.NewLegend(), title: f.Title}
+	ch := &chart{plot: p, legend: plot.NewLegend(), title: f.Title, subtitle: f.Subtitle}
 	ch.legend.TextStyle.Font.Size = vg.Points(legendFontSize)
 	ch.legend.Top, ch.legend.Left = true, true
 	ch.legend.Padding = vg.Points(3)
@@ -338,28 +401,43 @@ func (f Figure) chart() (*chart, error) {
 		}
 		frontLegend = append(frontLegend, ring)
 	}
+	perSetting := len(legendSettings(f)) <= maxLegendEntries
+	shape := 0
 	for i, s := range f.Series {
-		xys := xysOf(s.Points)
-		sc, err := plotter.NewScatter(xys)
-		if err != nil {
-			return nil, fmt.Errorf("figure %s, %s: %w", f.Name, s.Method, err)
+		var thumbs []plot.Thumbnailer
+		if len(s.Points) > 1 {
+			ln, err := plotter.NewLine(xysOf(s.Points))
+			if err != nil {
+				return nil, fmt.Errorf("figure %s, %s: %w", f.Name, s.Method, err)
+			}
+			ln.LineStyle.Color = plotutil.Color(i)
+			ln.LineStyle.Width = vg.Points(1.5)
+			p.Add(ln)
+			thumbs = append(thumbs, ln)
 		}
-		sc.GlyphStyle.Color = plotutil.Color(i)
-		sc.GlyphStyle.Shape = plotutil.Shape(i)
-		sc.GlyphStyle.Radius = vg.Points(4)
-		if len(s.Points) == 1 {
+		sets := []setting{{label: s.Method, points: s.Points}}
+		if perSetting {
+			sets = settingsOf(s)
+		}
+		for _, set := range sets {
+			sc, err := plotter.NewScatter(xysOf(set.points))
+			if err != nil {
+				return nil, fmt.Errorf("figure %s, %s: %w", f.Name, s.Method, err)
+			}
+			sc.GlyphStyle.Color = plotutil.Color(i)
+			sc.GlyphStyle.Radius = vg.Points(4)
+			if perSetting {
+				// The family keeps its colour; the shape tells its settings apart.
+				sc.GlyphStyle.Shape = plotutil.Shape(shape)
+				shape++
+				p.Add(sc)
+				addLegend(set.label, sc)
+				continue
+			}
+			sc.GlyphStyle.Shape = plotutil.Shape(i)
 			p.Add(sc)
-			addLegend(s.Method, sc)
-			continue
+			addLegend(set.label, append(thumbs, sc)...)
 		}
-		ln, err := plotter.NewLine(xys)
-		if err != nil {
-			return nil, fmt.Errorf("figure %s, %s: %w", f.Name, s.Method, err)
-		}
-		ln.LineStyle.Color = plotutil.Color(i)
-		ln.LineStyle.Width = vg.Points(1.5)
-		p.Add(ln, sc)
-		addLegend(s.Method, ln, sc)
 	}
 	if ring != nil {
 		p.Add(ring)
@@ -372,6 +450,84 @@ func (f Figure) chart() (*chart, error) {
 	p.X.Min, p.X.Max = xmin, xmax
 	p.Y.Min, p.Y.Max = ymin, ymax
 	return ch, nil
+}
+
+// maxLegendEntries is the most runs the legend names one by one; past it the legend names the
+// families, so that it still fits the figure's height.
+const maxLegendEntries = 16
+
+// setting is a legend entry: the runs of one family with one setting.
+type setting struct {
+	label  string
+	points []Point
+}
+
+// settingsOf splits a family's points by setting, in speedup order of their first run. A label
+// names the method and the parameters that differ within the family: what the others share
+// is in the table, and the label must fit the legend.
+func settingsOf(s Series) []setting {
+	params := make([][]string, len(s.Points))
+	values := map[string]map[string]bool{} // parameter name → values seen in the family
+	for i, pt := range s.Points {
+		if pt.Row == nil || pt.Row.Setting == "" {
+			continue
+		}
+		params[i] = strings.Split(pt.Row.Setting, ", ")
+		for _, kv := range params[i] {
+			k, v, _ := strings.Cut(kv, "=")
+			if values[k] == nil {
+				values[k] = map[string]bool{}
+			}
+			values[k][v] = true
+		}
+	}
+	varying := func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		n := 0
+		for _, ps := range params {
+			for _, x := range ps {
+				if kx, _, _ := strings.Cut(x, "="); kx == k {
+					n++
+					break
+				}
+			}
+		}
+		return len(values[k]) > 1 || n < len(s.Points)
+	}
+	distinct := map[string]bool{}
+	for _, pt := range s.Points {
+		if pt.Row != nil {
+			distinct[pt.Row.Setting] = true
+		}
+	}
+	var out []setting
+	index := map[string]int{}
+	for i, pt := range s.Points {
+		var shown []string
+		for _, kv := range params[i] {
+			if len(distinct) == 1 || varying(kv) {
+				shown = append(shown, kv)
+			}
+		}
+		label := strings.TrimSpace(s.Method + " " + strings.Join(shown, ", "))
+		j, ok := index[label]
+		if !ok {
+			j = len(out)
+			index[label] = j
+			out = append(out, setting{label: label})
+		}
+		out[j].points = append(out[j].points, pt)
+	}
+	return out
+}
+
+// legendSettings are the figure's legend entries when each setting has its own.
+func legendSettings(f Figure) []setting {
+	var out []setting
+	for _, s := range f.Series {
+		out = append(out, settingsOf(s)...)
+	}
+	return out
 }
 
 // extent is the smallest and largest speedup and quality of the figure's points.
@@ -480,7 +636,7 @@ func (ch *chart) fit(area vg.Rectangle) layout {
 
 	pc := area
 	pc.Max.X -= legendW + vg.Points(legendGap) + vg.Points(figureMargin)
-	p.Title.Text = wrapText(p.Title.TextStyle, ch.title, pc.Size().X-2*vg.Points(figureMargin))
+	sub := setHeader(p, ch.title, ch.subtitle, pc.Size().X-2*vg.Points(figureMargin))
 	p.Y.Label.Text = ch.yLabel
 	plotC := draw.Canvas{Rectangle: pc}
 	data := p.DataCanvas(plotC)
@@ -490,8 +646,9 @@ func (ch *chart) fit(area vg.Rectangle) layout {
 	}
 	left := pc.Max.X + vg.Points(legendGap)
 	return layout{
-		plot: plotC,
-		data: data,
+		subtitle: sub,
+		plot:     plotC,
+		data:     data,
 		legend: vg.Rectangle{
 			Min: vg.Point{X: left, Y: data.Max.Y - legendH},
 			Max: vg.Point{X: left + legendW, Y: data.Max.Y},
@@ -504,6 +661,7 @@ func (ch *chart) draw(c draw.Canvas) layout {
 	l := ch.fit(c.Rectangle)
 	l.plot.Canvas, l.data.Canvas = c.Canvas, c.Canvas
 	ch.plot.Draw(l.plot)
+	drawSubtitle(l.plot, ch.plot, l.subtitle)
 	// plot.Legend draws its first entry one descent below the top of its canvas.
 	lc := draw.Canvas{Canvas: c.Canvas, Rectangle: l.legend}
 	lc.Max.Y += ch.legend.TextStyle.FontExtents().Descent
@@ -516,8 +674,9 @@ func (ch *chart) draw(c draw.Canvas) layout {
 func (f Figure) Draw(c draw.Canvas) error {
 	if f.Custom != nil {
 		p := *f.Custom // a copy: the figure's plot keeps its title as given
-		p.Title.Text = wrapText(p.Title.TextStyle, p.Title.Text, c.Size().X-2*vg.Points(figureMargin))
+		sub := setHeader(&p, p.Title.Text, f.Subtitle, c.Size().X-2*vg.Points(figureMargin))
 		p.Draw(c)
+		drawSubtitle(c, &p, sub)
 		return nil
 	}
 	ch, err := f.chart()
@@ -526,6 +685,51 @@ func (f Figure) Draw(c draw.Canvas) error {
 	}
 	ch.draw(c)
 	return nil
+}
+
+// subtitleStyle is the subtitle's text: the title's, smaller and grey.
+func subtitleStyle(title text.Style) text.Style {
+	sty := title
+	sty.Font.Size = vg.Points(subtitleFontSize)
+	sty.Color = subtitleColor
+	return sty
+}
+
+// setHeader wraps p's title and the subtitle to width and leaves room for the subtitle between
+// the title and the axes (plot.Draw sets the title's padding there); it returns the wrapped
+// subtitle for drawSubtitle.
+func setHeader(p *plot.Plot, title, subtitle string, width vg.Length) string {
+	p.Title.Text = wrapText(p.Title.TextStyle, title, width)
+	p.Title.Padding = vg.Points(titlePadding)
+	if subtitle == "" {
+		return ""
+	}
+	sty := subtitleStyle(p.Title.TextStyle)
+	sub := wrapText(sty, subtitle, width)
+	p.Title.Padding += vg.Points(subtitleGap) + sty.Rectangle(sub).Size().Y
+	return sub
+}
+
+// subtitleBox is where drawSubtitle puts the subtitle on c, the canvas p was drawn on.
+func subtitleBox(c draw.Canvas, p *plot.Plot, sub string) vg.Rectangle {
+	sty := subtitleStyle(p.Title.TextStyle)
+	top := c.Max.Y - vg.Points(subtitleGap)
+	if p.Title.Text != "" {
+		top -= p.Title.TextStyle.Rectangle(p.Title.Text).Size().Y
+	}
+	w, h := sty.Width(sub), sty.Rectangle(sub).Size().Y
+	return vg.Rectangle{Min: vg.Point{X: c.Center().X - w/2, Y: top - h}, Max: vg.Point{X: c.Center().X + w/2, Y: top}}
+}
+
+// drawSubtitle draws the subtitle setHeader made room for, centred under the title.
+func drawSubtitle(c draw.Canvas, p *plot.Plot, sub string) {
+	if sub == "" {
+		return
+	}
+	sty := subtitleStyle(p.Title.TextStyle)
+	box := subtitleBox(c, p, sub)
+	// As plot.Draw sets the title: a top-aligned text drawn one descent above the box's top.
+	c.FillText(sty, vg.Point{X: c.Center().X, Y: box.Max.Y + sty.FontExtents().Descent}, sub)
 }
 
 // wrapText breaks the lines of s so that none is wider than width in sty: after a comma if it

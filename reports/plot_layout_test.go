@@ -19,18 +19,36 @@ var figureArea = vg.Rectangle{Max: vg.Point{X: figureWidth, Y: figureHeight}}
 
 // family is one method family of a synthetic figure: its (speedup, quality) points.
 type family struct {
-	method string
+	method string // "method|setting" gives the family's runs a setting
 	points [][2]float64
 }
 
 // testFigure builds a trade-off figure from families, with its Pareto front, as NewFigures would.
-func testFigure(title, metric string, axis Axis, fams ...family) Figure {
+func testFigure(title, metric string, axis Axis, families ...family) Figure {
+	type fam struct {
+		family
+		setting string
+	}
+	var fams []fam
+	for _, f := range families {
+		fams = append(fams, fam{family: f})
+	}
 	f := Figure{Name: fileStem(title + "-" + metric), Title: title, Metric: metric, Axis: axis}
 	var all []Point
 	for _, fam := range fams {
+		fam.method, fam.setting, _ = strings.Cut(fam.method, "|")
+		if n := len(f.Series); n > 0 && f.Series[n-1].Method == fam.method { // another setting of the family
+			for _, xy := range fam.points {
+				p := Point{Speedup: xy[0], Quality: xy[1], Row: &Row{Method: fam.method, Setting: fam.setting}}
+				f.Series[n-1].Points = append(f.Series[n-1].Points, p)
+				all = append(all, p)
+			}
+			sortPoints(f.Series[n-1].Points)
+			continue
+		}
 		s := Series{Method: fam.method}
 		for _, xy := range fam.points {
-			p := Point{Speedup: xy[0], Quality: xy[1], Row: &Row{Method: fam.method}}
+			p := Point{Speedup: xy[0], Quality: xy[1], Row: &Row{Method: fam.method, Setting: fam.setting}}
 			s.Points = append(s.Points, p)
 			all = append(all, p)
 		}
@@ -62,10 +80,16 @@ func layoutFigures(t *testing.T) []Figure {
 		many = append(many, family{method: strings.Repeat("x", i) + "method-" + string(rune('a'+i)),
 			points: [][2]float64{{1 + 0.3*float64(i), 200 + float64(i*i)}, {1.1 + 0.3*float64(i), 190 + float64(i)}}})
 	}
+	// One family, several settings: each gets its own legend entry, named by what differs.
+	settings := []family{{"none", [][2]float64{{1, 0.79}}}}
+	for i, st := range []string{"N=3, mode=faithful, ratio=0, scheduler=ToCa", "N=3, mode=faithful, ratio=0.3, scheduler=ToCa", "N=5, mode=faithful, ratio=0.3, scheduler=ToCa"} {
+		settings = append(settings, family{method: "toca-pixart|" + st, points: [][2]float64{{2 + 0.4*float64(i), 0.8 + 0.01*float64(i)}}})
+	}
 	many = append(many, family{"an-extremely-long-method-family-name-nobody-would-use", [][2]float64{{2.2, 230}}})
 	return append(figs,
-		testFigure("FID vs FLOPs speedup\n"+longGroupTitle, "fid", FLOPsAxis, corners...),
-		testFigure("IS vs wall-clock speedup\n"+longGroupTitle, "is", LatencyAxis, many...),
+		withSubtitle(testFigure("FID vs FLOPs speedup", "fid", FLOPsAxis, corners...), longGroupTitle),
+		withSubtitle(testFigure("IS vs wall-clock speedup", "is", LatencyAxis, many...), longGroupTitle),
+		withSubtitle(testFigure("class accuracy vs FLOPs speedup", "class_acc", FLOPsAxis, settings...), longGroupTitle),
 		testFigure("slower than baseline", "fid", LatencyAxis,
 			family{"none", [][2]float64{{1, 3}}}, family{"fora", [][2]float64{{0.62, 3.1}, {0.9, 3.2}, {1.8, 4}}}),
 		testFigure("no baseline run\nDiT-XL/2, ddim, 20 steps", "clip_score", FLOPsAxis,
@@ -75,6 +99,37 @@ func layoutFigures(t *testing.T) []Figure {
 		testFigure("averyveryveryveryveryveryveryverylongmodelnamewithoutanyspaceatall-1024px-dpm-solver-multistep-xl", "recall", FLOPsAxis,
 			family{"none", [][2]float64{{1, 0.59}}}, family{"fora", [][2]float64{{3, 0.55}}}),
 	)
+}
+
+func withSubtitle(f Figure, sub string) Figure {
+	f.Subtitle = sub
+	return f
+}
+
+// A family's runs with different settings get one legend entry each, named by the method and
+// the parameters that differ, with a shape of their own; the title stays short.
+func TestFigureLegendPerSetting(t *testing.T) {
+	var f Figure
+	for _, fig := range layoutFigures(t) {
+		if fig.Title == "class accuracy vs FLOPs speedup" {
+			f = fig
+		}
+	}
+	ch, _ := fitFigure(t, f)
+	want := []string{"none", "toca-pixart N=3, ratio=0", "toca-pixart N=3, ratio=0.3", "toca-pixart N=5, ratio=0.3", "Pareto front", "baseline (1×)"}
+	if strings.Join(ch.labels, "|") != strings.Join(want, "|") {
+		t.Errorf("legend %q, want %q", ch.labels, want)
+	}
+	if strings.Contains(f.Title, "\n") || strings.Contains(ch.plot.Title.Text, longGroupTitle) {
+		t.Errorf("title %q carries the setting", ch.plot.Title.Text)
+	}
+	d := loadFixture(t, Options{FLOPs: fixtureFLOPs})
+	figs, _ := NewFigures(d.Groups[0], "1-dit")
+	for _, fig := range figs {
+		if strings.Contains(fig.Title, d.Groups[0].Title) || fig.Subtitle != d.Groups[0].Title {
+			t.Errorf("%s: title %q, subtitle %q: want the group's title in the subtitle only", fig.Name, fig.Title, fig.Subtitle)
+		}
+	}
 }
 
 func fitFigure(t *testing.T, f Figure) (*chart, layout) {
@@ -212,6 +267,27 @@ func TestFigureTextFits(t *testing.T) {
 			// plot.Draw centres the title on its canvas.
 			if left, right := l.plot.Center().X-w/2, l.plot.Center().X+w/2; w > l.plot.Size().X || left < figureArea.Min.X || right > figureArea.Max.X {
 				t.Errorf("%s: title line %q spans %v..%v, the figure %v..%v", f.Name, line, left, right, figureArea.Min.X, figureArea.Max.X)
+			}
+		}
+		// The subtitle (the setting) is wrapped to the figure in its smaller font, lies between
+		// the title and the data area, and loses no text.
+		if f.Subtitle != "" {
+			sub := subtitleStyle(sty)
+			if sub.Font.Size >= sty.Font.Size {
+				t.Errorf("%s: subtitle font %v, title font %v: want it smaller", f.Name, sub.Font.Size, sty.Font.Size)
+			}
+			for _, line := range strings.Split(l.subtitle, "\n") {
+				if w := sub.Width(line); w > l.plot.Size().X {
+					t.Errorf("%s: subtitle line %q is %v wide, the plot %v", f.Name, line, w, l.plot.Size().X)
+				}
+			}
+			box := subtitleBox(l.plot, p, l.subtitle)
+			titleBottom := l.plot.Max.Y - sty.Rectangle(p.Title.Text).Size().Y
+			if box.Min.X < figureArea.Min.X || box.Max.X > figureArea.Max.X || box.Max.Y > titleBottom || box.Min.Y < l.data.Max.Y {
+				t.Errorf("%s: subtitle %v, want under the title (%v) and over the data area (%v), within the figure", f.Name, box, titleBottom, l.data.Max.Y)
+			}
+			if squash(l.subtitle) != squash(f.Subtitle) {
+				t.Errorf("%s: subtitle %q lost text of %q", f.Name, l.subtitle, f.Subtitle)
 			}
 		}
 		if squash(p.Title.Text) != squash(f.Title) {

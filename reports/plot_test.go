@@ -44,11 +44,15 @@ func TestParetoFront(t *testing.T) {
 func TestFigures(t *testing.T) {
 	d := loadFixture(t, Options{FLOPs: fixtureFLOPs})
 	figs, skipped := NewFigures(d.Groups[0], "1-dit")
-	if len(figs) != 10 {
-		t.Fatalf("%d figures, want 5 metrics × 2 speedups", len(figs))
+	// FID is the one headline metric; sFID, IS, precision and recall repeat its claim.
+	if len(figs) != 2 {
+		t.Fatalf("%d figures, want FID × 2 speedups", len(figs))
 	}
 	f := figs[0]
-	if f.Name != "1-dit-fid-vs-flops" || f.Metric != "fid" || f.Axis != FLOPsAxis || len(f.Series) != 4 || len(skipped) != 0 {
+	if len(skipped) != 1 || !strings.Contains(skipped[0], "IS") || !strings.Contains(skipped[0], "in the table only") {
+		t.Errorf("skipped %q, want the table-only metrics named", skipped)
+	}
+	if f.Name != "1-dit-fid-vs-flops" || f.Metric != "fid" || f.Axis != FLOPsAxis || len(f.Series) != 4 || f.Title != "FID vs FLOPs speedup" || f.Subtitle != d.Groups[0].Title || f.Claim != claimFLOPs {
 		t.Errorf("first figure %s (%s, %v, %d series), skipped %q", f.Name, f.Metric, f.Axis, len(f.Series), skipped)
 	}
 	// FID vs FLOPs speedup: every run is on the front (each faster one is worse), in speedup order.

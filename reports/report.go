@@ -2,6 +2,7 @@ package reports
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -295,23 +296,36 @@ func (r *Report) markdown(w io.Writer, figure func(name string) string) error {
 		for _, t := range s.Tables {
 			e.do(t.Markdown)
 		}
-		if len(s.Figures) > 0 {
-			e.printf("\n### Quality vs speedup\n\n")
-		}
+		claim := ""
 		for _, f := range s.Figures {
-			alt := strings.ReplaceAll(f.Title, "\n", ", ")
+			if c := cmp.Or(f.Claim, "Figures"); c != claim {
+				claim = c
+				e.printf("\n### %s\n\n", escapeMarkdown(claim))
+			}
+			alt := f.caption()
 			if figure == nil {
 				e.printf("- %s (runbench report --out DIR writes the figure)\n", escapeMarkdown(alt))
 				continue
 			}
 			p := figure(f.Name)
-			e.printf("![%s](%s.png)\n\n[SVG](%s.svg)\n\n", escapeMarkdown(alt), p, p)
+			// The setting is in the figure's subtitle and the section's heading; the caption
+			// repeats the short title so that the text reads without the image.
+			e.printf("![%s](%s.png)\n\n*%s* ([SVG](%s.svg))\n\n", escapeMarkdown(alt), p, escapeMarkdown(strings.ReplaceAll(f.Title, "\n", " ")), p)
 		}
 		for _, n := range s.Notes {
 			e.printf("- Not plotted: %s\n", n)
 		}
 	}
 	return e.err
+}
+
+// caption is the figure's title and setting on one line, for alt texts and lists.
+func (f Figure) caption() string {
+	c := strings.ReplaceAll(f.Title, "\n", " ")
+	if f.Subtitle != "" {
+		c += " — " + strings.ReplaceAll(f.Subtitle, "\n", " ")
+	}
+	return c
 }
 
 func (r *Report) latex(w io.Writer) error {
@@ -364,7 +378,7 @@ func (r *Report) html(w io.Writer, pngs map[string][]byte) error {
 			e.do(t.HTML)
 		}
 		for _, f := range s.Figures {
-			alt := escapeHTML(strings.ReplaceAll(f.Title, "\n", ", "))
+			alt := escapeHTML(f.caption())
 			e.printf("<figure><img alt=\"%s\" src=\"data:image/png;base64,%s\"><figcaption>%s</figcaption></figure>\n",
 				alt, base64.StdEncoding.EncodeToString(pngs[f.Name]), alt)
 		}

@@ -25,16 +25,16 @@ func TestWriteReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(written) != 2*10+4 {
-		t.Errorf("wrote %d files, want 20 figures and 4 documents: %q", len(written), written)
+	if len(written) != 2*2+4 {
+		t.Errorf("wrote %d files, want 4 figures and 4 documents: %q", len(written), written)
 	}
 	md, err := os.ReadFile(filepath.Join(dir, "report.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	links := regexp.MustCompile(`\]\((figures/[^)]+)\)`).FindAllStringSubmatch(string(md), -1)
-	if len(links) != 20 {
-		t.Errorf("report.md links %d figure files, want 20", len(links))
+	if len(links) != 4 {
+		t.Errorf("report.md links %d figure files, want 4", len(links))
 	}
 	for _, l := range links {
 		data, err := os.ReadFile(filepath.Join(dir, l[1]))
@@ -57,8 +57,8 @@ func TestWriteReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Self-contained: every image is a data: URL, nothing points at figures/.
-	if n := strings.Count(string(html), `src="data:image/png;base64,`); n != 10 || strings.Contains(string(html), "figures/") {
-		t.Errorf("report.html has %d inline figures (want 10) or links figures/", n)
+	if n := strings.Count(string(html), `src="data:image/png;base64,`); n != 2 || strings.Contains(string(html), "figures/") {
+		t.Errorf("report.html has %d inline figures (want 2) or links figures/", n)
 	}
 	if !strings.Contains(string(html), "N=3, note=a|b*c") || !strings.Contains(string(html), "<table") {
 		t.Error("report.html lacks its tables")

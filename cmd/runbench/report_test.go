@@ -77,8 +77,8 @@ func TestReportCLI(t *testing.T) {
 	if out, err = runReport(db, db, "--out", rep); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out, "wrote 8 figure files") {
-		t.Errorf("output %q: want 2 metrics × 2 speedups × PNG and SVG", out)
+	if !strings.Contains(out, "wrote 4 figure files") {
+		t.Errorf("output %q: want FID × 2 speedups × PNG and SVG (IS is in the table only)", out)
 	}
 	for _, f := range []string{"report.md", "report.html", "tables.tex", "report.txt", "figures/1-dit-s-2-fid-vs-flops.png"} {
 		if st, err := os.Stat(filepath.Join(rep, f)); err != nil || st.Size() == 0 {
