@@ -405,7 +405,9 @@ func (f Figure) chart() (*chart, error) {
 	shape := 0
 	for i, s := range f.Series {
 		var thumbs []plot.Thumbnailer
-		if len(s.Points) > 1 {
+		// A line reads as a trade-off curve along one knob; runs that differ in several
+		// parameters are not points of one curve (it would zigzag), so they stay unjoined.
+		if len(s.Points) > 1 && varyingParams(s) <= 1 {
 			ln, err := plotter.NewLine(xysOf(s.Points))
 			if err != nil {
 				return nil, fmt.Errorf("figure %s, %s: %w", f.Name, s.Method, err)
@@ -465,6 +467,30 @@ type setting struct {
 // settingsOf splits a family's points by setting, in speedup order of their first run. A label
 // names the method and the parameters that differ within the family: what the others share
 // is in the table, and the label must fit the legend.
+// varyingParams counts the parameters whose value differs between a family's runs.
+func varyingParams(s Series) int {
+	values := map[string]map[string]bool{}
+	for _, pt := range s.Points {
+		if pt.Row == nil {
+			continue
+		}
+		for _, kv := range strings.Split(pt.Row.Setting, ", ") {
+			k, v, _ := strings.Cut(kv, "=")
+			if values[k] == nil {
+				values[k] = map[string]bool{}
+			}
+			values[k][v] = true
+		}
+	}
+	n := 0
+	for _, vs := range values {
+		if len(vs) > 1 {
+			n++
+		}
+	}
+	return n
+}
+
 func settingsOf(s Series) []setting {
 	params := make([][]string, len(s.Points))
 	values := map[string]map[string]bool{} // parameter name → values seen in the family

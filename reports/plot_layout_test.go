@@ -389,3 +389,26 @@ func inkIn(img image.Image, dpi float64, r vg.Rectangle) int {
 	}
 	return n
 }
+
+// A family's runs are joined by a line only when one parameter varies between them.
+func TestVaryingParams(t *testing.T) {
+	series := func(settings ...string) Series {
+		var s Series
+		for i, st := range settings {
+			s.Points = append(s.Points, Point{Speedup: float64(i + 1), Row: &Row{Setting: st}})
+		}
+		return s
+	}
+	for _, c := range []struct {
+		s    Series
+		want int
+	}{
+		{series("N=3, ratio=0.3", "N=5, ratio=0.3"), 1},
+		{series("N=3, ratio=0.3", "N=5, ratio=0.3", "N=3, ratio=0"), 2},
+		{series("N=3", "N=3"), 0},
+	} {
+		if got := varyingParams(c.s); got != c.want {
+			t.Errorf("%v: %d varying parameters, want %d", c.s.Points, got, c.want)
+		}
+	}
+}
