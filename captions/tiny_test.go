@@ -78,7 +78,7 @@ func TestTinyEncoderMatchesPython(t *testing.T) {
 // that neither can drift alone; it needs a python3 with numpy (Debian's /usr/bin/python3 has it).
 func TestPythonTwinAgrees(t *testing.T) {
 	if testing.Short() {
-		t.Skip("-short: not starting Python")
+		t.Skip("-short: not starting Python (run without -short, with python3-numpy installed, to compare the Python twin)")
 	}
 	var py string
 	for _, p := range []string{"/usr/bin/python3", "python3"} {
@@ -88,7 +88,7 @@ func TestPythonTwinAgrees(t *testing.T) {
 		}
 	}
 	if py == "" {
-		t.Skip("no python3 with numpy")
+		t.Skip("no python3 with numpy: install the Debian package python3-numpy (.ci/run does) to compare tools/fmnist_text.py with the Go encoder")
 	}
 	golden, err := filepath.Abs(goldenPath)
 	if err != nil {

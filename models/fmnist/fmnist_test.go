@@ -414,7 +414,7 @@ func TestExtractor(t *testing.T) {
 func TestRealTestImages(t *testing.T) {
 	m, err := datasets.FashionMNIST("", "test")
 	if errors.Is(err, datasets.ErrNoFashionMNIST) {
-		t.Skipf("%v", err)
+		t.Skipf("%v: install the Debian package %s (`make setup`)", err, datasets.FashionMNISTPackage)
 	}
 	if err != nil {
 		t.Fatal(err)
