@@ -177,40 +177,9 @@ func dpmDiscreteSchedule() (t, logAlpha []float32) {
 }
 
 // linspace32 is torch.linspace in float32 as its CPU kernel computes it (the reference tables
-// come from there, and the model's timesteps from them). Values before n/2 count up from start,
-// the rest down from end, each as one fused multiply-add (the kernel is built with FMA
-// contraction), but in runs of two 8-lane vectors (AVX2) whose branch and base follow each
-// vector's first index, the lanes adding j·step to that base with two roundings. The per-value
-// formula differs from this by an ulp on about a quarter of the values.
-func linspace32(start, end float32, n int) []float32 {
-	out := make([]float32, n)
-	if n == 1 {
-		out[0] = start
-		return out
-	}
-	step := (end - start) / float32(n-1)
-	half := n / 2
-	at := func(i int) float32 {
-		if i < half {
-			return fma32(step, float32(i), start)
-		}
-		return fma32(-step, float32(n-1-i), end)
-	}
-	const lanes = 8
-	i := 0
-	for ; i+2*lanes <= n; i += 2 * lanes {
-		for v := i; v < i+2*lanes; v += lanes {
-			base := at(v)
-			for j := range lanes {
-				out[v+j] = base + float32(step*float32(j))
-			}
-		}
-	}
-	for ; i < n; i++ {
-		out[i] = at(i)
-	}
-	return out
-}
+// come from there, and the model's timesteps from them): 8-lane float32 vectors (see
+// torchLinspace). The per-value formula differs from this by an ulp on about a quarter of the values.
+func linspace32(start, end float32, n int) []float32 { return torchLinspace(start, end, n, 8, fma32) }
 
 // fma32 is a·b + c rounded once to float32. The float64 product is exact; the sum is rounded
 // to float64 first, which can only go wrong when it lands on a float32 midpoint, so that case

@@ -58,39 +58,11 @@ func to32(x []float64) []float32 {
 	return out
 }
 
-// linspace64 is torch.linspace in float64 as its CPU kernel computes it: values before n/2 count
-// up from start, the rest down from end, each base one fused multiply-add; the kernel fills runs
-// of two 4-lane vectors (AVX2 doubles) from each vector's base plus j·step rounded twice, and the
-// tail one value at a time. The golden float64 betas agree bit for bit; per-value formulas miss
+// linspace64 is torch.linspace in float64 as its CPU kernel computes it: 4-lane float64 vectors
+// (see torchLinspace). The golden float64 betas agree bit for bit; per-value formulas miss
 // 200–330 of the 1000 by an ulp, which the float32 cast happens to hide for SD's constants.
 func linspace64(start, end float64, n int) []float64 {
-	out := make([]float64, n)
-	if n == 1 {
-		out[0] = start
-		return out
-	}
-	step := (end - start) / float64(n-1)
-	half := n / 2
-	at := func(i int) float64 {
-		if i < half {
-			return math.FMA(step, float64(i), start)
-		}
-		return math.FMA(-step, float64(n-1-i), end)
-	}
-	const lanes = 4
-	i := 0
-	for ; i+2*lanes <= n; i += 2 * lanes {
-		for v := i; v < i+2*lanes; v += lanes {
-			base := at(v)
-			for j := range lanes {
-				out[v+j] = base + float64(step*float64(j))
-			}
-		}
-	}
-	for ; i < n; i++ {
-		out[i] = at(i)
-	}
-	return out
+	return torchLinspace(start, end, n, 4, math.FMA)
 }
 
 // PLMSSampler is a PLMS configuration (η = 0, "uniform" timesteps); it holds no sampling state.

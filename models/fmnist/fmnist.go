@@ -252,7 +252,7 @@ func (n *Net) graph(in []*Node) []*Node {
 	x, p := in[0], in[1:]
 	for i := range convs {
 		w, b := p[2*i], p[2*i+1]
-		y := DotGeneral(gx.Im2Col3(x), []int{3}, nil, w, []int{1}, nil)
+		y := DotGeneral(gx.Im2Col3(x, 1), []int{3}, nil, w, []int{1}, nil)
 		out := w.Shape().Dimensions[0]
 		y = MaxScalar(Add(y, Reshape(b, 1, 1, 1, out)), 0)
 		x = maxPool2(y)

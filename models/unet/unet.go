@@ -35,9 +35,7 @@ import (
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
-	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
-	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/layers/activations"
 
@@ -751,35 +749,10 @@ func (b *builder) conv(x *Node, name string, stride int) *Node {
 		y = Convolve(x, w).StridePerAxis(stride, stride).PaddingPerDim([][2]int{{1, 1}, {1, 1}}).Done()
 	} else {
 		d := w.Shape().Dimensions
-		y = MatMul(im2col3(x, stride), Reshape(w, d[0]*d[1]*d[2], d[3]))
+		y = MatMul(gx.Im2Col3(x, stride), Reshape(w, d[0]*d[1]*d[2], d[3]))
 	}
 	bias := b.p(name + ".bias")
 	return Add(y, layers.ExpandTo(Reshape(bias, 1, 1, 1, bias.Shape().Dimensions[0]), y))
-}
-
-// im2col3 gathers each output position's 3×3 neighbourhood (zero padding 1, stride s) of an
-// NHWC tensor into the channel axis in (ky, kx, c) order: [N, H, W, C] → [N, Ho, Wo, 9·C] with
-// Ho = (H−1)/s + 1. The pure-Go backend has no Pad op, so the padding is a concatenation.
-func im2col3(x *Node, stride int) *Node {
-	if stride == 1 {
-		return gx.Im2Col3(x)
-	}
-	g := x.Graph()
-	d := x.Shape().Dimensions
-	N, H, W, C := d[0], d[1], d[2], d[3]
-	zr := Zeros(g, shapes.Make(dtypes.Float32, N, 1, W, C))
-	x = Concatenate([]*Node{zr, x, zr}, 1)
-	zc := Zeros(g, shapes.Make(dtypes.Float32, N, H+2, 1, C))
-	x = Concatenate([]*Node{zc, x, zc}, 2)
-	Ho, Wo := (H-1)/stride+1, (W-1)/stride+1
-	parts := make([]*Node, 0, 9)
-	for ky := range 3 {
-		for kx := range 3 {
-			parts = append(parts, Slice(x, AxisRange(),
-				AxisRange(ky, ky+stride*(Ho-1)+1).Stride(stride), AxisRange(kx, kx+stride*(Wo-1)+1).Stride(stride), AxisRange()))
-		}
-	}
-	return Concatenate(parts, 3)
 }
 
 // upsample2 is nearest-neighbour ×2 (F.interpolate, scale 2, "nearest") on NHWC: every pixel

@@ -426,7 +426,7 @@ func (b *builder) conv3x3(x *Node, name string) *Node {
 		y = Convolve(x, w).PadSame().Strides(1).Done()
 	} else { // the same kernel as a [9C, O] matrix, rows in (ky, kx, c) order
 		d := w.Shape().Dimensions
-		y = DotGeneral(gx.Im2Col3(x), []int{3}, nil, Reshape(w, d[0]*d[1]*d[2], d[3]), []int{0}, nil)
+		y = DotGeneral(gx.Im2Col3(x, 1), []int{3}, nil, Reshape(w, d[0]*d[1]*d[2], d[3]), []int{0}, nil)
 	}
 	return addBias(y, b.p(name+".bias"))
 }
