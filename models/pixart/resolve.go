@@ -2,9 +2,7 @@ package pixart
 
 import (
 	"fmt"
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"strings"
 
 	"github.com/gomlx/gomlx/backends"
@@ -97,24 +95,12 @@ func (r *Resolved) Load(b backends.Backend) (*Model, error) {
 // RandomWeights returns a state dict in the official layout with N(0, 0.05²) parameters (the
 // null caption N(0, 1)): an untrained model for benchmarks and tests.
 func RandomWeights(c Config, seed uint64) *checkpoint.File {
-	rng := rand.New(rand.NewPCG(seed, 0x91a7))
-	f := &checkpoint.File{Path: "random", Tensors: map[string]*checkpoint.Tensor{}}
 	shapes := c.ExpectedShapes()
 	delete(shapes, "pos_embed") // recomputed
-	for _, k := range slices.Sorted(maps.Keys(shapes)) {
-		n := 1
-		for _, d := range shapes[k] {
-			n *= d
-		}
-		std := 0.05
+	return checkpoint.Random(shapes, seed, 0x91a7, func(k string, _ []int, n int, r *rand.Rand) []float32 {
 		if k == "y_embedder.y_embedding" {
-			std = 1
+			return checkpoint.Normal(1, n, r)
 		}
-		data := make([]float32, n)
-		for i := range data {
-			data[i] = float32(rng.NormFloat64() * std)
-		}
-		f.Tensors[k] = checkpoint.NewF32(data, shapes[k]...)
-	}
-	return f
+		return checkpoint.Normal(0.05, n, r)
+	})
 }

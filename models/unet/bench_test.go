@@ -1,11 +1,7 @@
 package unet_test
 
 import (
-	"maps"
-	"math"
 	"math/rand/v2"
-	"slices"
-	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -18,31 +14,7 @@ import (
 // randomWeights is an LDM state dict of c: weights N(0, 1/fan_in), norm scales 1 + N(0, 0.1²),
 // other vectors N(0, 0.05²) (the golden files' rule).
 func randomWeights(c unet.Config, seed uint64) *checkpoint.File {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	f := &checkpoint.File{Path: "random", Tensors: map[string]*checkpoint.Tensor{}}
-	shapes := c.ExpectedShapes()
-	for _, k := range slices.Sorted(maps.Keys(shapes)) {
-		s := shapes[k]
-		n := 1
-		for _, d := range s {
-			n *= d
-		}
-		v := make([]float32, n)
-		for i := range v {
-			x := rng.NormFloat64()
-			switch {
-			case len(s) > 1:
-				x /= math.Sqrt(float64(n / s[0]))
-			case strings.Contains(k, "norm") && strings.HasSuffix(k, ".weight"):
-				x = 1 + 0.1*x
-			default:
-				x *= 0.05
-			}
-			v[i] = float32(x)
-		}
-		f.Tensors[k] = checkpoint.NewF32(v, s...)
-	}
-	return f
+	return checkpoint.Random(c.ExpectedShapes(), seed, 1, checkpoint.FanIn)
 }
 
 // BenchmarkSDLevel0Block times SD v1's first ResBlock + SpatialTransformer block (input_blocks.1:

@@ -1,11 +1,6 @@
 package vae
 
 import (
-	"maps"
-	"math"
-	"math/rand/v2"
-	"slices"
-	"strings"
 
 	"github.com/cachebench/cachebench/models/checkpoint"
 )
@@ -20,29 +15,5 @@ var SD = Config{EmbedDim: 4, ZChannels: 4, Channels: []int{128, 256, 512, 512}, 
 // activations keep their scale, for throughput measurements (runbench sample --vae random:sd) and
 // tests where no checkpoint may be downloaded.
 func RandomWeights(c Config, seed uint64) *checkpoint.File {
-	rng := rand.New(rand.NewPCG(seed, 1))
-	f := &checkpoint.File{Path: "random", Tensors: map[string]*checkpoint.Tensor{}}
-	shapes := c.ExpectedShapes()
-	for _, k := range slices.Sorted(maps.Keys(shapes)) {
-		s := shapes[k]
-		n := 1
-		for _, d := range s {
-			n *= d
-		}
-		v := make([]float32, n)
-		for i := range v {
-			x := rng.NormFloat64()
-			switch {
-			case len(s) > 1:
-				x /= math.Sqrt(float64(n / s[0]))
-			case strings.Contains(k, "norm") && strings.HasSuffix(k, ".weight"):
-				x = 1 + 0.1*x
-			default:
-				x *= 0.05
-			}
-			v[i] = float32(x)
-		}
-		f.Tensors[k] = checkpoint.NewF32(v, s...)
-	}
-	return f
+	return checkpoint.Random(c.ExpectedShapes(), seed, 1, checkpoint.FanIn)
 }
