@@ -26,6 +26,7 @@ package pixart
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -135,6 +136,23 @@ type Model struct {
 	w        *weights
 	ex       *executor.Executor
 	captions *Captions
+	last     *rowInputs // the conditioning of the last label vector Forward saw
+}
+
+// rowInputs is the conditioning of one label vector, assembled on the host and put on the device
+// once: a sampling run asks for the same rows at every call.
+type rowInputs struct {
+	y              []int64
+	in             Inputs
+	captions, bias *tensors.Tensor // made by the first forward that uses them
+}
+
+func (r *rowInputs) release() {
+	for _, t := range []*tensors.Tensor{r.captions, r.bias} {
+		if t != nil {
+			t.MustFinalizeAll()
+		}
+	}
 }
 
 // Captions are the caption features a sampling run's labels refer to: label p < P is caption p;
@@ -172,6 +190,10 @@ func (m *Model) SetCaptions(c *Captions) error {
 		return fmt.Errorf("captions: %d image sizes for %d captions", len(c.Size), len(c.Lengths))
 	}
 	m.captions = c
+	if m.last != nil {
+		m.last.release()
+		m.last = nil
+	}
 	return nil
 }
 
@@ -193,6 +215,9 @@ func (m *Model) Forward(x []float32, t []float64, y []int64, opt hook.Options) (
 	c := m.captions
 	if c == nil {
 		return nil, fmt.Errorf("forward: no captions installed (SetCaptions)")
+	}
+	if m.last != nil && slices.Equal(m.last.y, y) {
+		return m.ForwardCaptions(x, t, m.last.in, opt)
 	}
 	P := int64(len(c.Lengths))
 	L, C := m.MaxLength, m.CaptionChannels
@@ -217,7 +242,11 @@ func (m *Model) Forward(x []float32, t []float64, y []int64, opt hook.Options) (
 			size = append(size, c.Size[p])
 		}
 	}
-	return m.ForwardCaptions(x, t, Inputs{Captions: feats, Lengths: lens, Size: size}, opt)
+	if m.last != nil {
+		m.last.release()
+	}
+	m.last = &rowInputs{y: slices.Clone(y), in: Inputs{Captions: feats, Lengths: lens, Size: size}}
+	return m.ForwardCaptions(x, t, m.last.in, opt)
 }
 
 // Inputs are the conditioning of one forward pass.
@@ -289,10 +318,9 @@ func (m *Model) forward(x []float32, t []float64, in Inputs, bias []float32, pla
 	if probe != nil {
 		probe("t_freq", tensors.FromFlatDataAndDimensions(tfreq, B, layers.FreqEmbedSize))
 	}
+	capT, biasT := m.rowTensors(in, bias)
 	args := []any{tensors.FromFlatDataAndDimensions(x, B, c.InChannels, c.InputSize, c.InputSize),
-		tensors.FromFlatDataAndDimensions(tfreq, B, layers.FreqEmbedSize),
-		tensors.FromFlatDataAndDimensions(in.Captions, B, c.MaxLength, c.CaptionChannels),
-		tensors.FromFlatDataAndDimensions(bias, B, c.MaxLength)}
+		tensors.FromFlatDataAndDimensions(tfreq, B, layers.FreqEmbedSize), capT, biasT}
 	if c.MicroConditions {
 		args = append(args, tensors.FromFlatDataAndDimensions(m.sizeFeatures(in.Size, B), B, 3, layers.FreqEmbedSize))
 	}
@@ -323,6 +351,21 @@ func (m *Model) forward(x []float32, t []float64, in Inputs, bias []float32, pla
 	res := tensors.MustCopyFlatData[float32](outs[0])
 	outs[0].MustFinalizeAll()
 	return res
+}
+
+// rowTensors are the caption and mask-bias tensors of in: those kept with the last label
+// vector when in is its conditioning (the same backing array), new ones otherwise.
+func (m *Model) rowTensors(in Inputs, bias []float32) (captions, maskBias *tensors.Tensor) {
+	B := len(in.Lengths)
+	r := m.last
+	if r == nil || len(r.in.Captions) == 0 || len(in.Captions) != len(r.in.Captions) || &in.Captions[0] != &r.in.Captions[0] {
+		return tensors.FromFlatDataAndDimensions(in.Captions, B, m.MaxLength, m.CaptionChannels), tensors.FromFlatDataAndDimensions(bias, B, m.MaxLength)
+	}
+	if r.captions == nil {
+		r.captions = tensors.FromFlatDataAndDimensions(in.Captions, B, m.MaxLength, m.CaptionChannels)
+		r.bias = tensors.FromFlatDataAndDimensions(bias, B, m.MaxLength)
+	}
+	return r.captions, r.bias
 }
 
 // sizeFeatures are the sinusoidal features of PixArtMS's micro-conditions per row: height,
