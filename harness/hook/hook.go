@@ -86,6 +86,27 @@ type Layout struct {
 	GridW   int      // token grid width
 	Hidden  int      // channel width of module outputs
 	Heads   int      // attention heads
+	// Blocks, when set, describes blocks that differ from each other (a UNet's levels); nil means
+	// every block has Modules at Tokens on the GridH×GridW grid.
+	Blocks []BlockShape
+}
+
+// BlockShape is one block of a model whose blocks differ.
+type BlockShape struct {
+	Name         string // the reference's name (input_blocks.1, middle_block, output_blocks.3, …)
+	Tokens       int    // tokens its modules see (0: the block has no token modules)
+	GridH, GridW int    // their grid
+}
+
+// TokensAt is the token count of block b's modules (0: it has none).
+func (l Layout) TokensAt(b int) int { return l.Shape(b).Tokens }
+
+// Shape is block b's shape (the layout's common one when its blocks do not differ).
+func (l Layout) Shape(b int) BlockShape {
+	if l.Blocks == nil {
+		return BlockShape{Tokens: l.Tokens, GridH: l.GridH, GridW: l.GridW}
+	}
+	return l.Blocks[b]
 }
 
 // ModulePlan is the action of one module at one step.
@@ -104,6 +125,43 @@ type ModulePlan struct {
 	// History, for Full, pushes the computed output into the module's history of finite
 	// differences (TaylorSeer's factors).
 	History *History
+	// Prune, for Prune, is the rule by which the module drops tokens and restores them.
+	Prune *Pruning
+}
+
+// PruneRule names how a Prune action chooses the tokens a module drops and what they receive.
+type PruneRule int
+
+const (
+	// PruneDynamics is DaTo's (dato.prune_and_recover_tokens): per row, score = Gamma·D +
+	// NoiseAlpha·noise (noise alone before the model has dynamics D, the mean over channels of
+	// |ε − ε_prev| of its last two outputs); the best-scoring token of every SY×SX cell is a base
+	// token; among the others, the K most cosine-similar to a base token (similarity of the
+	// module's input stream normalised by its norm rounded to float16) are dropped. The module
+	// runs on the kept tokens; a dropped token receives the output of its most similar kept token.
+	PruneDynamics PruneRule = iota + 1
+	// PruneMerge is ToMeSD's bipartite soft matching (tomesd bipartite_soft_matching_random2d):
+	// one destination token per SY×SX cell at position Cells[cell]; the K sources most similar to
+	// a destination are averaged into it; the module runs on the merged tokens, and each merged
+	// source receives its destination's output.
+	PruneMerge
+)
+
+// Pruning is a Prune action's rule and its draws.
+type Pruning struct {
+	Rule   PruneRule
+	K      int // tokens dropped (merged) per row
+	SX, SY int // cell of one base (destination) token
+	// PruneDynamics:
+	Gamma      float32     // weight of the dynamics term, its sign drawn by the method
+	NoiseAlpha float32     // weight of the noise where there are dynamics
+	Noise      [][]float32 // per row, one value per token (DaTo's torch.randn draw)
+	// Pairs makes rows r and r + B/2 (the two CFG halves) keep the base tokens the null half
+	// (second) chose, as DaTo's align_cfg copies the unconditional rows' choice.
+	Pairs bool
+	// PruneMerge: the destination's position inside each cell (dy·SX + dx), cells row-major,
+	// shared by every row (tomesd draws one per call).
+	Cells []int32
 }
 
 // Fresh is the number of tokens per row the module recomputes at a Partial action.
@@ -262,6 +320,9 @@ type Plan struct {
 	// Gate, when set, lets this call skip a block range by a decision made from its own data
 	// (threshold caches); the executor writes what it did into Gate.Skipped.
 	Gate *Gate
+	// Dynamics asks the model to keep its output and, from the second call on, the per-token
+	// dynamics D (mean over channels of |ε − ε_prev|) in the cache for later PruneDynamics rules.
+	Dynamics bool
 }
 
 // GateStat names the statistic a gate measures, per batch row, as a relative L1 change
@@ -419,6 +480,9 @@ func (p *Plan) Validate(l Layout, c *Cache, batch int) error {
 		}
 		for m, mp := range bp.Modules {
 			where := fmt.Sprintf("block %d %s", b, l.Modules[m])
+			if l.TokensAt(b) == 0 && mp.Action != Full && mp.Action != Skip {
+				return fmt.Errorf("%s: action %s, but the block has no token modules (full or skip only)", where, mp.Action)
+			}
 			if skipped[b] != (mp.Action == Skip) {
 				return fmt.Errorf("%s: action %s, but the block is %sin a skipped range", where, mp.Action, map[bool]string{true: "", false: "not "}[skipped[b]])
 			}
@@ -456,6 +520,8 @@ func (mp ModulePlan) validate(l Layout, c *Cache, b, m, batch int) error {
 				return fmt.Errorf("history update to %d orders at step distance %g needs a cache holding %d terms", h.Orders, h.Step, max(h.Orders-1, 0))
 			}
 		}
+	case Prune:
+		return mp.Prune.validate(l.Shape(b), batch)
 	case Reuse, Partial:
 		if c == nil || c.Out(b, m) == nil {
 			return fmt.Errorf("%s needs a cached output, and there is none yet", mp.Action)
@@ -476,6 +542,46 @@ func (mp ModulePlan) validate(l Layout, c *Cache, b, m, batch int) error {
 		}
 	default:
 		return fmt.Errorf("action %s is not supported by this model", mp.Action)
+	}
+	return nil
+}
+
+func (p *Pruning) validate(bs BlockShape, batch int) error {
+	n := bs.Tokens
+	switch {
+	case p == nil:
+		return fmt.Errorf("prune without a rule")
+	case p.Rule != PruneDynamics && p.Rule != PruneMerge:
+		return fmt.Errorf("prune with unknown rule %d", p.Rule)
+	case p.SX < 1 || p.SY < 1 || bs.GridW < p.SX || bs.GridH < p.SY:
+		return fmt.Errorf("prune cells of %d×%d on the %d×%d token grid", p.SY, p.SX, bs.GridH, bs.GridW)
+	}
+	dst := (bs.GridH / p.SY) * (bs.GridW / p.SX)
+	if p.K < 0 || p.K > n-dst {
+		return fmt.Errorf("prune of %d tokens, want 0..%d (%d tokens, %d base tokens)", p.K, n-dst, n, dst)
+	}
+	switch p.Rule {
+	case PruneDynamics:
+		if len(p.Noise) != batch {
+			return fmt.Errorf("prune noise for %d rows, batch is %d", len(p.Noise), batch)
+		}
+		for r, row := range p.Noise {
+			if len(row) != n {
+				return fmt.Errorf("prune noise of row %d has %d tokens, want %d", r, len(row), n)
+			}
+		}
+		if p.Pairs && batch%2 != 0 {
+			return fmt.Errorf("paired CFG halves need an even batch (%d rows)", batch)
+		}
+	case PruneMerge:
+		if len(p.Cells) != dst {
+			return fmt.Errorf("merge destinations for %d cells, want %d", len(p.Cells), dst)
+		}
+		for i, c := range p.Cells {
+			if c < 0 || int(c) >= p.SX*p.SY {
+				return fmt.Errorf("merge destination %d of cell %d outside the %d positions of a cell", c, i, p.SX*p.SY)
+			}
+		}
 	}
 	return nil
 }
@@ -541,7 +647,22 @@ type Cache struct {
 	history [][][]*tensors.Tensor // [block][module] finite-difference history F_0, F_1, …
 	spans   map[Span]*SpanCache
 	gates   map[Span]*GateCache
-	modules []Module // the layout's modules, naming the outputs in Bytes
+	modules []Module        // the layout's modules, naming the outputs in Bytes
+	output  *tensors.Tensor // the model's last output (Plan.Dynamics)
+	dyn     *tensors.Tensor // [B, N] per-token dynamics of the last two outputs
+}
+
+// Output is the model's last output kept for dynamics (nil = none).
+func (c *Cache) Output() *tensors.Tensor { return c.output }
+
+// Dynamics is the per-token dynamics [B, N] of the model's last two outputs (nil = none yet).
+func (c *Cache) Dynamics() *tensors.Tensor { return c.dyn }
+
+// SetDynamics replaces the kept output and dynamics, releasing the previous tensors.
+func (c *Cache) SetDynamics(output, dyn *tensors.Tensor) {
+	release(c.output, output)
+	release(c.dyn, dyn)
+	c.output, c.dyn = output, dyn
 }
 
 // GateCache is what a gated range keeps: its residual (output − input) when each row last ran
@@ -644,7 +765,8 @@ func (c *Cache) SetSpan(s Span, in, out *tensors.Tensor) {
 
 // Bytes is the memory the cache holds now, by kind: a module's outputs under the module's name
 // ("attn", "mlp", "cross_attn"), "history" (finite-difference histories), "token_state" (base
-// scores and staleness counters), "ranges" (block-range inputs and outputs), and "total". A
+// scores and staleness counters), "ranges" (block-range inputs and outputs), "dynamics" (the last
+// output and its per-token dynamics), and "total". A
 // tensor held under two names is counted once (under the first).
 func (c *Cache) Bytes() map[string]int64 {
 	out := map[string]int64{"total": 0}
@@ -676,6 +798,8 @@ func (c *Cache) Bytes() map[string]int64 {
 		add("ranges", g.Residual)
 		add("gate_ref", g.Ref)
 	}
+	add("dynamics", c.output)
+	add("dynamics", c.dyn)
 	return out
 }
 
@@ -696,6 +820,7 @@ func (c *Cache) Reset() {
 		c.SetSpan(s, nil, nil)
 		delete(c.spans, s)
 	}
+	c.SetDynamics(nil, nil)
 }
 
 func release(old, repl *tensors.Tensor) {
