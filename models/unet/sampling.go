@@ -11,10 +11,13 @@ import (
 // text contexts installed with SetContexts, and one shared null context serves every CFG null
 // row, as SD's unconditional context is the single embedding of "".
 //
-// The plan executor does not carry the UNet: its blocks are not made of the attention and MLP
-// modules a DiT's are, and nothing caches or prunes inside them yet. So the layout lists the
-// blocks but no module, and Forward refuses any plan but the full one rather than compute
-// everything under a plan that says otherwise.
+// Its plans address blocks in execution order (input blocks, middle block, output blocks) and,
+// in blocks with a SpatialTransformer, the first transformer block's self-attention,
+// cross-attention and feed-forward (Modules). What the UNet carries out: a block skipped alone
+// (a SkipReplace of Span{b, b}) outputs its own cached output, which an input block also pushes
+// as its skip connection (DeepCache; DaTo's cache strategy); a block in Keep stores its output;
+// Prune actions (ToMeSD, DaTo); Plan.Dynamics. Block-range residuals, gates, partial or
+// predicted modules are DiT-style caching the UNet's blocks do not take.
 type Denoiser struct {
 	m       *Model
 	size    int       // latent side
@@ -68,11 +71,21 @@ func (d *Denoiser) Spec() hook.Spec {
 // NullLabel is the shared null context's label, whatever the row's prompt.
 func (d *Denoiser) NullLabel(int64) int64 { return int64(d.prompts) }
 
-// Layout has one block per UNet block (input blocks, middle, output blocks) and no module (see
-// Denoiser). Tokens, grid, width and heads are those of the full-resolution level.
+// Layout has one block per UNet block with the transformer's Modules where the block has a
+// SpatialTransformer, on the token grid of its resolution; Tokens, grid, width and heads are
+// those of the full-resolution level.
 func (d *Denoiser) Layout() hook.Layout {
-	return hook.Layout{Depth: len(d.m.blocks), Tokens: d.size * d.size, GridH: d.size, GridW: d.size,
+	l := hook.Layout{Depth: len(d.m.blocks), Modules: Modules, Tokens: d.size * d.size, GridH: d.size, GridW: d.size,
 		Hidden: d.m.ModelChannels, Heads: d.m.Heads}
+	for _, bk := range d.m.blocks {
+		bs := hook.BlockShape{Name: bk.Name}
+		if bk.Has(LayerAttn) {
+			side := d.size / bk.Factor
+			bs.Tokens, bs.GridH, bs.GridW = side*side, side, side
+		}
+		l.Blocks = append(l.Blocks, bs)
+	}
+	return l
 }
 
 // CompileTime is the UNet's (hook.Compiler).
@@ -80,8 +93,15 @@ func (d *Denoiser) CompileTime() time.Duration { return d.m.CompileTime() }
 
 // Forward runs the UNet on x [B, C, S, S] at timesteps t with the contexts of labels y.
 func (d *Denoiser) Forward(x []float32, t []float64, y []int64, opt hook.Options) ([]float32, error) {
-	if err := d.fullOnly(opt); err != nil {
+	plan := opt.Plan
+	if plan == nil {
+		plan = hook.FullPlan(d.Layout())
+	}
+	if err := d.check(plan, opt.Cache, len(t)); err != nil {
 		return nil, err
+	}
+	if opt.Choices != nil {
+		return nil, fmt.Errorf("unet: token-choice hooks are ToCa's; the UNet's modules make no partial choice")
 	}
 	if d.prompts == 0 {
 		return nil, fmt.Errorf("unet: no contexts installed (SetContexts)")
@@ -101,31 +121,56 @@ func (d *Denoiser) Forward(x []float32, t []float64, y []int64, opt hook.Options
 			return nil, fmt.Errorf("unet: label %d of row %d: want a context in [0, %d] (%d = null)", v, i, d.prompts, d.prompts)
 		}
 	}
-	return d.m.Forward(x, t, ctx, Options{Probe: opt.Probe})
+	return d.m.Forward(x, t, ctx, Options{Probe: opt.Probe, Plan: plan, Cache: opt.Cache, Modules: opt.Modules})
 }
 
-// fullOnly refuses what only the executor could carry out: a plan that skips blocks or acts on
-// modules, and the module hook.
-func (d *Denoiser) fullOnly(opt hook.Options) error {
-	if opt.Modules != nil || opt.Choices != nil {
-		return fmt.Errorf("unet: module hooks need the plan executor, which does not carry the UNet yet")
+// check refuses a plan the UNet cannot carry out, before any compute.
+func (d *Denoiser) check(p *hook.Plan, c *hook.Cache, rows int) error {
+	if opt := p; opt.Gate != nil {
+		return fmt.Errorf("unet: plan gates blocks %d…%d; the UNet's blocks take no gate (threshold caches are DiT-style)", opt.Gate.Span.From, opt.Gate.Span.To)
 	}
-	p := opt.Plan
-	if p == nil {
-		return nil
+	for _, sk := range p.Skips {
+		if sk.From != sk.To || sk.Mode != hook.SkipReplace || sk.Source != nil {
+			return fmt.Errorf("unet: plan skips blocks %d…%d by %v; the UNet replaces single blocks by their own cached output (Span{b, b}, SkipReplace)", sk.From, sk.To, sk.Mode)
+		}
 	}
-	if len(p.Blocks) != len(d.m.blocks) {
-		return fmt.Errorf("unet: plan has %d blocks, the UNet %d", len(p.Blocks), len(d.m.blocks))
+	for _, sp := range p.Keep {
+		if sp.From != sp.To {
+			return fmt.Errorf("unet: plan keeps blocks %d…%d; the UNet keeps single blocks' outputs (Span{b, b})", sp.From, sp.To)
+		}
+		if _, skipped := p.SkipAt(sp.From); skipped {
+			return fmt.Errorf("unet: plan both skips and keeps block %d", sp.From)
+		}
 	}
-	if len(p.Skips) > 0 {
-		return fmt.Errorf("unet: plan skips blocks %d…%d; the UNet runs full plans only (no executor integration yet)", p.Skips[0].From, p.Skips[0].To)
+	if p.Dynamics && c == nil {
+		return fmt.Errorf("unet: plan keeps dynamics and has no cache")
 	}
-	if len(p.Keep) > 0 || p.Gate != nil {
-		return fmt.Errorf("unet: plan caches or gates block ranges; the UNet runs full plans only (no executor integration yet)")
+	if err := p.Validate(d.Layout(), c, rows); err != nil {
+		return fmt.Errorf("unet: %w", err)
 	}
 	for b, bp := range p.Blocks {
-		if len(bp.Modules) > 0 {
-			return fmt.Errorf("unet: plan acts on %d modules of block %d; the UNet exposes none and runs full plans only (no executor integration yet)", len(bp.Modules), b)
+		var rule *hook.Pruning
+		for m, mp := range bp.Modules {
+			switch mp.Action {
+			case hook.Full, hook.Skip:
+				if mp.History != nil {
+					return fmt.Errorf("unet: block %d %s keeps a history; the UNet's modules keep none", b, Modules[m])
+				}
+			case hook.Prune:
+				if d.m.TransformerDepth > 1 {
+					return fmt.Errorf("unet: block %d prunes tokens, and its SpatialTransformer has %d transformer blocks; one rule's draws serve one block (SD v1 has 1)", b, d.m.TransformerDepth)
+				}
+				if rule != nil && rule != mp.Prune {
+					return fmt.Errorf("unet: block %d prunes its modules by different rules; a block prunes once, from its input", b)
+				}
+				rule = mp.Prune
+				if rule.Rule == hook.PruneDynamics && c != nil && c.Dynamics() != nil && d.Layout().Blocks[b].Tokens != d.size*d.size {
+					return fmt.Errorf("unet: block %d (%s) prunes by dynamics at %d tokens, and the dynamics are per latent pixel (%d); DaTo prunes full-resolution blocks only",
+						b, d.m.blocks[b].Name, d.Layout().Blocks[b].Tokens, d.size*d.size)
+				}
+			default:
+				return fmt.Errorf("unet: block %d %s: action %s; the UNet's modules run full, pruned, or skip with their block", b, Modules[m], mp.Action)
+			}
 		}
 	}
 	return nil

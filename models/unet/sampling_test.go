@@ -12,7 +12,7 @@ import (
 )
 
 // The denoiser's labels pick contexts from its table (P = the shared null), its output is the
-// UNet's on those contexts, and it refuses every plan but the full one.
+// UNet's on those contexts, and it refuses plans it cannot carry out before any compute.
 func TestDenoiser(t *testing.T) {
 	m := load(t, golden.Open(t, weightsFile))
 	g := golden.Open(t, "sd-unet/plms.safetensors")
@@ -38,8 +38,13 @@ func TestDenoiser(t *testing.T) {
 		t.Errorf("spec %+v, null label %d; want 2 prompts, 4×16×16 ε, null label 2", s, d.NullLabel(1))
 	}
 	l := d.Layout()
-	if l.Depth != len(m.Blocks()) || len(l.Modules) != 0 {
-		t.Errorf("layout of %d blocks and %d modules; want %d and none", l.Depth, len(l.Modules), len(m.Blocks()))
+	if l.Depth != len(m.Blocks()) || len(l.Modules) != 3 || len(l.Blocks) != l.Depth {
+		t.Errorf("layout of %d blocks (%d shapes) and %d modules; want %d and 3", l.Depth, len(l.Blocks), len(l.Modules), len(m.Blocks()))
+	}
+	for i, bk := range m.Blocks() {
+		if want := map[bool]int{true: 256 / (bk.Factor * bk.Factor)}[bk.Has(unet.LayerAttn)]; l.Blocks[i].Tokens != want {
+			t.Errorf("block %s: %d tokens, want %d", bk.Name, l.Blocks[i].Tokens, want)
+		}
 	}
 	xx := append(slices.Clone(x), x[:len(x)/2]...)
 	ts := []float64{901, 901, 901}
@@ -58,15 +63,18 @@ func TestDenoiser(t *testing.T) {
 	skip := hook.FullPlan(l)
 	skip.Skips = []hook.SpanSkip{{Span: hook.Span{From: 2, To: 4}}}
 	mods := hook.FullPlan(l)
-	mods.Blocks[3].Modules = []hook.ModulePlan{{Action: hook.Reuse}}
+	mods.Blocks[3].Modules[0] = hook.ModulePlan{Action: hook.Reuse}
+	noMods := hook.FullPlan(l)
+	noMods.Blocks[2].Modules[0] = hook.ModulePlan{Action: hook.Prune, Prune: &hook.Pruning{Rule: hook.PruneMerge, K: 1, SX: 2, SY: 2}}
 	for name, c := range map[string]struct {
 		y   []int64
 		opt hook.Options
 		msg string
 	}{
 		"label":   {[]int64{0, 3}, hook.Options{}, "label 3"},
-		"skips":   {[]int64{0, 1}, hook.Options{Plan: skip}, "full plans only"},
-		"modules": {[]int64{0, 1}, hook.Options{Plan: mods}, "full plans only"},
+		"skips":   {[]int64{0, 1}, hook.Options{Plan: skip}, "single blocks"},
+		"modules": {[]int64{0, 1}, hook.Options{Plan: mods}, "reuse"},
+		"no attn": {[]int64{0, 1}, hook.Options{Plan: noMods}, "no token modules"},
 		"depth":   {[]int64{0, 1}, hook.Options{Plan: &hook.Plan{}}, "plan has 0 blocks"},
 	} {
 		if _, err := d.Forward(x, []float64{500, 500}, c.y, c.opt); err == nil || !strings.Contains(err.Error(), c.msg) {

@@ -39,6 +39,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/layers/activations"
 
+	"github.com/cachebench/cachebench/harness/executor"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/internal/gx"
 	"github.com/cachebench/cachebench/models/layers"
@@ -273,7 +274,20 @@ type Options struct {
 	// <block>_attn1 / <block>_attn2 (the first transformer block's self- and cross-attention
 	// outputs before the residual; <block>_t<d>_attn1 … for deeper ones), eps.
 	Probe hook.Probe
+	// Plan, when set, is carried out block by block (see Denoiser.Layout): a skipped block
+	// outputs its own cached output (SkipReplace of a single block, DeepCache); a kept block
+	// stores its output; a Prune action runs the module of the block's transformer on the kept
+	// tokens (ToMeSD, DaTo); Plan.Dynamics keeps ε and its dynamics. Cache holds what persists.
+	Plan  *hook.Plan
+	Cache *hook.Cache
+	// Modules receives the first transformer block's self-attention, cross-attention and
+	// feed-forward outputs [B, N, C] of every block with a SpatialTransformer (nil where the
+	// block was skipped), as hook.Options.Modules.
+	Modules func(block int, module hook.Module, action hook.Action, fresh int, out *tensors.Tensor)
 }
+
+// Modules are the token modules of a block's transformer, in the order plans index them.
+var Modules = []hook.Module{hook.Attn, hook.CrossAttn, hook.MLP}
 
 // Forward runs the model: x is [B, InChannels, S, S] (flat NCHW, S a multiple of Downscale),
 // t the B model timesteps (0…999), context [B, L, ContextDim] (the text encoder's hidden states,
@@ -313,7 +327,7 @@ func (m *Model) Forward(x []float32, t []float64, context []float32, opt Options
 	var eps []float32
 	err := gx.Catch(func() {
 		eps = m.forward(nchwToNHWC(x, B, m.InChannels, S, S), S, t,
-			tensors.FromFlatDataAndDimensions(append([]float32(nil), context...), B, L, m.ContextDim), opt.Probe)
+			tensors.FromFlatDataAndDimensions(append([]float32(nil), context...), B, L, m.ContextDim), opt)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("unet: forward: %w", err)
@@ -321,8 +335,9 @@ func (m *Model) Forward(x []float32, t []float64, context []float32, opt Options
 	return eps, nil
 }
 
-func (m *Model) forward(x []float32, S int, t []float64, context *tensors.Tensor, probe hook.Probe) []float32 {
+func (m *Model) forward(x []float32, S int, t []float64, context *tensors.Tensor, opt Options) []float32 {
 	B := len(t)
+	probe, plan, cache := opt.Probe, opt.Plan, opt.Cache
 	defer context.MustFinalizeAll()
 	tfreq := TimestepFeatures(t, m.ModelChannels)
 	if probe != nil {
@@ -333,30 +348,72 @@ func (m *Model) forward(x []float32, S int, t []float64, context *tensors.Tensor
 	if probe != nil {
 		probe("t_emb", emb)
 	}
+	skipped, kept := make([]bool, len(m.blocks)), make([]bool, len(m.blocks))
+	if plan != nil {
+		for _, sk := range plan.Skips {
+			skipped[sk.From] = true
+		}
+		for _, sp := range plan.Keep {
+			kept[sp.From] = true
+		}
+	}
+	// Every block output lives until the end of the call (the skips need them), then is freed
+	// unless the cache holds it.
 	h := tensors.FromFlatDataAndDimensions(x, B, S, S, m.InChannels)
+	temps := []*tensors.Tensor{h}
 	var hs []*tensors.Tensor
 	for i, bk := range m.blocks {
 		var skip *tensors.Tensor
 		if bk.Kind == Output {
 			skip, hs = hs[len(hs)-1], hs[:len(hs)-1]
 		}
-		next := m.runBlock(i, h, emb, context, skip, probe)
-		switch {
-		case bk.Kind == Input:
-			hs = append(hs, next) // h stays alive as a skip
-		case bk.Kind == Middle:
-		default:
-			h.MustFinalizeAll()
-			skip.MustFinalizeAll()
+		var next *tensors.Tensor
+		if skipped[i] {
+			next = cache.Span(hook.Span{From: i, To: i}).Out
+			if opt.Modules != nil && bk.Has(LayerAttn) {
+				for _, mod := range Modules {
+					opt.Modules(i, mod, hook.Skip, 0, nil)
+				}
+			}
+		} else {
+			var bp *hook.BlockPlan
+			if plan != nil {
+				bp = &plan.Blocks[i]
+			}
+			next = m.runBlock(i, h, emb, context, skip, probe, bp, cache, opt.Modules)
+			temps = append(temps, next)
+			if kept[i] {
+				cache.SetSpan(hook.Span{From: i, To: i}, nil, next)
+			}
+		}
+		if bk.Kind == Input {
+			hs = append(hs, next)
 		}
 		h = next
 	}
-	eps := m.head(h)
-	h.MustFinalizeAll()
+	eps := m.head(h, plan != nil && plan.Dynamics, cache)
+	for _, t := range temps {
+		if !m.heldBy(cache, t) {
+			t.MustFinalizeAll()
+		}
+	}
 	if probe != nil {
 		keep(probe, "eps", tensors.FromFlatDataAndDimensions(eps, B, m.OutChannels, S, S))
 	}
 	return eps
+}
+
+// heldBy reports whether the cache keeps t as a block output.
+func (m *Model) heldBy(c *hook.Cache, t *tensors.Tensor) bool {
+	if c == nil {
+		return false
+	}
+	for b := range m.blocks {
+		if sc := c.Span(hook.Span{From: b, To: b}); sc != nil && sc.Out == t {
+			return true
+		}
+	}
+	return false
 }
 
 // keep hands a host tensor to the probe and frees it afterwards.
@@ -395,7 +452,7 @@ func (m *Model) RunBlock(i int, h, emb, context, skip *tensors.Tensor) (out *ten
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	err = gx.Catch(func() { out = m.runBlock(i, h, emb, context, skip, nil) })
+	err = gx.Catch(func() { out = m.runBlock(i, h, emb, context, skip, nil, nil, nil, nil) })
 	if err != nil {
 		return nil, fmt.Errorf("unet: block %s: %w", bk.Name, err)
 	}
@@ -407,7 +464,7 @@ func (m *Model) RunBlock(i int, h, emb, context, skip *tensors.Tensor) (out *ten
 func (m *Model) Head(h *tensors.Tensor) (eps []float32, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	err = gx.Catch(func() { eps = m.head(h) })
+	err = gx.Catch(func() { eps = m.head(h, false, nil) })
 	return eps, err
 }
 
@@ -495,8 +552,10 @@ func (m *Model) embed(tfreq []float32, B int) *tensors.Tensor {
 }
 
 // runBlock runs block i's graph: inputs h, then emb, context and skip where the block reads
-// them, then its weights. With a probe it also returns the NCHW output and the attention outputs.
-func (m *Model) runBlock(i int, h, emb, context, skip *tensors.Tensor, probe hook.Probe) *tensors.Tensor {
+// them, then a Prune rule's inputs, then its weights. With a probe it also returns the NCHW
+// output and the attention outputs; with a module hook, the transformer's module outputs.
+func (m *Model) runBlock(i int, h, emb, context, skip *tensors.Tensor, probe hook.Probe, bp *hook.BlockPlan, cache *hook.Cache,
+	modules func(int, hook.Module, hook.Action, int, *tensors.Tensor)) *tensors.Tensor {
 	bk := m.blocks[i]
 	useEmb, useCtx, useSkip := bk.Has(LayerRes), bk.Has(LayerAttn), bk.Kind == Output
 	args := []any{h}
@@ -508,7 +567,11 @@ func (m *Model) runBlock(i int, h, emb, context, skip *tensors.Tensor, probe hoo
 			args = append(args, in.t)
 		}
 	}
-	outs := m.run(fmt.Sprintf("%s/probe=%t", bk.Name, probe != nil), func(in []*Node) []*Node {
+	pr, prArgs := m.pruning(i, bp, cache, h)
+	args = append(args, prArgs...)
+	mods := modules != nil && useCtx
+	key := fmt.Sprintf("%s/probe=%t/mods=%t/prune=%+v", bk.Name, probe != nil, mods, pr)
+	outs := m.run(key, func(in []*Node) []*Node {
 		n := 1
 		take := func(use bool) *Node {
 			if !use {
@@ -518,26 +581,84 @@ func (m *Model) runBlock(i int, h, emb, context, skip *tensors.Tensor, probe hoo
 			return in[n-1]
 		}
 		eNode, cNode, sNode := take(useEmb), take(useCtx), take(useSkip)
-		b := &builder{m: m, g: m.blockW[i], w: in[n:], probe: probe != nil, base: bk.ProbeName()}
+		b := &builder{m: m, g: m.blockW[i], probe: probe != nil, mods: mods, base: bk.ProbeName()}
+		if pr != nil {
+			b.prune = pr
+			b.pruneIn = in[n : n+pr.spec.NumArgs()]
+			n += pr.spec.NumArgs()
+		}
+		b.w = in[n:]
 		out := b.block(bk, in[0], eNode, cNode, sNode)
-		if probe == nil {
-			return []*Node{out}
+		res := []*Node{out}
+		if probe != nil {
+			res = append(res, TransposeAllAxes(out, 0, 3, 1, 2))
+			for _, p := range b.probes { // in probeNames order
+				res = append(res, p.node)
+			}
 		}
-		res := []*Node{out, TransposeAllAxes(out, 0, 3, 1, 2)}
-		for _, p := range b.probes { // in probeNames order
-			res = append(res, p.node)
-		}
-		return res
+		return append(res, b.modOuts...)
 	}, withWeights(args, m.blockW[i])...)
+	rest := outs[1:]
 	if probe != nil {
-		probe(bk.ProbeName(), outs[1])
-		outs[1].MustFinalizeAll()
-		for j, name := range m.probeNames(bk) {
-			probe(name, outs[2+j])
-			outs[2+j].MustFinalizeAll()
+		probe(bk.ProbeName(), rest[0])
+		rest[0].MustFinalizeAll()
+		names := m.probeNames(bk)
+		for j, name := range names {
+			probe(name, rest[1+j])
+			rest[1+j].MustFinalizeAll()
+		}
+		rest = rest[1+len(names):]
+	}
+	if mods {
+		for j, mod := range Modules {
+			a, fresh := hook.Full, h.Shape().Dimensions[1]*h.Shape().Dimensions[2]
+			if pr != nil && pr.mods[j] {
+				a, fresh = hook.Prune, fresh-pr.spec.K
+			}
+			modules(i, mod, a, fresh, rest[j])
+			rest[j].MustFinalizeAll()
 		}
 	}
 	return outs[0]
+}
+
+// blockPrune is a block's Prune actions as one graph variant: the rule and which of the
+// transformer's modules (Modules order) run on the kept tokens.
+type blockPrune struct {
+	spec executor.PruneSpec
+	mods [3]bool
+}
+
+// pruning returns the block's Prune variant and its inputs (nil when no module prunes).
+func (m *Model) pruning(i int, bp *hook.BlockPlan, cache *hook.Cache, h *tensors.Tensor) (*blockPrune, []any) {
+	if bp == nil {
+		return nil, nil
+	}
+	var rule *hook.Pruning
+	var mods [3]bool
+	for j, mp := range bp.Modules {
+		if mp.Action == hook.Prune {
+			mods[j] = true
+			if rule == nil {
+				rule = mp.Prune
+			} else if rule != mp.Prune {
+				panic(fmt.Errorf("block %s: its modules prune by different rules; a block's transformer prunes once (DaTo, ToMeSD)", m.blocks[i].Name))
+			}
+		}
+	}
+	if rule == nil {
+		return nil, nil
+	}
+	var dyn *tensors.Tensor
+	if cache != nil {
+		dyn = cache.Dynamics()
+	}
+	d := h.Shape().Dimensions
+	spec, args, err := executor.PruneArgs(rule, hook.BlockShape{Tokens: d[1] * d[2], GridH: d[1], GridW: d[2]}, dyn)
+	if err != nil {
+		panic(fmt.Errorf("block %s: %w", m.blocks[i].Name, err))
+	}
+	return &blockPrune{spec: spec, mods: mods}, args
 }
 
 // probeNames are a block's attention probe names, in the order its probing graph returns them.
@@ -556,15 +677,39 @@ func (m *Model) probeNames(bk Block) []string {
 	return names
 }
 
-// head: h (NHWC) → ε (NCHW) on the host.
-func (m *Model) head(h *tensors.Tensor) []float32 {
-	outs := m.run("out", func(in []*Node) []*Node {
+// head: h (NHWC) → ε (NCHW) on the host. With dynamics it keeps ε (NHWC) in the cache and, when
+// the cache holds the previous ε, the per-token dynamics mean_c |ε − ε_prev| [B, H·W] (DaTo's).
+func (m *Model) head(h *tensors.Tensor, dynamics bool, cache *hook.Cache) []float32 {
+	args := []any{h}
+	prev := dynamics && cache.Output() != nil
+	if prev {
+		args = append(args, cache.Output())
+	}
+	outs := m.run(fmt.Sprintf("out/dynamics=%t/prev=%t", dynamics, prev), func(in []*Node) []*Node {
 		b := &builder{m: m, g: m.headW, w: in[1:]}
+		if prev {
+			b.w = in[2:]
+		}
 		y := b.conv3x3(activations.Swish(b.groupNorm(in[0], "out.0", ResEps)), "out.2")
-		return []*Node{TransposeAllAxes(y, 0, 3, 1, 2)}
-	}, withWeights([]any{h}, m.headW)...)
+		res := []*Node{TransposeAllAxes(y, 0, 3, 1, 2)}
+		if dynamics {
+			res = append(res, y)
+		}
+		if prev {
+			d := y.Shape().Dimensions
+			res = append(res, Reshape(ReduceMean(Abs(Sub(y, in[1])), -1), d[0], d[1]*d[2]))
+		}
+		return res
+	}, withWeights(args, m.headW)...)
 	eps := tensors.MustCopyFlatData[float32](outs[0])
 	outs[0].MustFinalizeAll()
+	if dynamics {
+		var dyn *tensors.Tensor
+		if prev {
+			dyn = outs[2]
+		}
+		cache.SetDynamics(outs[1], dyn)
+	}
 	return eps
 }
 
@@ -578,6 +723,12 @@ type builder struct {
 	probe  bool
 	base   string // the block's probe name
 	probes []named
+	// Plans: the block's Prune variant and its inputs, and whether the first transformer
+	// block's module outputs leave the graph (modOuts, in Modules order).
+	prune   *blockPrune
+	pruneIn []*Node
+	mods    bool
+	modOuts []*Node
 }
 
 type named struct {
@@ -653,14 +804,38 @@ func (b *builder) spatialTransformer(x, context *Node, name string) *Node {
 
 // transformerBlock is BasicTransformerBlock: pre-LayerNorm self-attention, cross-attention on
 // the context, GEGLU feed-forward, each added to the stream.
+//
+// Under a Prune action a module runs on the kept tokens of its normalised input, and every
+// token takes its output from its source (dato.py, tomesd: one choice per block, from the
+// block's input x, shared by the pruned modules).
 func (b *builder) transformerBlock(x, context *Node, name, tag string) *Node {
-	a1 := b.attention(b.layerNorm(x, name+".norm1"), nil, name+".attn1")
+	shrink, expand := func(_ int, y *Node) *Node { return y }, func(_ int, y *Node) *Node { return y }
+	if pr := b.prune; pr != nil {
+		p := executor.Prune(pr.spec, x, b.pruneIn)
+		shrink = func(m int, y *Node) *Node {
+			if pr.mods[m] {
+				return p.Shrink(y)
+			}
+			return y
+		}
+		expand = func(m int, y *Node) *Node {
+			if pr.mods[m] {
+				return p.Expand(y)
+			}
+			return y
+		}
+	}
+	a1 := expand(0, b.attention(shrink(0, b.layerNorm(x, name+".norm1")), nil, name+".attn1"))
 	b.keep(tag+"attn1", a1)
 	x = Add(a1, x)
-	a2 := b.attention(b.layerNorm(x, name+".norm2"), context, name+".attn2")
+	a2 := expand(1, b.attention(shrink(1, b.layerNorm(x, name+".norm2")), context, name+".attn2"))
 	b.keep(tag+"attn2", a2)
 	x = Add(a2, x)
-	return Add(b.feedForward(b.layerNorm(x, name+".norm3"), name+".ff"), x)
+	ff := expand(2, b.feedForward(shrink(2, b.layerNorm(x, name+".norm3")), name+".ff"))
+	if b.mods && tag == "" {
+		b.modOuts = append(b.modOuts, a1, a2, ff)
+	}
+	return Add(ff, x)
 }
 
 // keep records an attention output for the probe.
