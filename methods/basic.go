@@ -3,11 +3,11 @@ package methods
 import "github.com/cachebench/cachebench/harness/hook"
 
 func init() {
-	register(&Info{Name: "none", Doc: "the uncached model: every module computed at every step", Uncached: true,
+	register(&Info{Name: "none", Doc: "the uncached model: every module computed at every step", Uncached: true, Fits: Any,
 		New: func(_ Values, env Env) (Method, error) { return &none{env: env}, nil }})
 	register(&Info{Name: "steps", Doc: "fewer sampling steps, nothing cached (a sampler setting, listed as a method because every paper compares against it)",
 		Params: []Param{{Name: "steps", Kind: Int, Default: "25", Min: 1, Max: 1000, Doc: "sampling steps to use instead of the run's"}},
-		Steps:  func(v Values) int { return v.Int("steps") }, Uncached: true,
+		Steps:  func(v Values) int { return v.Int("steps") }, Uncached: true, Fits: Any,
 		New: func(_ Values, env Env) (Method, error) { return &none{env: env}, nil }})
 	register(&Info{Name: "fora", Doc: "FORA: reuse every block's attention and MLP outputs between full steps every N steps",
 		Params: []Param{{Name: "N", Kind: Int, Default: "3", Min: 1, Max: 1000, Doc: "interval between full steps"}},

@@ -96,7 +96,9 @@ type Info struct {
 	// DataDependent methods decide at run time from the data (hook.Gate): a dry run's planned
 	// FLOPs say nothing about them, only the executed FLOPs of a real run do.
 	DataDependent bool
-	New           func(v Values, env Env) (Method, error)
+	// Fits says which models the method plans (zero: uniform transformer stacks).
+	Fits Fit
+	New  func(v Values, env Env) (Method, error)
 }
 
 var registry = map[string]*Info{}
@@ -205,6 +207,10 @@ func New(name string, raw map[string]string, env Env) (Method, Values, error) {
 	}
 	if env.Steps <= 0 || env.Rows <= 0 || env.Layout.Depth <= 0 {
 		return nil, nil, fmt.Errorf("method %s: run has %d steps, %d rows, %d blocks", name, env.Steps, env.Rows, env.Layout.Depth)
+	}
+	if !info.FitsLayout(env.Layout) {
+		kind := map[bool]string{true: "a UNet (Stable Diffusion)", false: "a uniform transformer stack (DiT, PixArt-α)"}[env.Layout.Blocks != nil]
+		return nil, nil, fmt.Errorf("method %s does not apply to this model, %s", name, kind)
 	}
 	m, err := info.New(v, env)
 	if err != nil {

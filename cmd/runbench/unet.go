@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/checkpoint"
 	"github.com/cachebench/cachebench/models/unet"
 )
@@ -79,11 +82,8 @@ func replayUNet(ctx context.Context, m *unet.Model, kind diffusion.Kind, sf samp
 		return fmt.Errorf("--replay needs --out")
 	case kind != diffusion.PLMS:
 		return fmt.Errorf("--sampler %s: the UNet replays PLMS (--sampler plms), Stable Diffusion v1's sampler", kind)
-	case sf.method != "none":
-		// Only the full plan runs on the UNet until the executor carries its blocks.
-		return fmt.Errorf("--method %s: the UNet runs method none only (no executor integration for its blocks yet)", sf.method)
-	case len(sf.params) > 0 || sf.trace != "" || sf.compare:
-		return fmt.Errorf("--param, --trace and --compare need a method; the UNet runs method none only")
+	case sf.compare:
+		return fmt.Errorf("--compare: the UNet replay writes its states; compare them with the golden file")
 	}
 	steps, err := strconv.Atoi(sf.steps)
 	if err != nil {
@@ -145,6 +145,20 @@ func replayUNet(ctx context.Context, m *unet.Model, kind diffusion.Kind, sf samp
 	if err != nil {
 		return err
 	}
+	if sf.method == "dato" {
+		draws, err := datoDraws(f, sf.replay, rows, d.Layout().Tokens)
+		if err != nil {
+			return err
+		}
+		if err := methods.Replay(pol, draws); err != nil {
+			return err
+		}
+	}
+	raw := &rawOut{Denoiser: d}
+	var tr *methods.UNetTrace
+	if sf.trace != "" {
+		tr = methods.NewUNetTrace(d.Layout())
+	}
 	req := harness.Request{Sampler: kind, PLMS: p, CFGScale: float32(sf.cfg), GuideChannels: diffusion.GuidanceAll,
 		XInit: xT, Labels: toInt64(seq(images)), Policy: pol, Cache: cache}
 	spec := d.Spec()
@@ -154,7 +168,16 @@ func replayUNet(ctx context.Context, m *unet.Model, kind diffusion.Kind, sf samp
 	full := hook.FullPlan(d.Layout())
 	var tm harness.Timing
 	req.OnStep = func(s harness.StepInfo) error {
-		tm.Add(s, noFLOPs(d.Layout().Depth), full)
+		tm.Add(s, d, full)
+		if tr != nil {
+			tr.Record(s.Call, s.Timestep, s.Plan, methods.Events(pol))
+		}
+		// The raw ε of every row in ldm's order ([uncond…, cond…] under CFG), as the golden's eps_raw.
+		rawLDM := raw.last
+		if sf.cfg > 1 {
+			rawLDM = append(slices.Clone(raw.last[images*per:]), raw.last[:images*per]...)
+		}
+		outs[fmt.Sprintf("call_%d_eps_raw", s.Call)] = checkpoint.NewF32(rawLDM, append([]int{rows}, shape[1:]...)...)
 		ts := make([]int64, s.Rows)
 		for j := range ts {
 			ts[j] = s.Timestep
@@ -168,9 +191,14 @@ func replayUNet(ctx context.Context, m *unet.Model, kind diffusion.Kind, sf samp
 		}
 		return nil
 	}
-	res, err := harness.Sample(ctx, d, req)
+	res, err := harness.Sample(ctx, raw, req)
 	if err != nil {
 		return err
+	}
+	if tr != nil {
+		if err := tr.Write(sf.trace); err != nil {
+			return err
+		}
 	}
 	tm.Images = images
 	tm.Report(os.Stderr, sf.method, nil)
@@ -197,7 +225,60 @@ func unetContext(f *checkpoint.File, name string, images, dim int) ([]float32, e
 	return v, nil
 }
 
-// noFLOPs counts nothing: the UNet has no FLOPs counter yet, and its timing reports none.
-type noFLOPs int
+// rawOut keeps the UNet's raw output of the last call (the sampler guides it in place).
+type rawOut struct {
+	*unet.Denoiser
+	last []float32
+}
 
-func (n noFLOPs) BlockFLOPs(*hook.Plan, int) []int64 { return make([]int64, n) }
+func (r *rawOut) Forward(x []float32, t []float64, y []int64, opt hook.Options) ([]float32, error) {
+	out, err := r.Denoiser.Forward(x, t, y, opt)
+	r.last = slices.Clone(out)
+	return out, err
+}
+
+// datoDraws reads DaTo's recorded draws for a replay: every prune event's noise prune_{j}_noise
+// [rows, N] from the replay file (ldm's row order, [uncond…, cond…], put into the harness's
+// [cond…, null…]) and the coin flips prune[j].sign_draw from actions.json beside it.
+func datoDraws(f *checkpoint.File, replay string, rows, tokens int) (*methods.PruneDraws, error) {
+	path := filepath.Join(filepath.Dir(replay), "actions.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--method dato --replay needs the recorded coin flips in actions.json beside %s (prune[j].sign_draw): %w", replay, err)
+	}
+	var act struct {
+		Prune []struct {
+			Sign *float64 `json:"sign_draw"`
+		} `json:"prune"`
+	}
+	if err := json.Unmarshal(data, &act); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	d := &methods.PruneDraws{}
+	for j, ev := range act.Prune {
+		if ev.Sign == nil {
+			return nil, fmt.Errorf("%s: prune[%d] has no sign_draw", path, j)
+		}
+		t, err := f.Get(fmt.Sprintf("prune_%d_noise", j))
+		if err != nil {
+			return nil, err
+		}
+		if len(t.Shape) != 2 || t.Shape[0] != rows || t.Shape[1] != tokens {
+			return nil, fmt.Errorf("%s: prune_%d_noise has shape %v, want [%d, %d] (rows, full-resolution tokens)", f.Path, j, t.Shape, rows, tokens)
+		}
+		v, err := t.Float32()
+		if err != nil {
+			return nil, fmt.Errorf("%s: prune_%d_noise: %w", f.Path, j, err)
+		}
+		noise := make([][]float32, rows)
+		for r := range noise {
+			src := (r + rows/2) % rows // ours [cond…, null…] ← ldm [uncond…, cond…]
+			if rows%2 != 0 {
+				src = r
+			}
+			noise[r] = v[src*tokens : (src+1)*tokens]
+		}
+		d.Noise, d.Sign = append(d.Noise, noise), append(d.Sign, *ev.Sign)
+	}
+	return d, nil
+}

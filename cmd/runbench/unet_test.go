@@ -1,8 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -42,12 +45,12 @@ func TestUNetPLMSReplay(t *testing.T) {
 	check("final", "final")
 	t.Logf("max relative errors: %v", worst)
 
-	// Anything but method none, and another sampler, is refused with the reason.
+	// A method made for transformer stacks, and another sampler, are refused with the reason.
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--method", "fora"}, "method none only"},
+		{[]string{"--method", "fora"}, "does not apply to this model, a UNet"},
 		{[]string{"--sampler", "ddim"}, "replays PLMS"},
 	} {
 		args := append([]string{"sample", "--model", "unet", "--weights", w, "--heads", "4", "--sampler", "plms", "--steps", "10",
@@ -56,4 +59,77 @@ func TestUNetPLMSReplay(t *testing.T) {
 			t.Errorf("%v: error %v, want one saying %q", c.args, err, c.want)
 		}
 	}
+}
+
+// TestUNetDaToReplay replays DaTo's golden trace (testdata/dato: the official patch on the tiny SD
+// UNet, PLMS 10 steps, CFG 7.5, the released strategy's first 10 entries) with the recorded
+// noise and coin flips: the trace (per call full, every block run or cached, pruned blocks; per
+// prune event call, t, count, draw, γ, dynamics) is identical, and every call's raw ε, every
+// state and the final latent are within the README's 1e-4.
+func TestUNetDaToReplay(t *testing.T) {
+	const tol = 1e-4
+	dir := t.TempDir()
+	out, trace := filepath.Join(dir, "dato.safetensors"), filepath.Join(dir, "trace.json")
+	mustRun(t, "sample", "--model", "unet", "--weights", golden.Path("sd-unet/weights.safetensors"), "--heads", "4",
+		"--sampler", "plms", "--steps", "10", "--cfg", "7.5", "--replay", golden.Path("dato/trace.safetensors"),
+		"--out", out, "--method", "dato", "--trace", trace)
+	type call struct {
+		Call   int               `json:"call"`
+		T      int64             `json:"t"`
+		Full   bool              `json:"full"`
+		Blocks map[string]string `json:"blocks"`
+		Pruned int               `json:"pruned_blocks"`
+	}
+	type prune struct {
+		Call        int     `json:"call"`
+		T           int64   `json:"t"`
+		NumPrune    int     `json:"num_prune"`
+		SignDraw    float64 `json:"sign_draw"`
+		GammaUsed   float64 `json:"gamma_used"`
+		HasDynamics bool    `json:"has_dynamics"`
+	}
+	type actions struct {
+		Calls []call  `json:"calls"`
+		Prune []prune `json:"prune"`
+	}
+	read := func(path string) actions {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var a actions
+		if err := json.Unmarshal(data, &a); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	got, want := read(trace), read(golden.Path("dato/actions.json"))
+	if len(got.Calls) != 11 || len(got.Prune) != 14 {
+		t.Errorf("trace of %d calls and %d prune events, want 11 and 14", len(got.Calls), len(got.Prune))
+	}
+	if !reflect.DeepEqual(got.Calls, want.Calls) {
+		t.Errorf("calls differ:\n got %+v\nwant %+v", got.Calls, want.Calls)
+	}
+	if !reflect.DeepEqual(got.Prune, want.Prune) {
+		t.Errorf("prune events differ:\n got %+v\nwant %+v", got.Prune, want.Prune)
+	}
+	g, w := golden.Open(t, out), golden.Open(t, "dato/trace.safetensors")
+	worst := 0.0
+	check := func(name string) {
+		t.Helper()
+		e := golden.RelToMax(golden.F32(t, g, name), golden.F32(t, w, name))
+		if e > tol {
+			t.Errorf("%s: relative error %.3g > %g", name, e, tol)
+		}
+		worst = max(worst, e)
+	}
+	for k := range 11 {
+		check(fmt.Sprintf("call_%d_eps_raw", k))
+	}
+	for i := range 10 {
+		check(fmt.Sprintf("x_%d", i))
+		check(fmt.Sprintf("pred_x0_%d", i))
+	}
+	check("final")
+	t.Logf("max relative error %.3g", worst)
 }

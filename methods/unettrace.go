@@ -1,0 +1,102 @@
+package methods
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cachebench/cachebench/harness/hook"
+)
+
+// UNetTrace is the per-call log of a UNet run in the format of testdata/dato/actions.json: per
+// call whether every block ran and each block's "run" or "cached" under the reference's names
+// (input_blocks[id i], mid_block[id 0], output_blocks[id k] with DaTo's ids), and the prune events.
+type UNetTrace struct {
+	names []string
+	Calls []UNetCall      `json:"calls"`
+	Prune []UNetPruneStep `json:"prune"`
+}
+
+// UNetCall is one UNet call.
+type UNetCall struct {
+	Call   int               `json:"call"`
+	T      int64             `json:"t"`
+	Full   bool              `json:"full"`
+	Blocks map[string]string `json:"blocks"`
+	Pruned int               `json:"pruned_blocks"`
+}
+
+// UNetPruneStep is one prune event.
+type UNetPruneStep struct {
+	Index       int     `json:"index"`
+	Call        int     `json:"call"`
+	T           int64   `json:"t"`
+	Block       string  `json:"block"`
+	NumPrune    int     `json:"num_prune"`
+	SignDraw    float64 `json:"sign_draw"`
+	GammaUsed   float64 `json:"gamma_used"`
+	HasDynamics bool    `json:"has_dynamics"`
+}
+
+// NewUNetTrace starts the trace of a UNet of this layout.
+func NewUNetTrace(l hook.Layout) *UNetTrace {
+	tr := &UNetTrace{}
+	inputs := 0
+	for _, bs := range l.Blocks {
+		if strings.HasPrefix(bs.Name, "input_blocks.") {
+			inputs++
+		}
+	}
+	for _, bs := range l.Blocks {
+		kind, idx, _ := strings.Cut(bs.Name, ".")
+		n, _ := strconv.Atoi(idx)
+		switch kind {
+		case "input_blocks":
+			tr.names = append(tr.names, fmt.Sprintf("input_blocks[id %d]", n))
+		case "middle_block":
+			tr.names = append(tr.names, "mid_block[id 0]")
+		default:
+			tr.names = append(tr.names, fmt.Sprintf("output_blocks[id %d]", inputs-1-n))
+		}
+	}
+	return tr
+}
+
+// Record appends a call: the plan that ran and the method's prune events so far (Events).
+func (tr *UNetTrace) Record(call int, t int64, p *hook.Plan, events []PruneEvent) {
+	c := UNetCall{Call: call, T: t, Full: true, Blocks: map[string]string{}}
+	for b, name := range tr.names {
+		c.Blocks[name] = "run"
+		if p != nil {
+			if _, ok := p.SkipAt(b); ok {
+				c.Blocks[name], c.Full = "cached", false
+			}
+			for _, mp := range p.Blocks[b].Modules {
+				if mp.Action == hook.Prune {
+					c.Pruned++
+					break
+				}
+			}
+		}
+	}
+	tr.Calls = append(tr.Calls, c)
+	for j := len(tr.Prune); j < len(events); j++ {
+		ev := events[j]
+		tr.Prune = append(tr.Prune, UNetPruneStep{Index: j, Call: ev.Call, T: t, Block: tr.names[ev.Block], NumPrune: ev.K,
+			SignDraw: ev.Sign, GammaUsed: ev.Gamma, HasDynamics: ev.Dynamics})
+	}
+}
+
+// Write saves the trace as JSON.
+func (tr *UNetTrace) Write(path string) error {
+	data, err := json.MarshalIndent(tr, "", " ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
+	return nil
+}
