@@ -1,7 +1,6 @@
 package vae
 
 import (
-
 	"github.com/cachebench/cachebench/models/checkpoint"
 )
 
