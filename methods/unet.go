@@ -263,6 +263,10 @@ func (m *toMe) Plan(call, _ int) (*hook.Plan, error) {
 		}
 		bs := l.Blocks[b]
 		cells := make([]int32, (bs.GridH/m.sy)*(bs.GridW/m.sx))
+		k := min(int(float64(bs.Tokens)*m.ratio), bs.Tokens-len(cells))
+		if k <= 0 {
+			continue // tomesd: r ≤ 0 merges nothing and draws nothing
+		}
 		if m.rand {
 			rng := rand.New(rand.NewPCG(uint64(m.u.env.Seed)^0x70e5d, uint64(call)<<16|uint64(b)))
 			for i := range cells {
@@ -270,7 +274,7 @@ func (m *toMe) Plan(call, _ int) (*hook.Plan, error) {
 			}
 		}
 		p.Blocks[b].Modules[0] = hook.ModulePlan{Action: hook.Prune, Prune: &hook.Pruning{Rule: hook.PruneMerge,
-			K: min(int(float64(bs.Tokens)*m.ratio), bs.Tokens-len(cells)), SX: m.sx, SY: m.sy, Cells: cells}}
+			K: k, SX: m.sx, SY: m.sy, Cells: cells}}
 	}
 	m.notes = blockNotes(ran)
 	return p, nil
@@ -348,6 +352,9 @@ func (m *daTo) Plan(call, _ int) (*hook.Plan, error) {
 		}
 		bs := l.Blocks[b]
 		ev := PruneEvent{Call: call, Block: b, K: int(float64(bs.Tokens) * m.ratio), Dynamics: call > 0}
+		if ev.K <= 0 {
+			continue // dato.py: num_prune ≤ 0 prunes nothing and draws nothing
+		}
 		var noise [][]float32
 		j := len(m.events)
 		if m.replay != nil {
