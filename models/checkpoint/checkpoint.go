@@ -26,6 +26,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strings"
 )
 
 // DType names an element type as safetensors spells it.
@@ -375,4 +376,26 @@ func Keys(path string) ([]string, error) {
 		return nil, err
 	}
 	return full.Names(), nil
+}
+
+// sdParts are the parts of a whole Stable Diffusion v1 checkpoint, by key prefix.
+var sdParts = []struct{ prefix, name string }{
+	{"model.diffusion_model.", "the UNet"},
+	{"first_stage_model.", "the VAE"},
+	{"cond_stage_model.", "the text encoder"},
+}
+
+// SDParts names the parts of a whole Stable Diffusion checkpoint that f holds ("the UNet
+// (model.diffusion_model.*)", …), so a loader missing its part can say what is there instead.
+func SDParts(f *File) []string {
+	var out []string
+	for _, p := range sdParts {
+		for k := range f.Tensors {
+			if strings.HasPrefix(k, p.prefix) {
+				out = append(out, fmt.Sprintf("%s (%s*)", p.name, p.prefix))
+				break
+			}
+		}
+	}
+	return out
 }

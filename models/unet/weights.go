@@ -188,6 +188,9 @@ func detect(f *checkpoint.File) (*keys, error) {
 	prefix := ""
 	if !has("input_blocks.0.0.weight") {
 		if !has(LDMPrefix + "input_blocks.0.0.weight") {
+			if parts := checkpoint.SDParts(f); len(parts) > 0 {
+				return nil, fmt.Errorf("unet: %s: the Stable Diffusion checkpoint has no UNet (%sinput_blocks.*); it holds %s", f.Path, LDMPrefix, strings.Join(parts, " and "))
+			}
 			return nil, fmt.Errorf("unet: %s: not a UNet checkpoint: no %q (LDM), %q (whole SD checkpoint) or %q (diffusers)",
 				f.Path, "input_blocks.0.0.weight", LDMPrefix+"input_blocks.0.0.weight", "down_blocks.0.resnets.0.conv1.weight")
 		}

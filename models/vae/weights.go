@@ -179,6 +179,9 @@ func detect(f *checkpoint.File) (*keys, error) {
 	case has(LDMPrefix + "decoder.conv_in.weight"):
 		return &keys{f: f, layout: LDM, prefix: LDMPrefix, levels: count(LDMPrefix + "decoder.up.%d.block.0.conv1.weight")}, nil
 	}
+	if parts := checkpoint.SDParts(f); len(parts) > 0 {
+		return nil, fmt.Errorf("vae: %s: the Stable Diffusion checkpoint has no VAE decoder (%sdecoder.*); it holds %s", f.Path, LDMPrefix, strings.Join(parts, " and "))
+	}
 	return nil, fmt.Errorf("vae: %s: not an AutoencoderKL checkpoint: no %q (LDM), %q (whole SD checkpoint) or %q (diffusers)",
 		f.Path, "decoder.conv_in.weight", LDMPrefix+"decoder.conv_in.weight", "decoder.up_blocks.0.resnets.0.conv1.weight")
 }
