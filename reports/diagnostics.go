@@ -7,8 +7,11 @@ import (
 	"github.com/cachebench/cachebench/reports/diag"
 )
 
-// claimStepError heads the step_stats figures in report.md.
-const claimStepError = "Cache error per step"
+// claimStepError and claimDynamics head the step_stats figures in report.md.
+const (
+	claimStepError = "Cache error per step"
+	claimDynamics  = "Feature dynamics per step"
+)
 
 // AddDiagnostics is the Builder of the step_stats figures of a group: the deviation of every
 // run from its uncached trajectory on one axes, and per cached run the step × block heatmap of
@@ -51,6 +54,9 @@ func AddDiagnostics(s *Section) error {
 		s.Notes = append(s.Notes, fmt.Sprintf("%d run(s) have no step statistics (sampled with --record off)", without))
 	}
 	if len(labels) > 0 {
+		if p, err := diag.FeatureDynamics(all, labels); err == nil {
+			s.Figures = append(s.Figures, Figure{Name: s.ID + "-diag-dynamics", Title: "feature dynamics per call", Subtitle: s.Title, Claim: claimDynamics, Custom: p})
+		}
 		if p, err := diag.ErrorAccumulation(all, labels); err == nil {
 			s.Figures = append(s.Figures, Figure{Name: s.ID + "-diag-accumulation", Title: "deviation from the uncached trajectory", Subtitle: s.Title, Claim: claimStepError, Custom: p})
 		} else {

@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"math"
 	"path/filepath"
+	"sort"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/palette/moreland"
@@ -117,6 +118,73 @@ func ErrorAccumulation(runs map[string][]store.StepStat, order []string) (*plot.
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
 	return p, nil
+}
+
+// FeatureDynamics plots, per run, the mean feature dynamics of every call: the relative L1 change
+// of each module's output since the previous call (batch rows), averaged over the modules that
+// ever recorded one, a skipped module counting 0 (its output is the cached one: it does not move).
+// This is the quantity DaTo argues caching suppresses and dynamics-aware pruning keeps.
+func FeatureDynamics(runs map[string][]store.StepStat, order []string) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = "feature dynamics per call"
+	p.X.Label.Text = "model call"
+	p.Y.Label.Text = "mean relative L1 change of module outputs"
+	n := 0
+	for i, label := range order {
+		pts := dynamicsPerCall(runs[label])
+		if len(pts) == 0 {
+			continue
+		}
+		l, err := plotter.NewLine(pts)
+		if err != nil {
+			return nil, err
+		}
+		l.Color = palette(i)
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(label, l)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("no module dynamics recorded (record light or full)")
+	}
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	return p, nil
+}
+
+// dynamicsPerCall is FeatureDynamics' curve of one run: (call, mean dynamics), calls ascending.
+func dynamicsPerCall(stats []store.StepStat) plotter.XYs {
+	type key struct {
+		block  int
+		module string
+	}
+	moves := map[key]bool{}
+	for _, s := range stats {
+		if s.Sample == nil && s.DynRelL1 != nil {
+			moves[key{s.Block, s.Module}] = true
+		}
+	}
+	sum, cnt := map[int]float64{}, map[int]int{}
+	for _, s := range stats {
+		if s.Sample != nil || !moves[key{s.Block, s.Module}] || s.Call == 0 {
+			continue
+		}
+		switch {
+		case s.DynRelL1 != nil:
+			sum[s.Call] += *s.DynRelL1
+		case s.Action == "skip":
+		default:
+			continue
+		}
+		cnt[s.Call]++
+	}
+	var pts plotter.XYs
+	for c := range cnt {
+		pts = append(pts, plotter.XY{X: float64(c), Y: sum[c] / float64(cnt[c])})
+	}
+	sort.Slice(pts, func(a, b int) bool { return pts[a].X < pts[b].X })
+	return pts
 }
 
 // TokenRefresh plots how often each token of the gridH × gridW grid was recomputed on partial

@@ -1,0 +1,27 @@
+package diag
+
+import (
+	"testing"
+
+	"github.com/cachebench/cachebench/harness/store"
+)
+
+// A skipped module counts as a feature that did not move; calls without a previous output and
+// modules that never moved are left out.
+func TestDynamicsPerCall(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	one := 1
+	stats := []store.StepStat{
+		{Call: 1, Block: 0, Module: "attn", Action: "full", DynRelL1: f(0.4)},
+		{Call: 1, Block: 1, Module: "attn", Action: "full", DynRelL1: f(0.2)},
+		{Call: 2, Block: 0, Module: "attn", Action: "prune", DynRelL1: f(0.3)},
+		{Call: 2, Block: 1, Module: "attn", Action: "skip"},
+		{Call: 2, Block: 2, Module: "attn", Action: "skip"},               // never moved: left out
+		{Call: 2, Block: 0, Module: "attn", Sample: &one, DynRelL1: f(9)}, // per-sample row: left out
+		{Call: 0, Block: 0, Module: "attn", Action: "full"},               // no previous output
+	}
+	pts := dynamicsPerCall(stats)
+	if len(pts) != 2 || pts[0].X != 1 || pts[0].Y != 0.30000000000000004 && pts[0].Y != 0.3 || pts[1].X != 2 || pts[1].Y != 0.15 {
+		t.Errorf("curve %v, want (1, 0.3) (2, 0.15)", pts)
+	}
+}
