@@ -70,6 +70,9 @@ func linspace64(start, end float64, n int) []float64 {
 // Coefficients are float32, taken from the float32 ᾱ as the reference's buffers hold them, and
 // every update runs in float32 with each operation rounded, as the reference's tensor code.
 type PLMSSampler struct {
+	// ddim makes every step one model call with ε′ = ε (ldm's DDIMSampler at η = 0, which shares
+	// PLMS's timesteps, coefficients and update).
+	ddim                   bool
 	timesteps              []int64   // ascending: range(0, T, T/steps) + 1
 	alphas, alphasPrev     []float32 // ᾱ at each timestep and at the one before (ᾱ₀ before the first)
 	sqrtOneMinus, sqrtA    []float32 // √(1 − ᾱ_t), √ᾱ_t
@@ -78,6 +81,20 @@ type PLMSSampler struct {
 
 // NewPLMS builds PLMS with about steps steps on Stable Diffusion v1's schedule.
 func NewPLMS(steps int) (*PLMSSampler, error) { return NewPLMSWith(SDSchedule(), steps) }
+
+// NewLDMDDIM builds ldm's DDIM (η = 0, "uniform" timesteps) on Stable Diffusion v1's schedule, as
+// the PLMS machine with one call per step and no multistep ε.
+func NewLDMDDIM(steps int) (*PLMSSampler, error) {
+	p, err := NewPLMSWith(SDSchedule(), steps)
+	if err != nil {
+		return nil, fmt.Errorf("DDIM: %w", err)
+	}
+	p.ddim = true
+	return p, nil
+}
+
+// DDIM reports whether the machine runs ldm's DDIM rather than PLMS.
+func (p *PLMSSampler) DDIM() bool { return p.ddim }
 
 // NewPLMSWith builds PLMS over a schedule. As the reference, the timesteps are
 // range(0, T, T div steps) + 1, so a step count that does not divide T gives one step more.
@@ -117,7 +134,12 @@ func NewPLMSWith(s *LDMSchedule, steps int) (*PLMSSampler, error) {
 func (p *PLMSSampler) Steps() int { return len(p.timesteps) }
 
 // Calls is the number of model calls of one trajectory.
-func (p *PLMSSampler) Calls() int { return len(p.timesteps) + 1 }
+func (p *PLMSSampler) Calls() int {
+	if p.ddim {
+		return len(p.timesteps)
+	}
+	return len(p.timesteps) + 1
+}
 
 // DDIMTimesteps are the model timesteps in ascending order (the reference's ddim_timesteps).
 func (p *PLMSSampler) DDIMTimesteps() []int64 { return append([]int64(nil), p.timesteps...) }
@@ -250,6 +272,8 @@ func (s *PLMSState) Step(eps []float32) (PLMSResult, error) {
 	}
 	var e []float32
 	switch {
+	case s.p.ddim:
+		e = eps
 	case s.first != nil: // corrector: ε′ = (ε_t + ε_next)/2, from the step's own state
 		e = make([]float32, len(eps))
 		for k, v := range eps {

@@ -1,6 +1,7 @@
 package diffusion
 
 import (
+	"slices"
 	"fmt"
 	"testing"
 
@@ -205,5 +206,36 @@ func TestPLMSErrors(t *testing.T) {
 	// The sampling loop drives PLMS (harness.Request.PLMS), so the name parses.
 	if k, err := ParseKind("plms"); err != nil || k != PLMS {
 		t.Errorf("ParseKind(plms) = %q, %v; want %q", k, err, PLMS)
+	}
+}
+
+// ldm's DDIM is the PLMS machine with one call per step and ε′ = ε: each step is Update with
+// the step's own ε, at the PLMS timesteps.
+func TestLDMDDIM(t *testing.T) {
+	d, err := NewLDMDDIM(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := NewPLMS(5)
+	if d.Calls() != 5 || !d.DDIM() || p.DDIM() || !slices.Equal(d.DDIMTimesteps(), p.DDIMTimesteps()) {
+		t.Fatalf("DDIM: %d calls, timesteps %v (PLMS %v)", d.Calls(), d.DDIMTimesteps(), p.DDIMTimesteps())
+	}
+	x := []float32{0.5, -1, 2}
+	s := d.NewState(x)
+	for i := range 5 {
+		c, ok := s.Next()
+		if !ok || c.Call != i || c.Step != i || c.T != d.Timestep(i) || c.Corrector {
+			t.Fatalf("call %d: %+v", i, c)
+		}
+		eps := []float32{float32(i) * 0.1, 0.3, -0.2}
+		want, _ := d.Update(i, x, eps)
+		got, err := s.Step(eps)
+		if err != nil || !got.Complete || !slices.Equal(got.X, want.X) {
+			t.Fatalf("step %d: %v %+v, want %v", i, err, got, want.X)
+		}
+		x = want.X
+	}
+	if !s.Done() {
+		t.Error("DDIM not done after its steps")
 	}
 }
