@@ -1,8 +1,8 @@
 package diffusion
 
 import (
-	"slices"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/cachebench/cachebench/internal/golden"
