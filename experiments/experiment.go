@@ -10,9 +10,12 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/cachebench/cachebench/harness/diffusion"
+	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/dit"
 	"github.com/cachebench/cachebench/models/pixart"
 )
@@ -57,7 +60,29 @@ type Experiment struct {
 const (
 	FamilyDiT    = "dit"
 	FamilyPixArt = "pixart"
+	// FamilyUNet is Stable Diffusion v1's UNet (models/unet), sampled with PLMS from prompts.
+	FamilyUNet = "unet"
 )
+
+// UNetPreset names Stable Diffusion v1's UNet (v1-inference.yaml; unet.SDv1): with weights it is
+// checked against them, without them (or with --random-weights) it gets random weights.
+const UNetPreset = "SD-v1"
+
+// Decoders are the fixed latent decoders [model] decoder names (runner.DecoderByName): the
+// embedded Fashion-MNIST UNet's latent is the 2×2 space-to-depth of its 32×32 image.
+var Decoders = []string{"depth-to-space-2"}
+
+// decoderFactor is how many pixels a latent pixel spans per side under a decoder: the VAE's 8, or
+// the space-to-depth factor.
+func decoderFactor(decoder string) int {
+	if decoder == "depth-to-space-2" {
+		return 2
+	}
+	return 8
+}
+
+// Prompted reports whether a family samples from prompts ([prompts]).
+func Prompted(family string) bool { return family == FamilyPixArt || family == FamilyUNet }
 
 // Prompts are the captions a text-conditioned model samples: sample i gets prompt i mod P.
 type Prompts struct {
@@ -68,7 +93,7 @@ type Prompts struct {
 
 // Model says which network to load.
 type Model struct {
-	Family    string      // FamilyDiT or FamilyPixArt
+	Family    string      // FamilyDiT, FamilyPixArt or FamilyUNet
 	Preset    string      // named architecture, e.g. "DiT-XL/2" ("" = none)
 	ImageSize int         // image size in pixels for the preset (latent = size/8)
 	Weights   string      // checkpoint path ("" = random weights, seed 0)
@@ -77,6 +102,10 @@ type Model struct {
 	Backend   string      // GoMLX backend configuration ("" = the command line's or the default)
 	VAE       string      // AutoencoderKL checkpoint that decodes the latents into images ("" = none)
 	VAEBatch  int         // images per decoder pass (0 = the sampling batch)
+	// Decoder is a fixed latent decoder instead of a VAE (one of Decoders; "" = none).
+	Decoder string
+	// Latent is the side of the UNet's square latent (family unet).
+	Latent int
 	// Calibration is the calibration every configuration of a method that reads one gets,
 	// unless its entry names its own (nil = none).
 	Calibration *Calibration
@@ -86,7 +115,7 @@ type Model struct {
 // loading the weights (a preset or an arch); ok is false for weights given with heads only.
 func (m Model) Config() (c dit.Config, ok bool) {
 	switch {
-	case m.Family == FamilyPixArt:
+	case m.Family != FamilyDiT:
 		return dit.Config{}, false
 	case m.Arch != nil:
 		return *m.Arch, true
@@ -271,10 +300,10 @@ func (e *Experiment) read(doc *table, o Overrides) {
 		e.readPrompts(p)
 	}
 	switch {
-	case e.Model.Family == FamilyPixArt && e.Prompts == nil:
-		doc.errf("", "model.family pixart samples from prompts: add a [prompts] section (file, and features or encoder)")
-	case e.Model.Family != FamilyPixArt && e.Prompts != nil:
-		doc.errf("prompts", "prompts condition a text-to-image model (model.family = \"pixart\"); DiT samples class labels")
+	case Prompted(e.Model.Family) && e.Prompts == nil && doc.has("model"):
+		doc.errf("", "model.family %s samples from prompts: add a [prompts] section (file, and features or encoder)", e.Model.Family)
+	case !Prompted(e.Model.Family) && e.Prompts != nil:
+		doc.errf("prompts", "prompts condition a text-to-image model (model.family = \"pixart\" or \"unet\"); DiT samples class labels")
 	}
 	if s := doc.sub("sampling"); s != nil {
 		e.readSampling(s, o)
@@ -283,6 +312,10 @@ func (e *Experiment) read(doc *table, o Overrides) {
 	}
 	if e.Prompts != nil && e.Sampling.Labels != nil {
 		doc.errf("sampling", "labels: a prompted model's sample i takes prompt i mod P; give no labels")
+	}
+	if e.Sampling.Sampler == string(diffusion.PLMS) && e.Record != "off" {
+		// harness.Sample refuses the recorder under PLMS.
+		doc.errf("record", "%q: step statistics (and audits) do not follow PLMS's two-call first step yet; use record = \"off\" with sampler plms", e.Record)
 	}
 	if m := doc.sub("model"); m != nil {
 		e.Model.Calibration = e.readCalibration(m, e.Sampling.Steps)
@@ -302,10 +335,15 @@ func (e *Experiment) readModel(t *table, o Overrides) {
 	m := &e.Model
 	m.Family = FamilyDiT
 	if f, ok := t.str("family"); ok {
-		if f != FamilyDiT && f != FamilyPixArt {
-			t.errf("family", "%q: want %q or %q", f, FamilyDiT, FamilyPixArt)
+		if f != FamilyDiT && f != FamilyPixArt && f != FamilyUNet {
+			t.errf("family", "%q: want %q, %q or %q (Stable Diffusion v1's UNet)", f, FamilyDiT, FamilyPixArt, FamilyUNet)
 		}
 		m.Family = f
+	}
+	if m.Family == FamilyUNet {
+		m.Preset, _ = t.str("preset")
+		e.readUNetModel(t, o)
+		return
 	}
 	m.Preset, _ = t.str("preset")
 	m.ImageSize = 256
@@ -436,16 +474,24 @@ func readArch(t *table) *dit.Config {
 
 func (e *Experiment) readSampling(t *table, o Overrides) {
 	s := &e.Sampling
+	unet := e.Model.Family == FamilyUNet
 	if v, ok := t.str("sampler"); ok {
-		if k, err := diffusion.ParseKind(v); err != nil || k == diffusion.PLMS {
-			// PLMS samples the SD UNet, which runs replay only (runbench sample --model unet).
-			t.errf("sampler", "%q: want ddim, ddpm or dpmpp", v)
+		k, err := diffusion.ParseKind(v)
+		switch {
+		case unet && k != diffusion.PLMS:
+			// The harness's DDIM and DDPM run DiT's linear schedule, not Stable Diffusion's.
+			t.errf("sampler", "%q: model.family unet samples with plms (Stable Diffusion v1's PLMS on its own schedule, as the DeepCache, ToMeSD and DaTo references)", v)
+		case err != nil:
+			t.errf("sampler", "%q: want ddim, ddpm or dpmpp (or plms for model.family = \"unet\")", v)
+		case k == diffusion.PLMS && !unet:
+			t.errf("sampler", "%q: PLMS samples Stable Diffusion's UNet (model.family = \"unet\"); want ddim, ddpm or dpmpp", v)
 		}
 		s.Sampler = v
 	} else if !t.has("sampler") {
-		t.errf("", "missing sampling.sampler (ddim, ddpm or dpmpp)")
+		t.errf("", "missing sampling.sampler (ddim, ddpm or dpmpp; plms for model.family unet)")
 	}
 	dpm := s.Sampler == string(diffusion.DPMSolverPP)
+	plms := s.Sampler == string(diffusion.PLMS)
 	if v, ok := t.raw("steps"); ok {
 		switch n := v.(type) {
 		case int64:
@@ -457,6 +503,8 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 		}
 		if s.Steps != "" {
 			if _, err := diffusion.ParseDPMSolver(s.Steps); dpm && err != nil {
+				t.errf("steps", "%v", err)
+			} else if err := checkPLMSSteps(s.Steps); plms && err != nil {
 				t.errf("steps", "%v", err)
 			} else if err := checkSteps(s.Steps); err != nil {
 				t.errf("steps", "%v", err)
@@ -473,15 +521,15 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 		s.CFG = v
 	}
 	s.Guide = GuideDiT
-	if dpm {
-		s.Guide = GuideAll // PixArt-α's DPM-Solver wrapper guides every ε channel
+	if dpm || plms {
+		s.Guide = GuideAll // PixArt-α's DPM-Solver wrapper and ldm's PLMS guide every ε channel
 	}
 	if g, ok := t.str("guide"); ok {
 		switch {
 		case g != GuideDiT && g != GuideAll:
 			t.errf("guide", "%q: want %q (ε channels 0-2, DiT's sample.py) or %q (every channel, diffusers)", g, GuideDiT, GuideAll)
-		case dpm && g != GuideAll:
-			t.errf("guide", "%q: sampler dpmpp guides every ε channel (%q); %q is DiT's DDPM/DDIM convention", g, GuideAll, GuideDiT)
+		case (dpm || plms) && g != GuideAll:
+			t.errf("guide", "%q: sampler %s guides every ε channel (%q); %q is DiT's DDPM/DDIM convention", g, s.Sampler, GuideAll, GuideDiT)
 		}
 		s.Guide = g
 	}
@@ -512,7 +560,7 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 	}
 	if t.has("prompts") {
 		t.used["prompts"] = true
-		t.errf("prompts", "prompts are a section of their own, [prompts] (file, features or encoder), for a text-to-image model (model.family = \"pixart\")")
+		t.errf("prompts", "prompts are a section of their own, [prompts] (file, features or encoder), for a text-to-image model (model.family = \"pixart\" or \"unet\")")
 	}
 	t.unknown("sampler", "steps", "cfg", "guide", "samples", "seed", "batch", "labels")
 }
@@ -688,7 +736,11 @@ func (e *Experiment) readPrompts(t *table) {
 	if f, ok := t.pathValue("features"); ok {
 		p.Features = f
 		if _, err := os.Stat(f); err != nil {
-			t.errf("features", "%s does not exist or cannot be read (caption features: safetensors/npz with caption_feature and attention_mask, or a folder of PixArt's per-caption .npz)", f)
+			what := "caption features: safetensors/npz with caption_feature and attention_mask, or a folder of PixArt's per-caption .npz"
+			if e.Model.Family == FamilyUNet {
+				what = "text contexts: safetensors with context [P+1, L, context_dim], the prompts then the empty prompt's, as runbench encode-text writes"
+			}
+			t.errf("features", "%s does not exist or cannot be read (%s)", f, what)
 		}
 	}
 	p.Encoder, _ = t.str("encoder")
@@ -696,8 +748,127 @@ func (e *Experiment) readPrompts(t *table) {
 	case p.Encoder != "" && p.Encoder != "fmnist-tiny":
 		t.errf("encoder", "%q: the built-in encoder is \"fmnist-tiny\" (Fashion-MNIST captions)", p.Encoder)
 	case (p.Features == "") == (p.Encoder == ""):
-		t.errf("features", "give prompts.features (precomputed, e.g. T5-XXL for PixArt-α) or prompts.encoder, one of them")
+		t.errf("features", "give prompts.features (precomputed: T5-XXL for PixArt-α, CLIP's text contexts for the UNet) or prompts.encoder, one of them")
 	}
 	t.unknown("file", "features", "encoder")
 	e.Prompts = p
+}
+
+// checkPLMSSteps validates PLMS's plain step count as the sampler will read it.
+func checkPLMSSteps(spec string) error {
+	n, err := strconv.Atoi(spec)
+	if err != nil {
+		return fmt.Errorf("%q: sampler plms takes a plain step count (50), not a respacing spec", spec)
+	}
+	_, err = diffusion.NewPLMS(n)
+	return err
+}
+
+// readUNetModel reads [model] for family unet: weights (an LDM UNet safetensors or a whole SD
+// checkpoint) or preset SD-v1 (random weights), heads (SD v1's 8 unless given), the latent side
+// (latent, or image_size over the decoder's factor), and how latents become images: a VAE, or a
+// fixed decoder.
+func (e *Experiment) readUNetModel(t *table, o Overrides) {
+	m := &e.Model
+	if m.Preset != "" && m.Preset != UNetPreset {
+		t.errf("preset", "%q: the UNet knows only %s (Stable Diffusion v1's v1-inference.yaml); other UNets are read off their weights", m.Preset, UNetPreset)
+	}
+	if o.RandomWeights {
+		t.used["weights"], t.used["vae"], t.used["vae_batch"] = true, true, true
+		if m.Preset == "" {
+			t.errf("weights", "--random-weights needs model.preset = %q to know the architecture", UNetPreset)
+		}
+	} else {
+		if w, ok := t.pathValue("weights"); ok {
+			m.Weights = w
+			if st, err := os.Stat(w); !o.MetricsOnly && (err != nil || st.IsDir()) {
+				t.errf("weights", "%s is not a readable checkpoint file (an LDM UNet .safetensors, or a whole Stable Diffusion checkpoint .ckpt/.safetensors)", w)
+			}
+		}
+		if v, ok := t.pathValue("vae"); ok {
+			m.VAE = v
+			if st, err := os.Stat(v); !o.MetricsOnly && (err != nil || st.IsDir()) {
+				t.errf("vae", "%s is not a readable AutoencoderKL checkpoint file (sd-vae-ft-ema/mse, or the whole SD checkpoint's first_stage_model)", v)
+			}
+		}
+		if n, ok := t.integer("vae_batch"); ok {
+			if n < 0 || m.VAE == "" {
+				t.errf("vae_batch", "want images per decoder pass ≥ 0, with model.vae (got %d)", n)
+			}
+			m.VAEBatch = int(n)
+		}
+	}
+	if d, ok := t.str("decoder"); ok {
+		if !slices.Contains(Decoders, d) {
+			t.errf("decoder", "%q: the fixed decoders are %s (or give model.vae, an AutoencoderKL checkpoint)", d, strings.Join(Decoders, ", "))
+		}
+		if t.has("vae") && !o.RandomWeights {
+			t.errf("decoder", "give model.vae or model.decoder, not both")
+		}
+		m.Decoder = d
+	}
+	if n, ok := t.integer("heads"); ok {
+		if n <= 0 {
+			t.errf("heads", "want a positive number of attention heads, got %d", n)
+		}
+		if m.Preset == UNetPreset && n != 8 {
+			t.errf("heads", "%d contradicts preset %s (8 heads)", n, UNetPreset)
+		}
+		m.Heads = int(n)
+	}
+	m.ImageSize = 0
+	if n, ok := t.integer("image_size"); ok {
+		if n <= 0 {
+			t.errf("image_size", "want a positive image size in pixels, got %d", n)
+		}
+		m.ImageSize = int(n)
+	}
+	f := decoderFactor(m.Decoder)
+	if n, ok := t.integer("latent"); ok {
+		switch {
+		case n <= 0 || n > 1<<12:
+			t.errf("latent", "want the latent's side (64 for SD v1 at 512², 16 for the Fashion-MNIST UNet), got %d", n)
+		case m.ImageSize > 0 && m.ImageSize != f*int(n):
+			t.errf("latent", "%d contradicts image_size %d (the decoder spans %d pixels per latent pixel: latent %d)", n, m.ImageSize, f, m.ImageSize/f)
+		}
+		m.Latent = int(n)
+	} else if m.ImageSize > 0 {
+		if m.ImageSize%f != 0 {
+			t.errf("image_size", "%d is not a multiple of %d (the decoder's pixels per latent pixel)", m.ImageSize, f)
+		}
+		m.Latent = m.ImageSize / f
+	} else if !t.has("latent") && !t.has("image_size") {
+		t.errf("", "give model.latent (the latent's side: 64 for SD v1 at 512², 16 for the Fashion-MNIST UNet) or model.image_size (pixels: latent = image_size/8 with a VAE)")
+	}
+	m.Backend, _ = t.str("backend")
+	if m.Preset == "" && m.Weights == "" && !o.RandomWeights && !t.has("weights") {
+		t.errf("", "give model.weights (a UNet or Stable Diffusion checkpoint) or model.preset = %q (random weights)", UNetPreset)
+	}
+	if t.has("calibration") {
+		t.used["calibration"] = true
+		t.errf("calibration", "calibrations are the threshold caches' (DiT), and the UNet's methods read none")
+	}
+	t.unknown("family", "preset", "image_size", "latent", "weights", "heads", "backend", "vae", "vae_batch", "decoder")
+}
+
+// fitsFamily tells whether a method plans a model family: the UNet's methods (deepcache, tomesd,
+// dato) plan only the UNet, the caches of the transformer stacks only DiT and PixArt-α; none and
+// steps plan every model.
+func fitsFamily(info *methods.Info, family string) bool {
+	l := hook.Layout{}
+	if family == FamilyUNet {
+		l.Blocks = []hook.BlockShape{}
+	}
+	return info.FitsLayout(l)
+}
+
+// familyMethods lists the registered methods that plan a family.
+func familyMethods(family string) string {
+	var out []string
+	for _, n := range methods.Names() {
+		if info, err := methods.Lookup(n); err == nil && fitsFamily(info, family) {
+			out = append(out, n)
+		}
+	}
+	return strings.Join(out, ", ")
 }

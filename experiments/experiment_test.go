@@ -17,7 +17,8 @@ func siteFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"DiT-XL-2-256x256.pt", "pt_inception.pth", "VIRTUAL_imagenet256_labeled.npz", "sd-vae-ft-ema/diffusion_pytorch_model.safetensors",
-		"PixArt-XL-2-256x256.pth", "COCO_caption_prompts_30k.txt", "coco30k_t5.safetensors", "coco30k_ref.npz"} {
+		"PixArt-XL-2-256x256.pth", "COCO_caption_prompts_30k.txt", "coco30k_t5.safetensors", "coco30k_ref.npz",
+		"v1-5-pruned-emaonly.safetensors", "coco30k_sd15_context.safetensors", "imagenet_prompts.txt", "imagenet_sd15_context.safetensors", "imagenet50k_ref.npz"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -26,6 +27,7 @@ func siteFiles(t *testing.T) {
 	t.Setenv("CACHEBENCH_INCEPTION", filepath.Join(dir, "pt_inception.pth"))
 	t.Setenv("CACHEBENCH_REFS", dir)
 	t.Setenv("CACHEBENCH_COCO", dir)
+	t.Setenv("CACHEBENCH_IMAGENET", dir)
 }
 
 // Every shipped experiment validates with its files present, and as a smoke test without them.
@@ -37,6 +39,8 @@ func TestShippedExperiments(t *testing.T) {
 		"duca_dit_ddim50.toml":       {"none", "duca N=3 ratio=0.05 score=attention", "duca N=3 ratio=0.05 score=vnorm", "duca N=3 ratio=0.05 score=random", "taylorseer N=3 order=1", "fora N=3", "toca N=3 ratio=0.07 scheduler=ToCa-ddim50"},
 		"toca_pixart_coco30k.toml":   {"none", "fora N=3 ratio=0", "toca N=3 ratio=0.3", "toca_r60 N=3 ratio=0.4", "taylorseer N=3 order=2"},
 		"duca_pixart_coco30k.toml":   {"none", "duca N=3 ratio=0.75", "duca_r30 N=3 ratio=0.3", "toca N=3 ratio=0.3"},
+		"dato_sd15_coco30k.toml":     {"none", "deepcache N=3 branch=0", "tomesd ratio=0.5", "dato strategy=released"},
+		"dato_sd15_imagenet.toml":    {"none", "deepcache N=3 branch=0", "tomesd ratio=0.5", "dato strategy=released"},
 	}
 	files, _ := filepath.Glob("*.toml")
 	// default*.toml are the embedded default: its files ship in the repository and its paths are
@@ -81,6 +85,16 @@ func TestShippedExperiments(t *testing.T) {
 			if !slices.Equal(fids, []float64{2.43, 3.75, 3.88, 3.04}) {
 				t.Errorf("%s: published FIDs %v", f, fids)
 			}
+		}
+		if e.Model.Family == FamilyUNet {
+			if e.Sampling.CFG != 7.5 || e.Sampling.Sampler != "plms" || e.Sampling.Steps != "50" || e.Sampling.Guide != GuideAll || e.Model.Latent != 64 ||
+				e.Model.Preset != UNetPreset || e.Model.VAE == "" || e.Prompts == nil || e.Prompts.Features == "" || e.Metrics == nil || e.Record != "off" {
+				t.Errorf("%s: protocol %+v %+v %+v", f, e.Sampling, e.Model, e.Prompts)
+			}
+			if n := e.Sampling.Samples; n != map[string]int{"dato_sd15_coco30k.toml": 30000, "dato_sd15_imagenet.toml": 50000}[f] {
+				t.Errorf("%s: %d samples", f, n)
+			}
+			continue
 		}
 		if e.Model.Family == FamilyPixArt {
 			if e.Sampling.Samples != 30000 || e.Sampling.CFG != 4.5 || e.Sampling.Sampler != "dpmpp" || e.Sampling.Steps != "20" || e.Prompts == nil || e.Metrics == nil {
@@ -255,5 +269,82 @@ func TestDefaultExperiment(t *testing.T) {
 	}
 	if p.Model.Family != FamilyPixArt || p.Prompts == nil || p.Prompts.Encoder != "fmnist-tiny" || p.Sampling.Sampler != "dpmpp" || p.Metrics == nil {
 		t.Errorf("text-to-image default: %+v %+v %+v", p.Model, p.Prompts, p.Sampling)
+	}
+	// The UNet half's weights are trained by tools/train_unet.py; until they ship, the file is
+	// validated without them (as merge --metrics reads it).
+	_, noWeights := os.Stat("assets/fmnist_unet.safetensors")
+	u, err := Load("experiments/default_unet.toml", Overrides{MetricsOnly: noWeights != nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels = nil
+	for _, pt := range u.Points() {
+		labels = append(labels, pt.Label()+"@"+pt.Steps)
+	}
+	want = "none@20|steps steps=10@10|deepcache N=2 branch=0@20|deepcache N=3 branch=0@20|deepcache N=5 branch=0@20|tomesd ratio=0.3@20|tomesd ratio=0.5@20" +
+		"|dato_uniform strategy=uniform N=2 ratio=0.4@20|dato_uniform strategy=uniform N=3 ratio=0.4@20|dato strategy=released@20"
+	if got := strings.Join(labels, "|"); got != want {
+		t.Errorf("UNet points\n%s\nwant\n%s", got, want)
+	}
+	if u.Model.Family != FamilyUNet || u.Model.Latent != 16 || u.Model.Decoder != "depth-to-space-2" || u.Model.Heads != 4 || u.Prompts == nil ||
+		u.Prompts.Encoder != "fmnist-tiny" || u.Sampling.Sampler != "plms" || u.Sampling.CFG != 7.5 || u.Sampling.Samples != 500 || u.Sampling.Batch != 25 ||
+		u.Metrics == nil || u.Metrics.Extractor != "fmnist" {
+		t.Errorf("UNet default: %+v %+v %+v", u.Model, u.Prompts, u.Sampling)
+	}
+}
+
+// unetBase is a valid UNet experiment on the golden tiny UNet; each TestUNetProblems case breaks it.
+const unetBase = `
+[model]
+family = "unet"
+weights = "../testdata/sd-unet/weights.safetensors"
+heads = 4
+latent = 16
+decoder = "depth-to-space-2"
+[prompts]
+file = "../assets/fmnist_prompts.txt"
+encoder = "fmnist-tiny"
+[sampling]
+sampler = "plms"
+steps = 4
+cfg = 7.5
+samples = 2
+[methods.none]
+`
+
+// The UNet family: PLMS only (and only for it), its methods only, one decoder, a latent side, and
+// no step statistics under PLMS; each mistake is one problem at its key.
+func TestUNetProblems(t *testing.T) {
+	e, err := Parse("u.toml", []byte(unetBase+"[methods.dato]\nstrategy = \"uniform\"\n"), Overrides{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Sampling.Guide != GuideAll || e.Model.Latent != 16 || e.Model.Heads != 4 || e.Model.Decoder != "depth-to-space-2" {
+		t.Errorf("parsed %+v %+v", e.Model, e.Sampling)
+	}
+	for _, c := range []struct{ name, src, want string }{
+		{"fora", unetBase + "[methods.fora]\nN = 3\n", "methods.fora: method fora does not apply to Stable Diffusion's UNet (model.family = \"unet\"); the methods for this model are dato, deepcache, none, steps, tomesd"},
+		{"ddim", strings.Replace(unetBase, `sampler = "plms"`, `sampler = "ddim"`, 1), `sampling.sampler: "ddim": model.family unet samples with plms`},
+		{"respaced", strings.Replace(unetBase, "steps = 4", `steps = "ddim4"`, 1), "plain step count"},
+		{"plms steps", strings.Replace(unetBase, "steps = 4", "steps = 3", 1), "the last timestep would be 1000"},
+		{"fewer plms steps", unetBase + "[methods.steps]\nsteps = 3\n", "point steps steps=3: PLMS with 3 steps"},
+		{"guide", strings.Replace(unetBase, "cfg = 7.5", "cfg = 7.5\nguide = \"dit\"", 1), "sampler plms guides every ε channel"},
+		{"record", "record = \"light\"\n" + unetBase, `record: "light": step statistics (and audits) do not follow PLMS`},
+		{"no latent", strings.Replace(unetBase, "latent = 16\n", "", 1), "give model.latent"},
+		{"latent and size", strings.Replace(unetBase, "latent = 16\n", "latent = 16\nimage_size = 64\n", 1), "16 contradicts image_size 64"},
+		{"decoder", strings.Replace(unetBase, `"depth-to-space-2"`, `"pixel-shuffle"`, 1), `model.decoder: "pixel-shuffle": the fixed decoders are depth-to-space-2`},
+		{"decoder and vae", strings.Replace(unetBase, "heads = 4\n", "heads = 4\nvae = \"../testdata/sd-unet/weights.safetensors\"\n", 1), "give model.vae or model.decoder, not both"},
+		{"preset", strings.Replace(unetBase, "heads = 4\n", "heads = 4\npreset = \"SD-v2\"\n", 1), `"SD-v2": the UNet knows only SD-v1`},
+		{"no prompts", unetBase[:strings.Index(unetBase, "[prompts]")] + unetBase[strings.Index(unetBase, "[sampling]"):], "model.family unet samples from prompts"},
+		{"calibration", strings.Replace(unetBase, "heads = 4\n", "heads = 4\ncalibration = \"x.json\"\n", 1), "the UNet's methods read none"},
+		{"random weights", unetBase, "--random-weights needs model.preset"},
+		{"plms for DiT", strings.Replace(base, `sampler = "ddim"`, `sampler = "plms"`, 1) + "[methods.none]\n", "PLMS samples Stable Diffusion's UNet"},
+		{"deepcache for DiT", base + "[methods.deepcache]\n", "method deepcache does not apply to the transformer stack of model.family dit"},
+	} {
+		o := Overrides{RandomWeights: c.name == "random weights"}
+		_, err := Parse("u.toml", []byte(c.src), o)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want ...%s...", c.name, err, c.want)
+		}
 	}
 }

@@ -174,6 +174,15 @@ func (e *Experiment) readMethods(t *table) {
 				entry.Method, strings.Join(methods.Names(), ", "))
 			continue
 		}
+		if fam := e.Model.Family; fam != "" && !fitsFamily(info, fam) {
+			key := ""
+			if sub.has("method") {
+				key = "method"
+			}
+			what := map[bool]string{true: "Stable Diffusion's UNet (model.family = \"unet\")", false: "the transformer stack of model.family " + fam}[fam == FamilyUNet]
+			sub.errf(key, "method %s does not apply to %s; the methods for this model are %s", entry.Method, what, familyMethods(fam))
+			continue
+		}
 		params := map[string]methods.Param{}
 		var names []string
 		for _, p := range info.Params {
@@ -259,6 +268,11 @@ func (e *Experiment) checkBuild(t *table, p Point) {
 		fewer, errF := diffusion.NewSchedule(1000, p.Steps)
 		if errB == nil && errF == nil && fewer.Steps() >= base.Steps() {
 			t.errf("", "point %s: %d steps is not fewer than sampling.steps (%d): the fewer-steps baseline must take fewer", p.Label(), fewer.Steps(), base.Steps())
+		}
+	}
+	if e.Sampling.Sampler == string(diffusion.PLMS) && p.Steps != e.Sampling.Steps {
+		if err := checkPLMSSteps(p.Steps); err != nil {
+			t.errf("", "point %s: %v", p.Label(), err)
 		}
 	}
 	c, ok := e.Model.Config()

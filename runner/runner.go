@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
@@ -188,14 +189,12 @@ func Run(ctx context.Context, job Job) (*JobResult, error) {
 
 // jobRun is a job checked against its model and recorded in the store.
 type jobRun struct {
-	job    Job
-	c      Config // resolved (defaults filled in, backend named)
-	run    store.Run
-	kind   diffusion.Kind
-	sched  *diffusion.Schedule
-	solver *diffusion.DPMSolver // DPM-Solver++ runs only
-	spec   hook.Spec            // what the model samples
-	img    hook.Spec            // what is stored: the samples, or their decoded images
+	job  Job
+	c    Config // resolved (defaults filled in, backend named)
+	run  store.Run
+	smp  sampler
+	spec hook.Spec // what the model samples
+	img  hook.Spec // what is stored: the samples, or their decoded images
 }
 
 // prepare checks everything about a job that can be checked before anything is stored, and
@@ -204,8 +203,12 @@ func prepare(job Job) (*jobRun, error) {
 	r := &jobRun{job: job, c: job.Config, spec: job.Model.Spec()}
 	c := &r.c
 	var err error
-	if r.kind, r.sched, r.solver, err = samplerOf(*c); err != nil {
+	if r.smp, err = samplerFor(*c); err != nil {
 		return nil, err
+	}
+	if r.smp.plms != nil && job.Record != harness.RecordOff {
+		// harness.Sample refuses the recorder under PLMS; say so before anything is stored.
+		return nil, fmt.Errorf("record: step statistics (and audits) do not follow PLMS's two-call first step yet; run sampler plms with record off")
 	}
 	if c.NumSamples <= 0 || job.BatchSize <= 0 {
 		return nil, fmt.Errorf("%d samples in batches of %d: both must be positive", c.NumSamples, job.BatchSize)
@@ -255,19 +258,79 @@ func prepare(job Job) (*jobRun, error) {
 		return nil, err
 	}
 	r.run, _, err = job.DB.EnsureRun(store.Run{ConfigJSON: string(cj), Method: r.c.Method, Model: r.c.Model, WeightsHash: r.c.Weights,
-		Sampler: r.c.Sampler, Steps: r.sched.Steps(), CFGScale: r.c.CFGScale, Seed: r.c.Seed, NumSamples: r.c.NumSamples,
+		Sampler: r.c.Sampler, Steps: r.smp.steps(), CFGScale: r.c.CFGScale, Seed: r.c.Seed, NumSamples: r.c.NumSamples,
 		BatchSize: job.BatchSize, Backend: r.c.Backend, Device: engine.Describe(job.Model.Backend()), GitRev: job.GitRev})
 	return r, err
 }
 
-// samplerOf is the sampler, schedule and (DPM-Solver++ only) solver a configuration names.
+// sampler is what a configuration samples with: DDPM/DDIM on a respaced schedule, DPM-Solver++
+// (PixArt-α's), or PLMS (Stable Diffusion's UNet, on the LDM schedule it carries).
+type sampler struct {
+	kind   diffusion.Kind
+	sched  *diffusion.Schedule    // DDPM and DDIM; with DPM-Solver++, as many steps (the methods count them)
+	solver *diffusion.DPMSolver   // DPM-Solver++ only
+	plms   *diffusion.PLMSSampler // PLMS only
+}
+
+// steps is the number of sampler steps (PLMS makes one model call more: its first step makes two).
+func (s sampler) steps() int {
+	if s.plms != nil {
+		return s.plms.Steps()
+	}
+	return s.sched.Steps()
+}
+
+// request is a harness request with the sampler's fields set.
+func (s sampler) request() harness.Request {
+	return harness.Request{Sampler: s.kind, Schedule: s.sched, Solver: s.solver, PLMS: s.plms}
+}
+
+// samplerFor is the sampler a configuration names: samplerOf's, or PLMS with a plain step count
+// and guidance on every ε channel (ldm's).
+func samplerFor(c Config) (sampler, error) {
+	kind, err := diffusion.ParseKind(c.Sampler)
+	if err != nil {
+		return sampler{}, err
+	}
+	if kind != diffusion.PLMS {
+		s := sampler{}
+		s.kind, s.sched, s.solver, err = samplerOf(c)
+		return s, err
+	}
+	p, err := NewPLMS(c.Steps)
+	if err != nil {
+		return sampler{}, err
+	}
+	if c.Guide != 0 && c.Guide != diffusion.GuidanceAll {
+		return sampler{}, fmt.Errorf("guide channels %d: PLMS guides every ε channel (ldm's sampler); guiding %d is DiT's DDPM/DDIM convention", c.Guide, c.Guide)
+	}
+	return sampler{kind: kind, plms: p}, nil
+}
+
+// NewPLMS is Stable Diffusion v1's PLMS sampler for a configuration's steps (a plain count).
+func NewPLMS(steps string) (*diffusion.PLMSSampler, error) {
+	n, err := strconv.Atoi(steps)
+	if err != nil {
+		return nil, fmt.Errorf("steps %q: PLMS takes a plain step count (50), not a respacing spec", steps)
+	}
+	p, err := diffusion.NewPLMS(n)
+	if err != nil {
+		return nil, fmt.Errorf("steps: %w", err)
+	}
+	return p, nil
+}
+
+// samplerOf is the sampler, schedule and (DPM-Solver++ only) solver of a configuration that calls
+// the model once per step (DDPM, DDIM, DPM-Solver++): what the threshold caches' calibration and
+// the runs of the transformer stacks sample with.
 func samplerOf(c Config) (kind diffusion.Kind, sched *diffusion.Schedule, solver *diffusion.DPMSolver, err error) {
 	if kind, err = diffusion.ParseKind(c.Sampler); err != nil {
 		return
 	}
 	if kind == diffusion.PLMS {
-		// PLMS drives Stable Diffusion's UNet, which the runner does not load.
-		err = fmt.Errorf("sampler plms: runs sample DiT and PixArt-α (ddpm, ddim, dpmpp); PLMS runs with runbench sample --model unet --replay")
+		// PLMS calls the model twice at its first step, and samples the UNet, which no
+		// threshold cache plans.
+		err = fmt.Errorf("sampler plms: calibration and threshold caches run with ddpm, ddim or dpmpp (one model call per step); PLMS samples Stable Diffusion's UNet, whose methods read no calibration")
 		return
 	}
 	if kind == diffusion.DPMSolverPP {
@@ -294,7 +357,7 @@ func (r *jobRun) policy(idx []int) (methods.Method, error) {
 	if r.c.CFGScale > 1 {
 		rows *= 2
 	}
-	env := methods.Env{Layout: r.job.Model.Layout(), Steps: r.sched.Steps(), Rows: rows, Seed: r.c.Seed, Samples: idx}
+	env := methods.Env{Layout: r.job.Model.Layout(), Steps: r.smp.steps(), Rows: rows, Seed: r.c.Seed, Samples: idx}
 	if r.job.Calibration != nil {
 		env.Calibration = &r.job.Calibration.Calibration
 	}
@@ -346,9 +409,10 @@ func (r *jobRun) sample(ctx context.Context, idx []int) (*sampled, error) {
 	}
 	b := &sampled{idx: idx, labels: ys}
 	full := hook.FullPlan(job.Model.Layout())
-	b.req = harness.Request{Sampler: r.kind, Schedule: r.sched, Solver: r.solver, CFGScale: float32(c.CFGScale), GuideChannels: c.Guide, XInit: xInit, Labels: ys,
-		Policy: pol, Cache: cache, Noise: noise,
-		OnStep: func(s harness.StepInfo) error { b.timing.Add(s, job.Model, full); return nil }}
+	b.req = r.smp.request()
+	b.req.CFGScale, b.req.GuideChannels, b.req.XInit, b.req.Labels = float32(c.CFGScale), c.Guide, xInit, ys
+	b.req.Policy, b.req.Cache, b.req.Noise = pol, cache, noise
+	b.req.OnStep = func(s harness.StepInfo) error { b.timing.Add(s, job.Model, full); return nil }
 	var rec *harness.Recorder
 	if job.Record != harness.RecordOff {
 		rec = harness.NewRecorder(job.Model.Backend(), job.Record, idx, job.Audit)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cachebench/cachebench/experiments"
@@ -52,7 +53,10 @@ type MetricsSpec struct {
 // Sweep samples a list of configurations into one database (one shard of each, when sharded).
 type Sweep struct {
 	Items []SweepItem
-	Arch  Arch
+	// Arch counts planned FLOPs without the model (nil: the model counts them, and a sweep that
+	// needs a count before anything was sampled loads it; Stable Diffusion's UNet knows its blocks
+	// only from its weights).
+	Arch Arch
 	// Load builds the model; it is called once, when the first configuration with missing
 	// samples comes up, so a finished sweep (or one that only needs metrics) loads nothing.
 	Load func() (Model, error)
@@ -308,11 +312,8 @@ func (w *sweepRun) sampleMissing(ctx context.Context) error {
 
 // load builds the model, and the decoder for an item that decodes, unless already built.
 func (w *sweepRun) load(it SweepItem) error {
-	if w.model == nil {
-		var err error
-		if w.model, err = w.s.Load(); err != nil {
-			return err
-		}
+	if err := w.loadModel(); err != nil {
+		return err
 	}
 	if it.Config.VAE != "" && w.decoder == nil {
 		if w.s.LoadDecoder == nil {
@@ -322,6 +323,79 @@ func (w *sweepRun) load(it SweepItem) error {
 		if w.decoder, err = w.s.LoadDecoder(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// loadModel builds the model once and, before anything is sampled, builds every configuration
+// with samples to make for it (preflight), so a method that does not apply to the model, or a
+// setting the model cannot take, is one error at load time and not one after the configurations
+// before it ran.
+func (w *sweepRun) loadModel() error {
+	if w.model != nil {
+		return nil
+	}
+	if w.s.Load == nil {
+		return fmt.Errorf("sweep: no model loader")
+	}
+	m, err := w.s.Load()
+	if err != nil {
+		return err
+	}
+	for k, it := range w.s.Items {
+		if w.missing != nil && w.missing[k] == 0 {
+			continue
+		}
+		if err := Preflight(m, it, w.s.BatchSize); err != nil {
+			return fmt.Errorf("sweep: %w", err)
+		}
+	}
+	w.model = m
+	return nil
+}
+
+// Preflight builds a configuration's method once for a loaded model, as its first batch will:
+// a method that does not plan this kind of model (the transformer stacks' caches on the UNet, the
+// UNet's on a DiT) is refused naming the method, the model and the methods that do apply.
+func Preflight(m Model, it SweepItem, batch int) error {
+	info, err := methods.Lookup(it.Config.Method)
+	if err != nil {
+		return fmt.Errorf("%s: %w", it.Label, err)
+	}
+	l := m.Layout()
+	if !info.FitsLayout(l) {
+		var fit []string
+		for _, n := range methods.Names() {
+			if i, _ := methods.Lookup(n); i.FitsLayout(l) {
+				fit = append(fit, n)
+			}
+		}
+		kind := "a uniform transformer stack (DiT, PixArt-α)"
+		if l.Blocks != nil {
+			kind = "Stable Diffusion's UNet"
+		}
+		return fmt.Errorf("%s: method %s does not apply to %s (%s); the methods for this model are %s",
+			it.Label, it.Config.Method, it.Config.Model, kind, strings.Join(fit, ", "))
+	}
+	smp, err := samplerFor(it.Config)
+	if err != nil {
+		return fmt.Errorf("%s: %w", it.Label, err)
+	}
+	n := max(1, min(batch, it.Config.NumSamples))
+	rows := n
+	if it.Config.CFGScale > 1 {
+		rows *= 2
+	}
+	env := methods.Env{Layout: l, Steps: smp.steps(), Rows: rows, Seed: it.Config.Seed, Samples: make([]int, n)}
+	if it.CalibrationPath != "" {
+		f, err := ReadCalibrationFile(it.CalibrationPath)
+		if err != nil {
+			return fmt.Errorf("%s: %w", it.Label, err)
+		}
+		env.Calibration = &f.Calibration
+	}
+	if _, _, err := methods.New(it.Config.Method, it.RawParams, env); err != nil {
+		return fmt.Errorf("%s on %s: %w", it.Label, it.Config.Model, err)
 	}
 	return nil
 }
@@ -387,18 +461,29 @@ func (w *sweepRun) flops(r *ItemResult) error {
 	if err != nil {
 		return err
 	}
+	arch := w.s.Arch
+	if arch == nil {
+		// The model counts its own FLOPs: load it if nothing was sampled (a stored run without
+		// its planned FLOPs).
+		if info, err := methods.Lookup(r.Item.Config.Method); f == nil || (err == nil && info.DataDependent) {
+			if err := w.loadModel(); err != nil {
+				return err
+			}
+			arch = w.model
+		}
+	}
 	if info, err := methods.Lookup(r.Item.Config.Method); err == nil && info.DataDependent {
 		// A threshold cache's FLOPs depend on the data: only what the batches executed counts
 		// (batches.flops; reports read them there), against none's plan. Nothing is stored in
 		// run_flops, which holds planned counts.
 		r.FLOPs = nil
 		flops, counted, err := w.s.DB.ExecutedFLOPs(r.Run.ID)
-		if err != nil || counted == 0 || w.s.Arch == nil {
+		if err != nil || counted == 0 || arch == nil {
 			return err
 		}
 		base := r.Item
 		base.Config.Method, base.RawParams, base.CalibrationPath = "none", nil, ""
-		pf, err := PlanFLOPs(w.s.Arch, base)
+		pf, err := PlanFLOPs(arch, base)
 		if err != nil {
 			return fmt.Errorf("%s: FLOPs of none: %w", r.Item.Label, err)
 		}
@@ -407,8 +492,8 @@ func (w *sweepRun) flops(r *ItemResult) error {
 			RowsPerImage: pf.RowsPerImage, Convention: FLOPsConvention + "; executed (the method decides from the data)"}
 		return nil
 	}
-	if f == nil && w.s.Arch != nil {
-		pf, err := PlanFLOPs(w.s.Arch, r.Item)
+	if f == nil && arch != nil {
+		pf, err := PlanFLOPs(arch, r.Item)
 		if err != nil {
 			return fmt.Errorf("%s: FLOPs: %w", r.Item.Label, err)
 		}
@@ -599,19 +684,11 @@ func PlanFLOPs(arch Arch, it SweepItem) (store.RunFLOPs, error) {
 		cal = &f.Calibration
 	}
 	count := func(method string, raw map[string]string, steps string) (int64, error) {
-		sched, err := diffusion.NewSchedule(1000, steps)
-		if err != nil {
-			return 0, fmt.Errorf("steps %q: %w", steps, err)
-		}
-		env := methods.Env{Layout: arch.Layout(), Steps: sched.Steps(), Rows: rows, Seed: it.Config.Seed, Samples: []int{0}}
+		env := methods.Env{Rows: rows, Seed: it.Config.Seed, Samples: []int{0}}
 		if method == it.Config.Method {
 			env.Calibration = cal
 		}
-		m, _, err := methods.New(method, raw, env)
-		if err != nil {
-			return 0, err
-		}
-		tr, err := methods.DryRun(m, env, arch, sched.TimestepMap)
+		tr, err := DryRun(arch, it.Config.Sampler, steps, method, raw, env)
 		if err != nil {
 			return 0, err
 		}
@@ -633,7 +710,67 @@ func PlanFLOPs(arch Arch, it SweepItem) (store.RunFLOPs, error) {
 	if f > 0 {
 		sp = float64(b) / float64(f)
 	}
-	return store.RunFLOPs{PerImage: f, BasePerImage: b, Speedup: sp, RowsPerImage: rows, Convention: FLOPsConvention}, nil
+	return store.RunFLOPs{PerImage: f, BasePerImage: b, Speedup: sp, RowsPerImage: rows, Convention: flopsConvention(it.Config.Sampler)}, nil
+}
+
+// flopsConvention is FLOPsConvention, with PLMS's extra call said.
+func flopsConvention(sampler string) string {
+	if sampler == string(diffusion.PLMS) {
+		return FLOPsConvention + "; PLMS: every model call (steps + 1: its first step calls twice)"
+	}
+	return FLOPsConvention
+}
+
+// DryRun replays a method's plans for every model call a sampler makes with the given steps
+// (schedules do not depend on the data) and counts their FLOPs with arch: one call per step for
+// DDPM, DDIM and DPM-Solver++ (methods.DryRun), and PLMS's steps + 1 calls, whose first two
+// (predictor and corrector) are both its first step, as harness.Sample plans them. env gives the
+// rows, seed, samples and calibration; its layout and steps are set here.
+func DryRun(arch Arch, sampler, steps, method string, raw map[string]string, env methods.Env) (*methods.Trace, error) {
+	env.Layout = arch.Layout()
+	if sampler != string(diffusion.PLMS) {
+		sched, err := diffusion.NewSchedule(1000, steps)
+		if err != nil {
+			return nil, fmt.Errorf("steps %q: %w", steps, err)
+		}
+		env.Steps = sched.Steps()
+		m, _, err := methods.New(method, raw, env)
+		if err != nil {
+			return nil, err
+		}
+		return methods.DryRun(m, env, arch, sched.TimestepMap)
+	}
+	p, err := NewPLMS(steps)
+	if err != nil {
+		return nil, err
+	}
+	env.Steps = p.Steps()
+	m, _, err := methods.New(method, raw, env)
+	if err != nil {
+		return nil, err
+	}
+	tr := &methods.Trace{NumSteps: env.Steps, Sampler: sampler, TokensPerRow: env.Layout.Tokens, BatchRows: env.Rows, TimestepMap: p.DDIMTimesteps()}
+	// The PLMS state of one value, fed zero ε, says which call comes at which step and time.
+	st := p.NewState([]float32{0})
+	for {
+		c, ok := st.Next()
+		if !ok {
+			break
+		}
+		step := env.Steps - 1 - c.Step // the harness's respaced index, counting down
+		pl, err := m.Plan(c.Call, step)
+		if err != nil {
+			return nil, fmt.Errorf("call %d: %w", c.Call, err)
+		}
+		if err := m.Observe(c.Call, step, pl, nil); err != nil {
+			return nil, fmt.Errorf("call %d: %w", c.Call, err)
+		}
+		tr.Record(c.Call, step, float64(c.T), pl, m.Notes(), arch.BlockFLOPs(pl, env.Rows), env.Layout.Tokens)
+		if _, err := st.Step([]float32{0}); err != nil {
+			return nil, err
+		}
+	}
+	return tr, nil
 }
 
 // EvaluateRun computes the metrics of a run holding all its samples from their stored features

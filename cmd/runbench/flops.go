@@ -3,13 +3,17 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cachebench/cachebench/captions"
 	"github.com/cachebench/cachebench/harness/diffusion"
 	"github.com/cachebench/cachebench/harness/hook"
 	"github.com/cachebench/cachebench/methods"
 	"github.com/cachebench/cachebench/models/pixart"
+	"github.com/cachebench/cachebench/models/unet"
+	"github.com/cachebench/cachebench/runner"
 )
 
 // flopsReport is what `runbench flops --json` prints.
@@ -33,33 +37,52 @@ func newFlopsCmd() *cobra.Command {
 	var mf modelFlags
 	var sampler, steps, method, calFile string
 	var params []string
-	var images int
+	var images, latent, contextTokens int
 	var cfg float64
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "flops --preset DiT-XL/2|PixArt-XL/2 --sampler ddim|dpmpp --steps 50 --method toca --param N=3 ... [--json]",
+		Use:   "flops --preset DiT-XL/2|PixArt-XL/2 --sampler ddim|dpmpp --steps 50 --method toca --param N=3 ... [--json]\n  flops --model unet --weights W [--heads 8] --latent 64 --sampler plms --steps 50 --method dato ...",
 		Short: "Count a method's FLOPs and FLOPs speedup from its plans, without running the network",
 		Long: `Replays the method's plan for every sampling call (schedules do not depend on the data) and counts
 FLOPs with the papers' convention: the transformer blocks only (embedders, final layer and sampler
 excluded), one image with its CFG null row (2 rows) unless --images/--cfg say otherwise. The
 speedup is over method none with the same sampler and steps. PixArt-α (--preset PixArt-XL/2 or its
-weights) is counted with DuCa-PixArt's counter, per row and with the model's maximum caption length.`,
+weights) is counted with DuCa-PixArt's counter, per row and with the model's maximum caption length.
+Stable Diffusion's UNet (--model unet, or weights whose keys are a UNet's; --heads is num_heads, 8
+when omitted) samples with --sampler plms, and every one of its steps + 1 model calls is counted
+(its first step calls twice) with the UNet's counter: every convolution, linear layer and
+attention product (the papers' MACs × 2), on --latent × --latent latents with a text context of
+--context-tokens tokens. The weights are loaded to learn the UNet's blocks.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kind, err := diffusion.ParseKind(sampler)
 			if err != nil {
 				return fmt.Errorf("--sampler: %w", err)
 			}
-			if kind == diffusion.PLMS {
-				// Its first step takes two calls, and the UNet counts no FLOPs yet.
-				return fmt.Errorf("--sampler plms: FLOPs are counted for ddpm, ddim and dpmpp only")
+			isUNet, err := mf.isUNet()
+			if err != nil {
+				return err
+			}
+			if isUNet && !cmd.Flags().Changed("sampler") {
+				kind, sampler = diffusion.PLMS, string(diffusion.PLMS)
+			}
+			switch {
+			case isUNet && kind != diffusion.PLMS:
+				return fmt.Errorf("--sampler %s: the UNet samples with plms (Stable Diffusion v1's PLMS)", kind)
+			case !isUNet && kind == diffusion.PLMS:
+				return fmt.Errorf("--sampler plms samples Stable Diffusion's UNet (--model unet); DiT and PixArt-α sample with ddpm, ddim or dpmpp")
 			}
 			if kind == diffusion.DPMSolverPP {
 				if _, err := diffusion.ParseDPMSolver(steps); err != nil {
 					return fmt.Errorf("--steps: %w", err)
 				}
 			}
-			cfgModel, err := mf.arch(cmd)
+			var cfgModel archConfig
+			if isUNet {
+				cfgModel, err = mf.unetArch(cmd, latent, contextTokens)
+			} else {
+				cfgModel, err = mf.arch(cmd)
+			}
 			if err != nil {
 				return err
 			}
@@ -94,11 +117,14 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 				if err != nil {
 					return fmt.Errorf("--steps: %w", err)
 				}
+				if isUNet {
+					return fmt.Errorf("--calibration: the UNet's methods read no calibration")
+				}
 				if err := cal.Check(cfgModel.String(), sampler, sched.Steps(), cfg); err != nil {
 					return fmt.Errorf("%s: %w", calFile, err)
 				}
 			}
-			base, err := dryRun(cfgModel, "none", nil, steps, rows, nil)
+			base, err := dryRun(cfgModel, sampler, "none", nil, steps, rows, nil)
 			if err != nil {
 				return err
 			}
@@ -106,7 +132,7 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 			if info.Steps != nil {
 				runSteps = fmt.Sprint(info.Steps(vals))
 			}
-			tr, err := dryRun(cfgModel, method, raw, runSteps, rows, cal)
+			tr, err := dryRun(cfgModel, sampler, method, raw, runSteps, rows, cal)
 			if err != nil {
 				return err
 			}
@@ -114,6 +140,9 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 				TotalFLOPs: tr.TotalFLOPs, TotalTFLOPs: float64(tr.TotalFLOPs) / 1e12, BaselineTFLOPs: float64(base.TotalFLOPs) / 1e12,
 				Speedup: float64(base.TotalFLOPs) / float64(tr.TotalFLOPs), Schedule: tr.Schedule,
 				Convention: "transformer blocks only (ToCa/DuCa counter); embedders, final layer, sampler excluded"}
+			if isUNet {
+				rep.Convention = "UNet: every convolution, linear layer and attention product, time embedding and output head included (models/unet BlockFLOPs); PLMS: every model call (steps + 1)"
+			}
 			for _, c := range tr.Calls {
 				rep.PerStepFLOPs = append(rep.PerStepFLOPs, c.FLOPs)
 			}
@@ -127,7 +156,9 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&sampler, "sampler", "ddim", "ddpm, ddim or dpmpp (the schedules of some methods depend on it only through --steps)")
+	cmd.Flags().StringVar(&sampler, "sampler", "ddim", "ddpm, ddim, dpmpp (the schedules of some methods depend on it only through --steps), or plms (the UNet)")
+	cmd.Flags().IntVar(&latent, "latent", 0, "the UNet's latent side (64 for SD v1 at 512²; default --image-size/8 when --image-size is given)")
+	cmd.Flags().IntVar(&contextTokens, "context-tokens", 0, "the UNet's text context length (default: 77, CLIP's, or 12 for a 32-wide context, the fmnist-tiny encoder's)")
 	cmd.Flags().StringVar(&steps, "steps", "50", "sampling steps (respacing spec)")
 	cmd.Flags().StringVar(&method, "method", "none", "acceleration method (see `runbench methods`)")
 	cmd.Flags().StringArrayVar(&params, "param", nil, "method parameter name=value (repeatable)")
@@ -138,19 +169,54 @@ weights) is counted with DuCa-PixArt's counter, per row and with the model's max
 	return cmd
 }
 
-// dryRun counts a method's FLOPs on a configuration without weights.
-func dryRun(c archConfig, method string, raw map[string]string, steps string, rows int, cal *methods.Calibration) (*methods.Trace, error) {
-	sched, err := diffusion.NewSchedule(1000, steps)
-	if err != nil {
-		return nil, fmt.Errorf("--steps: %w", err)
+// dryRun counts a method's FLOPs on a configuration without running the network.
+func dryRun(c archConfig, sampler, method string, raw map[string]string, steps string, rows int, cal *methods.Calibration) (*methods.Trace, error) {
+	tr, err := runner.DryRun(c, sampler, steps, method, raw, methods.Env{Rows: rows, Calibration: cal})
+	if err != nil && strings.HasPrefix(err.Error(), "steps") {
+		return nil, fmt.Errorf("--%w", err)
 	}
-	env := methods.Env{Layout: c.Layout(), Steps: sched.Steps(), Rows: rows, Calibration: cal}
-	m, _, err := methods.New(method, raw, env)
+	return tr, err
+}
+
+// unetArch loads the UNet the flags name and wraps it for latent×latent latents and a text
+// context of tokens tokens (the FLOPs of the cross-attention depend on it).
+func (f *modelFlags) unetArch(cmd *cobra.Command, latent, tokens int) (archConfig, error) {
+	if latent == 0 {
+		if !cmd.Flags().Changed("image-size") {
+			return nil, fmt.Errorf("--latent: give the UNet's latent side (64 for SD v1 at 512², 16 for the Fashion-MNIST UNet), or --image-size")
+		}
+		latent = f.imageSize / 8
+	}
+	m, err := f.loadUNet(cmd)
 	if err != nil {
 		return nil, err
 	}
-	return methods.DryRun(m, env, c, sched.TimestepMap)
+	d, err := unet.NewDenoiser(m, latent)
+	if err != nil {
+		return nil, fmt.Errorf("--latent: %w", err)
+	}
+	if tokens == 0 {
+		tokens = 77 // CLIP ViT-L/14's context, Stable Diffusion v1's
+		if m.ContextDim == captions.TinyWidth {
+			tokens = captions.TinyMaxLen
+		}
+	}
+	if tokens < 1 {
+		return nil, fmt.Errorf("--context-tokens %d: want ≥ 1", tokens)
+	}
+	if err := d.SetContexts(make([]float32, tokens*m.ContextDim), make([]float32, tokens*m.ContextDim)); err != nil {
+		return nil, err
+	}
+	return unetArch{d, fmt.Sprintf("%s, latent %dx%dx%d, context %d tokens", m.Config, m.InChannels, latent, latent, tokens)}, nil
 }
+
+// unetArch is a UNet denoiser as `runbench flops` describes it.
+type unetArch struct {
+	*unet.Denoiser
+	name string
+}
+
+func (a unetArch) String() string { return a.name }
 
 // archConfig is an architecture whose plans' FLOPs can be counted without weights.
 type archConfig interface {

@@ -21,7 +21,7 @@ type modelFlags struct {
 }
 
 func (f *modelFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.family, "model", "", `model family: dit, pixart or unet (SD v1; runbench sample --replay only) ("" = read off the weights, or the preset)`)
+	cmd.Flags().StringVar(&f.family, "model", "", `model family: dit, pixart or unet (SD v1: runbench sample --replay and flops; experiments sweep it with [model] family = "unet") ("" = read off the weights, or the preset)`)
 	cmd.Flags().StringVar(&f.weights, "weights", "", "checkpoint: safetensors or PyTorch .pt (state dict, or training checkpoint whose EMA weights are used)")
 	cmd.Flags().IntVar(&f.heads, "heads", 0, "attention heads (cannot be read off the weights; or give --preset)")
 	cmd.Flags().StringVar(&f.preset, "preset", "", "named architecture, e.g. DiT-XL/2 or PixArt-XL/2 (gives the heads; the weights must match it); with no --weights, random weights")
@@ -67,7 +67,7 @@ func (f *modelFlags) isPixArt() (bool, error) {
 	case "":
 	default:
 		if f.family == "unet" {
-			return false, fmt.Errorf("--model unet: this command runs dit or pixart; the UNet replays golden files with runbench sample --replay")
+			return false, fmt.Errorf("--model unet: this command runs dit or pixart; the UNet replays golden files with runbench sample --replay, counts FLOPs with runbench flops, and is swept by runbench run (an experiment with [model] family = \"unet\")")
 		}
 		return false, fmt.Errorf("--model %q: want dit or pixart (or unet with runbench sample --replay)", f.family)
 	}

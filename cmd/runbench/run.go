@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gomlx/gomlx/backends"
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/cachebench/cachebench/models/dit"
 	"github.com/cachebench/cachebench/models/inception"
 	"github.com/cachebench/cachebench/models/pixart"
+	"github.com/cachebench/cachebench/models/unet"
 	"github.com/cachebench/cachebench/models/vae"
 	"github.com/cachebench/cachebench/runner"
 )
@@ -109,7 +111,7 @@ func loadExperiment(path string, o experiments.Overrides) (*experiments.Experime
 // resolvedModel is an experiment's model: its architecture and weights identity (recorded in
 // every configuration), its prompts (text-conditioned models) and how to build it on a backend.
 type resolvedModel struct {
-	arch           runner.Arch // counts FLOPs without weights
+	arch           runner.Arch // counts FLOPs without weights (nil: the loaded model counts them)
 	name           string      // the architecture's one-line description
 	channels, size int         // the sampled latent's channels and side
 	weights        string
@@ -123,8 +125,11 @@ type resolvedModel struct {
 // and so are a prompted model's captions, checked against it before any compute.
 func resolveModel(e *experiments.Experiment) (*resolvedModel, error) {
 	m := e.Model
-	if m.Family == experiments.FamilyPixArt {
+	switch m.Family {
+	case experiments.FamilyPixArt:
 		return resolvePixArt(e)
+	case experiments.FamilyUNet:
+		return resolveUNet(e)
 	}
 	r, err := dit.Resolve(dit.Source{Preset: m.Preset, ImageSize: m.ImageSize, Arch: m.Arch, Weights: m.Weights, Heads: m.Heads, Prefix: "model."})
 	if err != nil {
@@ -195,6 +200,117 @@ func resolvePixArt(e *experiments.Experiment) (*resolvedModel, error) {
 	return rm, nil
 }
 
+// resolveUNet resolves Stable Diffusion's UNet and its text contexts: the checkpoint is read now
+// (its configuration gives the context width, checked against [prompts] before any compute) and
+// put on a backend by load; preset SD-v1 without weights is the random-weights UNet (seed 0).
+// [prompts] gives the contexts: the fmnist-tiny encoder's [P, 12, 32] with the empty caption's
+// encoding (zeros) as the null context, or a context file (runner.ReadUNetContexts).
+func resolveUNet(e *experiments.Experiment) (*resolvedModel, error) {
+	m := e.Model
+	heads := m.Heads
+	if heads == 0 {
+		heads = unet.DefaultHeads
+	}
+	var file *checkpoint.File
+	var c unet.Config
+	weights := dit.RandomWeightsID
+	if m.Weights != "" {
+		var err error
+		if weights, err = checkpoint.FileHash(m.Weights); err != nil {
+			return nil, fmt.Errorf("model.weights: %w", err)
+		}
+		if file, err = checkpoint.Load(m.Weights); err != nil {
+			return nil, fmt.Errorf("model.weights: %w", err)
+		}
+		if c, _, err = unet.InferConfig(file, heads); err != nil {
+			return nil, fmt.Errorf("model.weights: %w", err)
+		}
+		if m.Preset == experiments.UNetPreset && !sameUNet(c, unet.SDv1) {
+			return nil, fmt.Errorf("model.weights %s: %s, not preset %s (%s)", m.Weights, c, m.Preset, unet.SDv1)
+		}
+	} else {
+		c = unet.SDv1
+		c.Heads = heads
+	}
+	if m.Latent%c.Downscale() != 0 {
+		return nil, fmt.Errorf("model.latent %d: the UNet halves its latent %d times; want a multiple of %d", m.Latent, c.Levels()-1, c.Downscale())
+	}
+	if m.Decoder != "" && c.InChannels%4 != 0 {
+		return nil, fmt.Errorf("model.decoder %s: the UNet samples %d-channel latents, not a 2×2 space-to-depth (a multiple of 4)", m.Decoder, c.InChannels)
+	}
+	prompts, err := captions.ReadPrompts(e.Prompts.File)
+	if err != nil {
+		return nil, fmt.Errorf("prompts.file: %w", err)
+	}
+	var ctx *runner.UNetContexts
+	if e.Prompts.Encoder != "" {
+		ctx, err = tinyContexts(prompts, c.ContextDim)
+	} else {
+		ctx, err = runner.ReadUNetContexts(e.Prompts.Features, len(prompts), c.ContextDim)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(strings.Join(prompts, "\n")))
+	name := fmt.Sprintf("%s, latent %dx%dx%d", c, c.InChannels, m.Latent, m.Latent)
+	rm := &resolvedModel{name: name, channels: c.InChannels, size: m.Latent, weights: weights, prompts: prompts,
+		promptsID: fmt.Sprintf("prompts@%x contexts@%.16s", sum[:8], ctx.ID)}
+	rm.load = func(backend string) (runner.Model, error) {
+		b, err := engine.New(backend)
+		if err != nil {
+			return nil, err
+		}
+		f := file
+		if f == nil {
+			f = checkpoint.Random(c.ExpectedShapes(), 0, 1, checkpoint.FanIn)
+		}
+		um, err := unet.New(b, f, heads)
+		if err != nil {
+			return nil, fmt.Errorf("model.weights: %w", err)
+		}
+		um.Hash = weights
+		d, err := unet.NewDenoiser(um, m.Latent)
+		if err != nil {
+			return nil, fmt.Errorf("model.latent: %w", err)
+		}
+		if err := d.SetContexts(ctx.Cond, ctx.Null); err != nil {
+			return nil, fmt.Errorf("prompts: %w", err)
+		}
+		return unetModel{d}, nil
+	}
+	return rm, nil
+}
+
+// sameUNet compares two UNet configurations.
+func sameUNet(a, b unet.Config) bool {
+	return a.String() == b.String()
+}
+
+// tinyContexts encodes prompts with the embedded default's fixed word embedding: [P, 12, 32],
+// zero past each caption's words, and the null context of the empty caption "" — by the
+// encoder's rule (zero past the words) all zeros, as tools/train_unet.py trains with it.
+func tinyContexts(prompts []string, width int) (*runner.UNetContexts, error) {
+	if width != captions.TinyWidth {
+		return nil, fmt.Errorf("prompts.encoder fmnist-tiny makes %d-wide contexts, and the UNet's cross-attention takes context_dim %d (give prompts.features instead)", captions.TinyWidth, width)
+	}
+	feats, err := captions.TinyEncoder{}.Features(prompts)
+	if err != nil {
+		return nil, fmt.Errorf("prompts: %w", err)
+	}
+	ctx := &runner.UNetContexts{P: len(prompts), L: captions.TinyMaxLen, Width: width, Source: "fmnist-tiny",
+		Null: make([]float32, captions.TinyMaxLen*width), ID: "fmnist-tiny@" + feats.ID}
+	for i := range prompts {
+		ctx.Cond = append(ctx.Cond, feats.Padded(i)...)
+	}
+	return ctx, nil
+}
+
+// unetModel is the UNet's denoiser as the runner samples it.
+type unetModel struct{ *unet.Denoiser }
+
+// Backend is the backend the weights live on.
+func (m unetModel) Backend() backends.Backend { return m.Model().Backend() }
+
 // sweepMetrics opens the extractor and the reference of an experiment's [metrics] (nil, nil
 // and a reason when the model's outputs are latents, which have no image features yet).
 func sweepMetrics(e *experiments.Experiment, rm *resolvedModel, backend string) (metrics.Extractor, *runner.MetricsSpec, string, error) {
@@ -203,15 +319,21 @@ func sweepMetrics(e *experiments.Experiment, rm *resolvedModel, backend string) 
 	}
 	if !imageOutputs(e, rm.channels) {
 		return nil, nil, fmt.Sprintf("metrics skipped: the model outputs %d-channel %dx%d latents and the experiment names no "+
-			"[model] vae to decode them (the latents are stored)", rm.channels, rm.size, rm.size), nil
+			"[model] vae or decoder to decode them into images %s reads (the latents are stored)", rm.channels, rm.size, rm.size, e.Metrics.Extractor), nil
 	}
 	ex, spec, err := openMetrics(e.Metrics, backend)
 	return ex, spec, "", err
 }
 
 // imageOutputs tells whether a sweep stores images its [metrics] extractor can read: RGB (or
-// decoded by a VAE), or grey images for the Fashion-MNIST classifier.
+// decoded by a VAE), or grey images (the samples, or a fixed decoder's) for the Fashion-MNIST
+// classifier.
 func imageOutputs(e *experiments.Experiment, channels int) bool {
+	if d := runner.DecoderByName(e.Model.Decoder, channels); d != nil {
+		if c, _, _, err := d.ImageShape(channels, 1, 1); err == nil {
+			channels = c
+		}
+	}
 	return e.Model.VAE != "" || channels == 3 || (channels == 1 && e.Metrics != nil && e.Metrics.Extractor == "fmnist")
 }
 
@@ -348,8 +470,12 @@ func runExperiment(cmd *cobra.Command, path string, f sweepFlags) error {
 	sw := runner.Sweep{Items: items, Arch: rm.arch, DB: db, Prompts: rm.prompts, OutDir: filepath.Join(e.Output, "samples"), BatchSize: e.Sampling.Batch,
 		Shard: sh, Record: level, Audit: e.Audit, DiscardOutputs: e.Outputs == experiments.OutputsHash, Metrics: mspec, GitRev: gitRev(),
 		Extractor: ex, Log: func(msg string) { logf("%s", msg) }}
-	if e.Model.VAE != "" {
+	switch {
+	case e.Model.VAE != "":
 		sw.DecodeBatch, sw.LoadDecoder = e.Model.VAEBatch, decoderLoader(path, e.Model.VAE, vaeID, backend, logf)
+	case e.Model.Decoder != "":
+		d := runner.DecoderByName(e.Model.Decoder, rm.channels)
+		sw.LoadDecoder = func() (runner.ImageDecoder, error) { return d, nil }
 	}
 	var model runner.Model
 	sw.Load = func() (runner.Model, error) {
@@ -408,8 +534,12 @@ func sweepFeatures(e *experiments.Experiment, rm *resolvedModel, backend string,
 	return ex, mspec, featuresOf(ex.ID()), nil
 }
 
-// vaeIDOf names an experiment's decoder by its checkpoint's content ("" without one).
+// vaeIDOf names an experiment's decoder by its checkpoint's content, or a fixed decoder by its
+// name ("" without one).
 func vaeIDOf(path string, e *experiments.Experiment) (string, error) {
+	if e.Model.Decoder != "" {
+		return e.Model.Decoder, nil
+	}
 	if e.Model.VAE == "" {
 		return "", nil
 	}

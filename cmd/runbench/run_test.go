@@ -223,6 +223,12 @@ func TestShippedExperimentsList(t *testing.T) {
 	for _, f := range files {
 		db := filepath.Join(t.TempDir(), "none.db")
 		args := []string{"run", f, "--samples", "8", "--random-weights", "--no-metrics", "--list", "--db", db}
+		if base := filepath.Base(f); base == "default_unet.toml" {
+			if _, err := os.Stat(filepath.Join(root, "assets", "fmnist_unet.safetensors")); err != nil {
+				t.Logf("%s: assets/fmnist_unet.safetensors not trained yet, not listed", base)
+				continue
+			}
+		}
 		if base := filepath.Base(f); strings.HasPrefix(base, "default") {
 			// The embedded default ships its weights (paths relative to the repository root).
 			t.Chdir(root)
@@ -283,4 +289,16 @@ func cocoFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("CACHEBENCH_COCO", dir)
+	// The SD v1.5 files' CLIP text contexts: the caption, then the empty prompt's null context.
+	sd := checkpoint.NewF32(make([]float32, 2*77*768), 2, 77, 768)
+	if err := checkpoint.WriteSafetensors(filepath.Join(dir, "coco30k_sd15_context.safetensors"), map[string]*checkpoint.Tensor{"context": sd}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "imagenet_prompts.txt"), []byte("tench, Tinca tinca\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkpoint.WriteSafetensors(filepath.Join(dir, "imagenet_sd15_context.safetensors"), map[string]*checkpoint.Tensor{"context": sd}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CACHEBENCH_IMAGENET", dir)
 }
