@@ -99,7 +99,6 @@ func TestSamplePLMS(t *testing.T) {
 	for name, r := range map[string]Request{
 		"no PLMS":        {Sampler: diffusion.PLMS, XInit: xInit[:8], Labels: []int64{1}},
 		"with schedule":  {Sampler: diffusion.PLMS, PLMS: p, Schedule: &diffusion.Schedule{}, XInit: xInit[:8], Labels: []int64{1}},
-		"with recorder":  {Sampler: diffusion.PLMS, PLMS: p, Recorder: &Recorder{}, XInit: xInit[:8], Labels: []int64{1}},
 		"PLMS with ddim": {Sampler: diffusion.DDIM, PLMS: p, Schedule: &diffusion.Schedule{}, XInit: xInit[:8], Labels: []int64{1}},
 	} {
 		if _, err := Sample(context.Background(), &epsModel{}, r); err == nil {

@@ -74,6 +74,7 @@ type Recorder struct {
 
 	uncached                 []float32 // audit rows' state along the uncached trajectory
 	advance                  stepper   // the uncached trajectory's sampler update
+	plms                     *diffusion.PLMSState // the uncached trajectory under PLMS (its calls and steps differ)
 	outRef, stateRef         []float32 // this call's references (shadow output, uncached state)
 	outRefRows, stateRefRows []int
 
@@ -479,11 +480,23 @@ func (r *Recorder) trajectory(m hook.Model, req Request, call, i int, t []float6
 	}
 	if r.uncached == nil {
 		r.uncached = subRows(x, r.rows, pick) // the state before the first update: the shared noise
-		r.advance = req.newStepper(spec)
+		if req.Sampler == diffusion.PLMS {
+			r.plms = req.PLMS.NewState(r.uncached)
+		} else {
+			r.advance = req.newStepper(spec)
+		}
 	}
 	cfg := len(rows) == 2*r.audit && r.rows == 2*len(r.images)
 	per := spec.Channels * spec.Height * spec.Width
 	in := r.uncached
+	if r.plms != nil {
+		// PLMS evaluates its own states: the corrector call of the first step reads the predictor's.
+		c, ok := r.plms.Next()
+		if !ok || c.Call != call {
+			return fmt.Errorf("uncached PLMS trajectory at call %d, the run at %d", c.Call, call)
+		}
+		in = c.X
+	}
 	if cfg {
 		in = append(append(make([]float32, 0, len(in)), in[:r.audit*per]...), in[:r.audit*per]...)
 	}
@@ -495,6 +508,21 @@ func (r *Recorder) trajectory(m hook.Model, req Request, call, i int, t []float6
 		if err := diffusion.GuideCFG(out, len(rows), spec.OutChannels(), spec.Channels, guide, req.CFGScale); err != nil {
 			return err
 		}
+	}
+	if r.plms != nil {
+		eps, err := diffusion.EpsChannels(out, len(rows), spec.OutChannels(), spec.Channels)
+		if err != nil {
+			return err
+		}
+		res, err := r.plms.Step(eps)
+		if err != nil {
+			return err
+		}
+		if res.Complete {
+			r.uncached = res.X
+			r.stateRef, r.stateRefRows = res.X, pick
+		}
+		return nil
 	}
 	var nz []float32
 	if noise != nil {
@@ -509,11 +537,17 @@ func (r *Recorder) trajectory(m hook.Model, req Request, call, i int, t []float6
 	return nil
 }
 
-// endCall records the model output and the sampler state of the call.
+// endCall records the model output and the sampler state of the call (state nil: the call did
+// not finish a sampler step — PLMS's first call — and only its FLOPs are recorded there).
 func (r *Recorder) endCall(raw, state []float32, flops int64) {
 	r.hostRow("output", raw, r.prevOut, r.outRef, r.outRefRows, nil)
-	r.hostRow("state", state, r.prevState, r.stateRef, r.stateRefRows, &flops)
-	r.prevOut, r.prevState = raw, state
+	if state == nil {
+		r.stats = append(r.stats, store.StepStat{Call: r.call, Step: r.step, Timestep: r.timestep, Block: -1, Module: "state", FLOPs: &flops})
+	} else {
+		r.hostRow("state", state, r.prevState, r.stateRef, r.stateRefRows, &flops)
+		r.prevState = state
+	}
+	r.prevOut = raw
 	r.outRef, r.stateRef = nil, nil
 }
 

@@ -171,9 +171,6 @@ func (r Request) sampleSteps() (int, error) {
 		return 0, fmt.Errorf("sample: sampler %s needs a PLMS configuration (diffusion.NewPLMS)", r.Sampler)
 	case r.Sampler == diffusion.PLMS && r.Schedule != nil:
 		return 0, fmt.Errorf("sample: sampler %s runs on its own LDM schedule; the request's DDPM schedule must be nil", r.Sampler)
-	case r.Sampler == diffusion.PLMS && r.Recorder != nil:
-		// The recorder's uncached trajectory and audits step a one-call-per-step sampler.
-		return 0, fmt.Errorf("sample: the recorder does not follow PLMS's two-call first step yet")
 	case r.Sampler == diffusion.PLMS:
 		return r.PLMS.Calls(), nil
 	case r.Sampler != diffusion.PLMS && r.PLMS != nil:
