@@ -72,10 +72,10 @@ type Recorder struct {
 	stats     []store.StepStat
 	hookTime  time.Duration
 
-	uncached                 []float32 // audit rows' state along the uncached trajectory
-	advance                  stepper   // the uncached trajectory's sampler update
+	uncached                 []float32            // audit rows' state along the uncached trajectory
+	advance                  stepper              // the uncached trajectory's sampler update
 	plms                     *diffusion.PLMSState // the uncached trajectory under PLMS (its calls and steps differ)
-	outRef, stateRef         []float32 // this call's references (shadow output, uncached state)
+	outRef, stateRef         []float32            // this call's references (shadow output, uncached state)
 	outRefRows, stateRefRows []int
 
 	diffExec, copyExec, gatherExec *Exec
