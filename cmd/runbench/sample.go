@@ -80,9 +80,10 @@ their null-label copies) or just the B image rows; the output follows the file. 
 this implementation, step by step, with any PyTorch implementation run on the same noise.
 
 Stable Diffusion's UNet (--model unet, or weights with UNet keys; --heads its num_heads) replays
-PLMS only (--sampler plms --steps K, guidance on every ε channel, method none): FILE holds x_T,
-cond and uncond (the layout of testdata/sd-unet/plms.safetensors) and OUT gets call_k_t,
-call_k_eps_cfg, x_i, pred_x0_i and final under those names.
+PLMS only (--sampler plms --steps K, guidance on every ε channel; --method none, deepcache, tomesd
+or dato): FILE holds x_T, cond and uncond (the layout of testdata/sd-unet/plms.safetensors) and
+OUT gets call_k_t, call_k_eps_cfg, x_i, pred_x0_i and final under those names. To sample the
+UNet from prompts, write an experiment with [model] family = "unet" and use runbench run.
 
 Without --replay, --num images are generated: the noise and label of image i depend only on
 (--seed, i), whatever the batch size.`,
@@ -123,7 +124,7 @@ Without --replay, --num images are generated: the noise and label of image i dep
 			}
 			if isUNet {
 				if sf.replay == "" {
-					return fmt.Errorf("the UNet replays golden files only for now (--replay FILE --out OUT)")
+					return fmt.Errorf("the UNet replays golden files here (--replay FILE --out OUT); to sample it from prompts, run an experiment with [model] family = \"unet\" (runbench run, experiments/default_unet.toml)")
 				}
 				if err := replayOnlyFlags(cmd); err != nil {
 					return err
