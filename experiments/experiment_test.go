@@ -88,7 +88,7 @@ func TestShippedExperiments(t *testing.T) {
 		}
 		if e.Model.Family == FamilyUNet {
 			if e.Sampling.CFG != 7.5 || e.Sampling.Sampler != "plms" || e.Sampling.Steps != "50" || e.Sampling.Guide != GuideAll || e.Model.Latent != 64 ||
-				e.Model.Preset != UNetPreset || e.Model.VAE == "" || e.Prompts == nil || e.Prompts.Features == "" || e.Metrics == nil || e.Record != "off" {
+				e.Model.Preset != UNetPreset || e.Model.VAE == "" || e.Prompts == nil || e.Prompts.Features == "" || e.Metrics == nil {
 				t.Errorf("%s: protocol %+v %+v %+v", f, e.Sampling, e.Model, e.Prompts)
 			}
 			if n := e.Sampling.Samples; n != map[string]int{"dato_sd15_coco30k.toml": 30000, "dato_sd15_imagenet.toml": 50000}[f] {
@@ -288,7 +288,7 @@ func TestDefaultExperiment(t *testing.T) {
 	}
 	if u.Model.Family != FamilyUNet || u.Model.Latent != 16 || u.Model.Decoder != "depth-to-space-2" || u.Model.Heads != 4 || u.Prompts == nil ||
 		u.Prompts.Encoder != "fmnist-tiny" || u.Sampling.Sampler != "plms" || u.Sampling.CFG != 7.5 || u.Sampling.Samples != 500 || u.Sampling.Batch != 25 ||
-		u.Metrics == nil || u.Metrics.Extractor != "fmnist" {
+		u.Metrics == nil || u.Metrics.Extractor != "fmnist" || u.Record != "light" {
 		t.Errorf("UNet default: %+v %+v %+v", u.Model, u.Prompts, u.Sampling)
 	}
 }
@@ -329,7 +329,6 @@ func TestUNetProblems(t *testing.T) {
 		{"plms steps", strings.Replace(unetBase, "steps = 4", "steps = 3", 1), "the last timestep would be 1000"},
 		{"fewer plms steps", unetBase + "[methods.steps]\nsteps = 3\n", "point steps steps=3: PLMS with 3 steps"},
 		{"guide", strings.Replace(unetBase, "cfg = 7.5", "cfg = 7.5\nguide = \"dit\"", 1), "sampler plms guides every ε channel"},
-		{"record", "record = \"light\"\n" + unetBase, `record: "light": step statistics (and audits) do not follow PLMS`},
 		{"no latent", strings.Replace(unetBase, "latent = 16\n", "", 1), "give model.latent"},
 		{"latent and size", strings.Replace(unetBase, "latent = 16\n", "latent = 16\nimage_size = 64\n", 1), "16 contradicts image_size 64"},
 		{"decoder", strings.Replace(unetBase, `"depth-to-space-2"`, `"pixel-shuffle"`, 1), `model.decoder: "pixel-shuffle": the fixed decoders are depth-to-space-2`},

@@ -206,10 +206,6 @@ func prepare(job Job) (*jobRun, error) {
 	if r.smp, err = samplerFor(*c); err != nil {
 		return nil, err
 	}
-	if r.smp.plms != nil && job.Record != harness.RecordOff {
-		// harness.Sample refuses the recorder under PLMS; say so before anything is stored.
-		return nil, fmt.Errorf("record: step statistics (and audits) do not follow PLMS's two-call first step yet; run sampler plms with record off")
-	}
 	if c.NumSamples <= 0 || job.BatchSize <= 0 {
 		return nil, fmt.Errorf("%d samples in batches of %d: both must be positive", c.NumSamples, job.BatchSize)
 	}

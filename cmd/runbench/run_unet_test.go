@@ -58,8 +58,8 @@ batch = %d
 // TestUNetExperiment sweeps the golden UNet under none, DeepCache, ToMeSD and DaTo: every sample
 // is a 32×32 grey PNG decoded by depth-to-space-2 and keeps its prompt (sample i takes prompt i
 // mod 3), each run's planned FLOPs (the UNet counter over PLMS's steps + 1 calls) equal what its
-// batches executed, the caches save FLOPs, and the Fashion-MNIST metrics are computed on the
-// decoded images.
+// batches executed, the caches save FLOPs, step statistics cover every call, and the
+// Fashion-MNIST metrics are computed on the decoded images.
 func TestUNetExperiment(t *testing.T) {
 	dir := t.TempDir()
 	path := unetExperiment(t, dir, `encoder = "fmnist-tiny"`, 4, 2, 2, `[methods.none]
@@ -80,6 +80,14 @@ weights = "../../assets/fmnist_classifier.safetensors"
 reference = "../../assets/fmnist_test_stats.npz"
 names = ["class_acc", "psnr_vs_none", "ssim_vs_none"]
 `)
+	// Step statistics with one audited image per batch: the recorder follows PLMS's calls.
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append([]byte("record = \"light\"\naudit = 1\n"), body...), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	mustRunbench(t, "run", path)
 	db, err := store.Open(filepath.Join(dir, "out", "results.db"))
 	if err != nil {
@@ -128,6 +136,17 @@ names = ["class_acc", "psnr_vs_none", "ssim_vs_none"]
 		}
 		if (r.Method == "none") != (f.Speedup == 1) || f.Speedup < 1 {
 			t.Errorf("run %d (%s): FLOPs speedup %.3f", r.ID, r.Method, f.Speedup)
+		}
+		stats, err := db.StepStats(r.ID)
+		if err != nil || len(stats) == 0 {
+			t.Errorf("run %d (%s): %d step statistics, %v", r.ID, r.Method, len(stats), err)
+		}
+		calls := map[int]bool{}
+		for _, st := range stats {
+			calls[st.Call] = true
+		}
+		if len(calls) != 5 {
+			t.Errorf("run %d (%s): step statistics of %d calls, want PLMS 4's 5", r.ID, r.Method, len(calls))
 		}
 		ms, err := db.Metrics(r.ID)
 		if err != nil {
