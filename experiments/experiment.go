@@ -474,9 +474,9 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 	if v, ok := t.str("sampler"); ok {
 		k, err := diffusion.ParseKind(v)
 		switch {
-		case unet && k != diffusion.PLMS:
-			// The harness's DDIM and DDPM run DiT's linear schedule, not Stable Diffusion's.
-			t.errf("sampler", "%q: model.family unet samples with plms (Stable Diffusion v1's PLMS on its own schedule, as the DeepCache, ToMeSD and DaTo references)", v)
+		case unet && k != diffusion.PLMS && k != diffusion.DDIM:
+			// DDPM and DPM-Solver++ run DiT's and PixArt-α's schedules, not Stable Diffusion's.
+			t.errf("sampler", "%q: model.family unet samples with plms or ddim (ldm's, η = 0, on Stable Diffusion's schedule; the DeepCache, ToMeSD and DaTo references use PLMS)", v)
 		case err != nil:
 			t.errf("sampler", "%q: want ddim, ddpm or dpmpp (or plms for model.family = \"unet\")", v)
 		case k == diffusion.PLMS && !unet:
@@ -487,7 +487,8 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 		t.errf("", "missing sampling.sampler (ddim, ddpm or dpmpp; plms for model.family unet)")
 	}
 	dpm := s.Sampler == string(diffusion.DPMSolverPP)
-	plms := s.Sampler == string(diffusion.PLMS)
+	ldm := unet // ldm's PLMS or DDIM: a plain count, every ε channel guided
+	plms := s.Sampler == string(diffusion.PLMS) || ldm
 	if v, ok := t.raw("steps"); ok {
 		switch n := v.(type) {
 		case int64:
@@ -500,7 +501,7 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 		if s.Steps != "" {
 			if _, err := diffusion.ParseDPMSolver(s.Steps); dpm && err != nil {
 				t.errf("steps", "%v", err)
-			} else if err := checkPLMSSteps(s.Steps); plms && err != nil {
+			} else if err := checkLDMSteps(s.Sampler, s.Steps); ldm && err != nil {
 				t.errf("steps", "%v", err)
 			} else if err := checkSteps(s.Steps); err != nil {
 				t.errf("steps", "%v", err)
@@ -525,7 +526,7 @@ func (e *Experiment) readSampling(t *table, o Overrides) {
 		case g != GuideDiT && g != GuideAll:
 			t.errf("guide", "%q: want %q (ε channels 0-2, DiT's sample.py) or %q (every channel, diffusers)", g, GuideDiT, GuideAll)
 		case (dpm || plms) && g != GuideAll:
-			t.errf("guide", "%q: sampler %s guides every ε channel (%q); %q is DiT's DDPM/DDIM convention", g, s.Sampler, GuideAll, GuideDiT)
+			t.errf("guide", "%q: sampler %s guides every ε channel (%q) here; %q is DiT's DDPM/DDIM convention", g, s.Sampler, GuideAll, GuideDiT)
 		}
 		s.Guide = g
 	}
@@ -750,13 +751,17 @@ func (e *Experiment) readPrompts(t *table) {
 	e.Prompts = p
 }
 
-// checkPLMSSteps validates PLMS's plain step count as the sampler will read it.
-func checkPLMSSteps(spec string) error {
+// checkLDMSteps validates the UNet's plain step count as ldm's PLMS or DDIM will read it.
+func checkLDMSteps(sampler, spec string) error {
 	n, err := strconv.Atoi(spec)
 	if err != nil {
-		return fmt.Errorf("%q: sampler plms takes a plain step count (50), not a respacing spec", spec)
+		return fmt.Errorf("%q: the UNet's sampler %s takes a plain step count (50), not a respacing spec", spec, sampler)
 	}
-	_, err = diffusion.NewPLMS(n)
+	if sampler == string(diffusion.DDIM) {
+		_, err = diffusion.NewLDMDDIM(n)
+	} else {
+		_, err = diffusion.NewPLMS(n)
+	}
 	return err
 }
 

@@ -322,9 +322,14 @@ func TestUNetProblems(t *testing.T) {
 	if e.Sampling.Guide != GuideAll || e.Model.Latent != 16 || e.Model.Heads != 4 || e.Model.Decoder != "depth-to-space-2" {
 		t.Errorf("parsed %+v %+v", e.Model, e.Sampling)
 	}
+	// ldm's DDIM on Stable Diffusion's schedule guides every ε channel too.
+	if d, err := Parse("u.toml", []byte(strings.Replace(unetBase, `sampler = "plms"`, `sampler = "ddim"`, 1)), Overrides{}); err != nil || d.Sampling.Guide != GuideAll {
+		t.Errorf("ddim on the UNet: %v", err)
+	}
 	for _, c := range []struct{ name, src, want string }{
 		{"fora", unetBase + "[methods.fora]\nN = 3\n", "methods.fora: method fora does not apply to Stable Diffusion's UNet (model.family = \"unet\"); the methods for this model are dato, deepcache, none, steps, tomesd"},
-		{"ddim", strings.Replace(unetBase, `sampler = "plms"`, `sampler = "ddim"`, 1), `sampling.sampler: "ddim": model.family unet samples with plms`},
+		{"ddpm", strings.Replace(unetBase, `sampler = "plms"`, `sampler = "ddpm"`, 1), `sampling.sampler: "ddpm": model.family unet samples with plms or ddim`},
+		{"ddim steps", strings.Replace(strings.Replace(unetBase, `sampler = "plms"`, `sampler = "ddim"`, 1), "steps = 4", "steps = 999", 1), "DDIM: PLMS with 999 steps"},
 		{"respaced", strings.Replace(unetBase, "steps = 4", `steps = "ddim4"`, 1), "plain step count"},
 		{"plms steps", strings.Replace(unetBase, "steps = 4", "steps = 3", 1), "the last timestep would be 1000"},
 		{"fewer plms steps", unetBase + "[methods.steps]\nsteps = 3\n", "point steps steps=3: PLMS with 3 steps"},

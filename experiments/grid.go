@@ -270,8 +270,8 @@ func (e *Experiment) checkBuild(t *table, p Point) {
 			t.errf("", "point %s: %d steps is not fewer than sampling.steps (%d): the fewer-steps baseline must take fewer", p.Label(), fewer.Steps(), base.Steps())
 		}
 	}
-	if e.Sampling.Sampler == string(diffusion.PLMS) && p.Steps != e.Sampling.Steps {
-		if err := checkPLMSSteps(p.Steps); err != nil {
+	if e.Model.Family == FamilyUNet && p.Steps != e.Sampling.Steps {
+		if err := checkLDMSteps(e.Sampling.Sampler, p.Steps); err != nil {
 			t.errf("", "point %s: %v", p.Label(), err)
 		}
 	}

@@ -203,7 +203,7 @@ func prepare(job Job) (*jobRun, error) {
 	r := &jobRun{job: job, c: job.Config, spec: job.Model.Spec()}
 	c := &r.c
 	var err error
-	if r.smp, err = samplerFor(*c); err != nil {
+	if r.smp, err = samplerFor(*c, IsUNet(job.Model)); err != nil {
 		return nil, err
 	}
 	if c.NumSamples <= 0 || job.BatchSize <= 0 {
@@ -260,12 +260,12 @@ func prepare(job Job) (*jobRun, error) {
 }
 
 // sampler is what a configuration samples with: DDPM/DDIM on a respaced schedule, DPM-Solver++
-// (PixArt-α's), or PLMS (Stable Diffusion's UNet, on the LDM schedule it carries).
+// (PixArt-α's), or for Stable Diffusion's UNet ldm's PLMS or DDIM on the LDM schedule.
 type sampler struct {
 	kind   diffusion.Kind
 	sched  *diffusion.Schedule    // DDPM and DDIM; with DPM-Solver++, as many steps (the methods count them)
 	solver *diffusion.DPMSolver   // DPM-Solver++ only
-	plms   *diffusion.PLMSSampler // PLMS only
+	plms   *diffusion.PLMSSampler // the UNet's: PLMS, or ldm's DDIM (the same machine, one call per step)
 }
 
 // steps is the number of sampler steps (PLMS makes one model call more: its first step makes two).
@@ -276,40 +276,63 @@ func (s sampler) steps() int {
 	return s.sched.Steps()
 }
 
-// request is a harness request with the sampler's fields set.
+// request is a harness request with the sampler's fields set. The UNet's samplers run as the
+// harness's PLMS machine, which carries ldm's DDIM too.
 func (s sampler) request() harness.Request {
-	return harness.Request{Sampler: s.kind, Schedule: s.sched, Solver: s.solver, PLMS: s.plms}
+	kind := s.kind
+	if s.plms != nil {
+		kind = diffusion.PLMS
+	}
+	return harness.Request{Sampler: kind, Schedule: s.sched, Solver: s.solver, PLMS: s.plms}
 }
 
-// samplerFor is the sampler a configuration names: samplerOf's, or PLMS with a plain step count
-// and guidance on every ε channel (ldm's).
-func samplerFor(c Config) (sampler, error) {
+// IsUNet tells whether a model is Stable Diffusion's UNet (its layout lists its blocks), which
+// samples on the LDM schedule it was trained with: ddim there is ldm's DDIM, and plms is its only
+// other sampler.
+func IsUNet(m interface{ Layout() hook.Layout }) bool { return m.Layout().Blocks != nil }
+
+// samplerFor is the sampler a configuration names for a model: samplerOf's for the transformer
+// stacks; for the UNet (unet) ldm's PLMS or DDIM (η = 0) on Stable Diffusion's schedule, a plain
+// step count, guidance on every ε channel.
+func samplerFor(c Config, unet bool) (sampler, error) {
 	kind, err := diffusion.ParseKind(c.Sampler)
 	if err != nil {
 		return sampler{}, err
 	}
-	if kind != diffusion.PLMS {
+	if !unet {
+		if kind == diffusion.PLMS {
+			return sampler{}, fmt.Errorf("sampler plms samples Stable Diffusion's UNet (the LDM schedule); this model samples with ddpm, ddim or dpmpp")
+		}
 		s := sampler{}
 		s.kind, s.sched, s.solver, err = samplerOf(c)
 		return s, err
 	}
-	p, err := NewPLMS(c.Steps)
+	p, err := NewLDMSampler(kind, c.Steps)
 	if err != nil {
 		return sampler{}, err
 	}
 	if c.Guide != 0 && c.Guide != diffusion.GuidanceAll {
-		return sampler{}, fmt.Errorf("guide channels %d: PLMS guides every ε channel (ldm's sampler); guiding %d is DiT's DDPM/DDIM convention", c.Guide, c.Guide)
+		return sampler{}, fmt.Errorf("guide channels %d: ldm's %s guides every ε channel; guiding %d is DiT's DDPM/DDIM convention", c.Guide, kind, c.Guide)
 	}
 	return sampler{kind: kind, plms: p}, nil
 }
 
-// NewPLMS is Stable Diffusion v1's PLMS sampler for a configuration's steps (a plain count).
-func NewPLMS(steps string) (*diffusion.PLMSSampler, error) {
+// NewLDMSampler is the UNet's sampler for a configuration's steps (a plain count): ldm's PLMS, or
+// ldm's DDIM (η = 0, PLMS's timesteps and update, one call per step).
+func NewLDMSampler(kind diffusion.Kind, steps string) (*diffusion.PLMSSampler, error) {
+	if kind != diffusion.PLMS && kind != diffusion.DDIM {
+		return nil, fmt.Errorf("sampler %s: Stable Diffusion's UNet samples with plms or ddim (ldm's, on its own schedule)", kind)
+	}
 	n, err := strconv.Atoi(steps)
 	if err != nil {
-		return nil, fmt.Errorf("steps %q: PLMS takes a plain step count (50), not a respacing spec", steps)
+		return nil, fmt.Errorf("steps %q: the UNet's %s takes a plain step count (50), not a respacing spec", steps, kind)
 	}
-	p, err := diffusion.NewPLMS(n)
+	var p *diffusion.PLMSSampler
+	if kind == diffusion.DDIM {
+		p, err = diffusion.NewLDMDDIM(n)
+	} else {
+		p, err = diffusion.NewPLMS(n)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("steps: %w", err)
 	}

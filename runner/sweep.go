@@ -377,7 +377,7 @@ func Preflight(m Model, it SweepItem, batch int) error {
 		return fmt.Errorf("%s: method %s does not apply to %s (%s); the methods for this model are %s",
 			it.Label, it.Config.Method, it.Config.Model, kind, strings.Join(fit, ", "))
 	}
-	smp, err := samplerFor(it.Config)
+	smp, err := samplerFor(it.Config, IsUNet(m))
 	if err != nil {
 		return fmt.Errorf("%s: %w", it.Label, err)
 	}
@@ -723,12 +723,15 @@ func flopsConvention(sampler string) string {
 
 // DryRun replays a method's plans for every model call a sampler makes with the given steps
 // (schedules do not depend on the data) and counts their FLOPs with arch: one call per step for
-// DDPM, DDIM and DPM-Solver++ (methods.DryRun), and PLMS's steps + 1 calls, whose first two
-// (predictor and corrector) are both its first step, as harness.Sample plans them. env gives the
-// rows, seed, samples and calibration; its layout and steps are set here.
+// DDPM, DDIM and DPM-Solver++ (methods.DryRun); on the UNet, the calls of ldm's PLMS (steps + 1:
+// the first two, predictor and corrector, are both its first step) or DDIM, as harness.Sample
+// plans them. env gives the rows, seed, samples and calibration; its layout and steps are set here.
 func DryRun(arch Arch, sampler, steps, method string, raw map[string]string, env methods.Env) (*methods.Trace, error) {
 	env.Layout = arch.Layout()
-	if sampler != string(diffusion.PLMS) {
+	if !IsUNet(arch) {
+		if sampler == string(diffusion.PLMS) {
+			return nil, fmt.Errorf("sampler plms samples Stable Diffusion's UNet; this model samples with ddpm, ddim or dpmpp")
+		}
 		sched, err := diffusion.NewSchedule(1000, steps)
 		if err != nil {
 			return nil, fmt.Errorf("steps %q: %w", steps, err)
@@ -740,7 +743,11 @@ func DryRun(arch Arch, sampler, steps, method string, raw map[string]string, env
 		}
 		return methods.DryRun(m, env, arch, sched.TimestepMap)
 	}
-	p, err := NewPLMS(steps)
+	kind, err := diffusion.ParseKind(sampler)
+	if err != nil {
+		return nil, err
+	}
+	p, err := NewLDMSampler(kind, steps)
 	if err != nil {
 		return nil, err
 	}
@@ -750,7 +757,7 @@ func DryRun(arch Arch, sampler, steps, method string, raw map[string]string, env
 		return nil, err
 	}
 	tr := &methods.Trace{NumSteps: env.Steps, Sampler: sampler, TokensPerRow: env.Layout.Tokens, BatchRows: env.Rows, TimestepMap: p.DDIMTimesteps()}
-	// The PLMS state of one value, fed zero ε, says which call comes at which step and time.
+	// The sampler's state of one value, fed zero ε, says which call comes at which step and time.
 	st := p.NewState([]float32{0})
 	for {
 		c, ok := st.Next()

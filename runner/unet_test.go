@@ -177,7 +177,8 @@ func TestPreflightFits(t *testing.T) {
 }
 
 // PLMS's dry run plans every model call (steps + 1: the first step calls twice, both planned as
-// its first step), and its FLOPs are the UNet counter's sum over those calls.
+// its first step), and its FLOPs are the UNet counter's sum over those calls; ldm's DDIM makes
+// one call per step.
 func TestDryRunPLMS(t *testing.T) {
 	m := loadUNetGolden(t)
 	tr, err := runner.DryRun(m, "plms", "4", "deepcache", map[string]string{"N": "2"}, methods.Env{Rows: 2})
@@ -206,5 +207,16 @@ func TestDryRunPLMS(t *testing.T) {
 	}
 	if _, err := runner.DryRun(m, "plms", "ddim50", "none", nil, methods.Env{Rows: 2}); err == nil || !strings.Contains(err.Error(), "plain step count") {
 		t.Errorf("a respacing spec for PLMS: %v", err)
+	}
+	// ldm's DDIM: one call per step, DeepCache's full calls at 0 and 2.
+	dd, err := runner.DryRun(m, "ddim", "4", "deepcache", map[string]string{"N": "2"}, methods.Env{Rows: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dd.Calls) != 4 || dd.Calls[3].Step != 0 || dd.Calls[2].FLOPs != full || dd.TotalFLOPs != 2*full+2*tr.Calls[1].FLOPs {
+		t.Errorf("DDIM calls %+v, total %d", dd.Calls, dd.TotalFLOPs)
+	}
+	if _, err := runner.DryRun(m, "dpmpp", "4", "none", nil, methods.Env{Rows: 2}); err == nil || !strings.Contains(err.Error(), "plms or ddim") {
+		t.Errorf("dpmpp on the UNet: %v", err)
 	}
 }

@@ -49,10 +49,10 @@ excluded), one image with its CFG null row (2 rows) unless --images/--cfg say ot
 speedup is over method none with the same sampler and steps. PixArt-α (--preset PixArt-XL/2 or its
 weights) is counted with DuCa-PixArt's counter, per row and with the model's maximum caption length.
 Stable Diffusion's UNet (--model unet, or weights whose keys are a UNet's; --heads is num_heads, 8
-when omitted) samples with --sampler plms, and every one of its steps + 1 model calls is counted
-(its first step calls twice) with the UNet's counter: every convolution, linear layer and
-attention product (the papers' MACs × 2), on --latent × --latent latents with a text context of
---context-tokens tokens. The weights are loaded to learn the UNet's blocks.`,
+when omitted) samples with --sampler plms (its default; every one of its steps + 1 model calls is
+counted: the first step calls twice) or ddim (ldm's, one call per step). Its counter counts every
+convolution, linear layer and attention product (the papers' MACs × 2), on --latent × --latent
+latents with a text context of --context-tokens tokens. The weights are loaded to learn its blocks.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kind, err := diffusion.ParseKind(sampler)
@@ -67,8 +67,8 @@ attention product (the papers' MACs × 2), on --latent × --latent latents with 
 				kind, sampler = diffusion.PLMS, string(diffusion.PLMS)
 			}
 			switch {
-			case isUNet && kind != diffusion.PLMS:
-				return fmt.Errorf("--sampler %s: the UNet samples with plms (Stable Diffusion v1's PLMS)", kind)
+			case isUNet && kind != diffusion.PLMS && kind != diffusion.DDIM:
+				return fmt.Errorf("--sampler %s: the UNet samples with plms or ddim (ldm's, on Stable Diffusion v1's schedule)", kind)
 			case !isUNet && kind == diffusion.PLMS:
 				return fmt.Errorf("--sampler plms samples Stable Diffusion's UNet (--model unet); DiT and PixArt-α sample with ddpm, ddim or dpmpp")
 			}
@@ -156,7 +156,7 @@ attention product (the papers' MACs × 2), on --latent × --latent latents with 
 		},
 	}
 	mf.register(cmd)
-	cmd.Flags().StringVar(&sampler, "sampler", "ddim", "ddpm, ddim, dpmpp (the schedules of some methods depend on it only through --steps), or plms (the UNet)")
+	cmd.Flags().StringVar(&sampler, "sampler", "ddim", "ddpm, ddim, dpmpp (the schedules of some methods depend on it only through --steps), or plms (the UNet; ddim there is ldm's)")
 	cmd.Flags().IntVar(&latent, "latent", 0, "the UNet's latent side (64 for SD v1 at 512²; default --image-size/8 when --image-size is given)")
 	cmd.Flags().IntVar(&contextTokens, "context-tokens", 0, "the UNet's text context length (default: 77, CLIP's, or 12 for a 32-wide context, the fmnist-tiny encoder's)")
 	cmd.Flags().StringVar(&steps, "steps", "50", "sampling steps (respacing spec)")

@@ -181,8 +181,9 @@ func TestUNetShardsDeterministic(t *testing.T) {
 }
 
 // A UNet experiment reads precomputed text contexts (the prompts, then the empty prompt's null
-// context, as runbench encode-text writes them), refuses a file of another width naming it before
-// any compute, and refuses a transformer-stack cache.
+// context, as runbench encode-text writes them) and samples with ldm's DDIM too (planned FLOPs
+// over its one call per step equal the executed ones); it refuses a context file of another
+// width naming it before any compute, and a transformer-stack cache.
 func TestUNetContextsAndFits(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name string, width int) string {
@@ -197,11 +198,29 @@ func TestUNetContextsAndFits(t *testing.T) {
 		return p
 	}
 	good := write("ctx32.safetensors", 32)
-	path := unetExperiment(t, dir, fmt.Sprintf("features = %q", good), 2, 1, 1, "[methods.none]\n")
+	// Sampled with ldm's DDIM (one call per step on Stable Diffusion's schedule) under DeepCache.
+	path := unetExperiment(t, dir, fmt.Sprintf("features = %q", good), 4, 1, 1, "[methods.deepcache]\nN = 2\n")
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(body), `sampler = "plms"`, `sampler = "ddim"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	mustRunbench(t, "run", path)
 	rows := resultRowsOf(t, filepath.Join(dir, "out", "results.db"))
 	if len(rows) == 0 || !strings.Contains(strings.Join(rows, "\n"), "contexts@") {
 		t.Errorf("result rows %v: want the contexts' identity in the configuration", rows)
+	}
+	db, err := store.Open(filepath.Join(dir, "out", "results.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	f, errF := db.RunFLOPs(1)
+	exec, n, errE := db.ExecutedFLOPs(1)
+	if errF != nil || errE != nil || f == nil || n != 1 || exec != f.PerImage || f.Speedup < 1.3 {
+		t.Errorf("DDIM DeepCache: planned %+v, executed %d over %d images (%v %v)", f, exec, n, errF, errE)
 	}
 	wide := write("ctx768.safetensors", 768)
 	out, err := runbench(t, "run", unetExperiment(t, t.TempDir(), fmt.Sprintf("features = %q", wide), 2, 1, 1, "[methods.none]\n"))
@@ -214,8 +233,8 @@ func TestUNetContextsAndFits(t *testing.T) {
 	}
 }
 
-// runbench flops counts the UNet's plans over PLMS's steps + 1 calls (the weights give the
-// blocks; --sampler plms is the UNet's default).
+// runbench flops counts the UNet's plans over PLMS's steps + 1 calls, or ldm's DDIM's one per
+// step (the weights give the blocks; --sampler plms is the UNet's default).
 func TestUNetFlopsCLI(t *testing.T) {
 	count := func(params ...string) flopsReport {
 		args := append([]string{"flops", "--model", "unet", "--weights", golden.Path("sd-unet/weights.safetensors"), "--heads", "4", "--latent", "16",
@@ -231,7 +250,14 @@ func TestUNetFlopsCLI(t *testing.T) {
 		t.Errorf("none %.3f×, deepcache N=2 %.3f× over %d calls of %d steps (%s, %s)", none.Speedup, dc.Speedup, len(dc.PerStepFLOPs), dc.Steps, dc.Sampler, dc.Model)
 	}
 	if _, err := run(t, "flops", "--model", "unet", "--weights", golden.Path("sd-unet/weights.safetensors"), "--heads", "4", "--latent", "16",
-		"--sampler", "ddim", "--method", "none"); err == nil || !strings.Contains(err.Error(), "plms") {
-		t.Errorf("ddim on the UNet: %v", err)
+		"--sampler", "dpmpp", "--method", "none"); err == nil || !strings.Contains(err.Error(), "plms or ddim") {
+		t.Errorf("dpmpp on the UNet: %v", err)
+	}
+	// ldm's DDIM: one call per step.
+	args := []string{"flops", "--model", "unet", "--weights", golden.Path("sd-unet/weights.safetensors"), "--heads", "4", "--latent", "16",
+		"--sampler", "ddim", "--steps", "4", "--cfg", "7.5", "--json", "--method", "none"}
+	var rep flopsReport
+	if err := json.Unmarshal([]byte(mustRun(t, args...)), &rep); err != nil || len(rep.PerStepFLOPs) != 4 || rep.TotalFLOPs*5 != none.TotalFLOPs*4 {
+		t.Errorf("DDIM 4: %d calls, %d FLOPs (PLMS 4: %d), %v", len(rep.PerStepFLOPs), rep.TotalFLOPs, none.TotalFLOPs, err)
 	}
 }
