@@ -241,6 +241,9 @@ type CalibrationResult struct {
 // compares against the residual of the last call that ran, which may lie several calls back.
 func Calibrate(ctx context.Context, job CalibrateJob) (*CalibrationResult, error) {
 	c := job.Config
+	if IsUNet(job.Model) {
+		return nil, fmt.Errorf("calibrate: the threshold caches (teacache, fbcache, dbcache, magcache) plan the transformer stacks; Stable Diffusion's UNet has none to calibrate")
+	}
 	kind, sched, solver, err := samplerOf(c)
 	if err != nil {
 		return nil, err
