@@ -187,7 +187,14 @@ func (f *modelFlags) unetArch(cmd *cobra.Command, latent, tokens int) (archConfi
 		}
 		latent = f.imageSize / 8
 	}
-	m, err := f.loadUNet(cmd)
+	var m *unet.Model
+	var err error
+	if f.preset == "SD-v1" && f.weights == "" {
+		// FLOPs need the blocks, not the weights.
+		m, err = unet.Shape(unet.SDv1)
+	} else {
+		m, err = f.loadUNet(cmd)
+	}
 	if err != nil {
 		return nil, err
 	}

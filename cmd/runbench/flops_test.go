@@ -66,3 +66,29 @@ func TestFlopsXL(t *testing.T) {
 		}
 	}
 }
+
+// SD v1's FLOPs need no weights (--preset SD-v1): every one of PLMS-50's 51 calls is counted,
+// call 1 of DaTo's released strategy (S = 0) runs only the time embedding and the output head, and
+// its full call 0 costs a little less than none's (the pruned self-attentions).
+func TestFlopsSDv1WithoutWeights(t *testing.T) {
+	get := func(method string) (total float64, perCall []int64) {
+		out := mustRun(t, "flops", "--model", "unet", "--preset", "SD-v1", "--latent", "64", "--sampler", "plms",
+			"--steps", "50", "--cfg", "7.5", "--method", method, "--json")
+		var r struct {
+			Total   float64 `json:"total_tflops"`
+			PerStep []int64 `json:"per_step_flops"`
+		}
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("%s: %v\n%s", method, err, out)
+		}
+		return r.Total, r.PerStep
+	}
+	none, full := get("none")
+	dato, calls := get("dato")
+	if len(full) != 51 || len(calls) != 51 {
+		t.Fatalf("%d and %d calls counted, want 51", len(full), len(calls))
+	}
+	if !(calls[0] < full[0] && calls[0] > full[0]*9/10) || calls[1] >= full[0]/1000 || !(dato < none/3) {
+		t.Errorf("dato: call 0 %d (none %d), call 1 %d, total %.2f T of %.2f T", calls[0], full[0], calls[1], dato, none)
+	}
+}

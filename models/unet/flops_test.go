@@ -1,6 +1,8 @@
 package unet_test
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cachebench/cachebench/harness/hook"
@@ -41,5 +43,32 @@ func TestBlockFLOPsByHand(t *testing.T) {
 	got := d.BlockFLOPs(p, 2)
 	if want := 2 * (res + st - attn(n) + attn(n-102) + 2*n*n*c); got[1] != want || got[3] != 0 || got[0] != 2*full[0] {
 		t.Errorf("pruned input_blocks.1 on 2 rows: %d FLOPs, want %d; skipped block 3: %d, want 0", got[1], want, got[3])
+	}
+}
+
+// A weightless model of the same configuration counts the same FLOPs and refuses to run.
+func TestShapeCountsWithoutWeights(t *testing.T) {
+	m := load(t, golden.Open(t, weightsFile))
+	s, err := unet.Shape(m.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := make([]float32, 3*m.ContextDim)
+	var got [2][]int64
+	for i, model := range []*unet.Model{m, s} {
+		d, err := unet.NewDenoiser(model, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.SetContexts(ctx, ctx); err != nil {
+			t.Fatal(err)
+		}
+		got[i] = d.BlockFLOPs(hook.FullPlan(d.Layout()), 2)
+	}
+	if !slices.Equal(got[0], got[1]) {
+		t.Errorf("weightless FLOPs %v, loaded %v", got[1], got[0])
+	}
+	if _, err := s.Forward(make([]float32, 4*16*16), []float64{1}, ctx, unet.Options{}); err == nil || !strings.Contains(err.Error(), "no weights") {
+		t.Errorf("forward without weights: error %v", err)
 	}
 }

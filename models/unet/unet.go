@@ -307,6 +307,9 @@ func (m *Model) Forward(x []float32, t []float64, context []float32, opt Options
 		return nil, fmt.Errorf("unet: forward: context has %d values, want %d×L×%d (L ≥ 1 tokens)", len(context), B, m.ContextDim)
 	}
 	L := len(context) / (B * m.ContextDim)
+	if m.backend == nil {
+		return nil, fmt.Errorf("unet: forward: the model has no weights (unet.Shape counts FLOPs only)")
+	}
 	for _, in := range []struct {
 		name string
 		v    []float32

@@ -471,6 +471,16 @@ func New(b backends.Backend, f *checkpoint.File, heads int) (*Model, error) {
 	return newModel(b, f, heads, nativeConv(b))
 }
 
+// Shape is a model of configuration c without weights: its blocks, layouts and FLOPs (a
+// denoiser's Layout and BlockFLOPs) are known, and Forward refuses to run. runbench flops counts
+// SD v1 with it without reading 3.4 GB of weights.
+func Shape(c Config) (*Model, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &Model{Config: c, blocks: c.Blocks()}, nil
+}
+
 func newModel(b backends.Backend, f *checkpoint.File, heads int, native bool) (*Model, error) {
 	if b == nil {
 		return nil, fmt.Errorf("unet: no backend")
