@@ -281,13 +281,13 @@ func TestDefaultExperiment(t *testing.T) {
 	for _, pt := range u.Points() {
 		labels = append(labels, pt.Label()+"@"+pt.Steps)
 	}
-	want = "none@20|steps steps=10@10|deepcache N=2 branch=0@20|deepcache N=3 branch=0@20|deepcache N=5 branch=0@20|tomesd ratio=0.3@20|tomesd ratio=0.5@20" +
-		"|dato_uniform strategy=uniform N=2 ratio=0.4@20|dato_uniform strategy=uniform N=3 ratio=0.4@20|dato strategy=released@20"
+	want = "none@20|steps steps=10@10|deepcache N=3 branch=0@20|deepcache N=5 branch=0@20|tomesd ratio=0.5@20" +
+		"|dato_uniform strategy=uniform N=3 ratio=0.4@20|dato strategy=released@20"
 	if got := strings.Join(labels, "|"); got != want {
 		t.Errorf("UNet points\n%s\nwant\n%s", got, want)
 	}
 	if u.Model.Family != FamilyUNet || u.Model.Latent != 16 || u.Model.Decoder != "depth-to-space-2" || u.Model.Heads != 4 || u.Prompts == nil ||
-		u.Prompts.Encoder != "fmnist-tiny" || u.Sampling.Sampler != "plms" || u.Sampling.CFG != 7.5 || u.Sampling.Samples != 500 || u.Sampling.Batch != 25 ||
+		u.Prompts.Encoder != "fmnist-tiny" || u.Sampling.Sampler != "plms" || u.Sampling.CFG != 7.5 || u.Sampling.Samples != 200 || u.Sampling.Batch != 25 ||
 		u.Metrics == nil || u.Metrics.Extractor != "fmnist" || u.Record != "light" {
 		t.Errorf("UNet default: %+v %+v %+v", u.Model, u.Prompts, u.Sampling)
 	}
