@@ -41,6 +41,7 @@ Usage:
   python3 tools/train_unet.py --check-golden /work/shared/golden/sd-unet    # transcription check
   python3 tools/train_unet.py --steps N --batch B --threads 1 [--deadline-min M] [--resume]
   python3 tools/train_unet.py --eval --cfg 7.5 3.0 [--eval-log]   # PLMS-20 samples -> classifier
+      [--init-noise center+shift]   # diagnostic x_T (not ldm's): see tools/README.md section 4
   python3 tools/train_unet.py --golden testdata/unet/fmnist_unet_golden.safetensors
   python3 tools/train_unet.py --bench 10 --batch 64                 # time training steps
 """
@@ -604,7 +605,7 @@ def evaluate(args):
         acc = ok.mean().item()
         per = [ok[cls == c].mean().item() for c in range(10)]
         noise = "x_T ~ N(0,1)" if args.init_noise == "plain" else \
-            f"DIAGNOSTIC x_T = N(0,1) {args.init_noise} (mean {mu:.4f})"
+            f"DIAGNOSTIC x_T = N(0,1) {args.init_noise}" + (f" (data mean {mu:.4f})" if "shift" in args.init_noise else "")
         line = (f"# eval: PLMS (ldm, eta 0) {args.sample_steps} steps, CFG {scale} (batch [uncond; cond], null context "
                 f"zeros), {noise}, prompt 'a photo of a {{class}}', {K} samples per class (noise seed {args.eval_seed}), "
                 f"depth-to-space, clipped, shipped classifier: class accuracy {acc:.3f}; per class "
