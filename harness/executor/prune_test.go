@@ -59,6 +59,7 @@ func TestPruneDynamicsGolden(t *testing.T) {
 		t.Fatalf("golden has %d prune events, want 14", len(trace.Prune))
 	}
 	get := func(name string, rows int) [][]float32 {
+		t.Helper()
 		tt, err := f.Get(name)
 		if err != nil {
 			t.Fatal(err)
@@ -67,14 +68,10 @@ func TestPruneDynamicsGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := len(v) / rows
-		out := make([][]float32, rows)
-		for r, src := range ldmToOurs(rows) {
-			out[r] = v[src*n : (src+1)*n]
-		}
-		return out
+		return oursRows(v, rows)
 	}
 	getIdx := func(name string, rows int) [][]int64 {
+		t.Helper()
 		tt, err := f.Get(name)
 		if err != nil {
 			t.Fatal(err)
@@ -83,12 +80,7 @@ func TestPruneDynamicsGolden(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n := len(v) / rows
-		out := make([][]int64, rows)
-		for r, src := range ldmToOurs(rows) {
-			out[r] = v[src*n : (src+1)*n]
-		}
-		return out
+		return oursRows(v, rows)
 	}
 	const B, N, C = 4, 256, 32
 	shape := hook.BlockShape{Tokens: N, GridH: 16, GridW: 16}
@@ -136,6 +128,16 @@ func TestPruneDynamicsGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// oursRows splits a flat golden tensor into its rows, in the harness's order.
+func oursRows[T any](v []T, rows int) [][]T {
+	n := len(v) / rows
+	out := make([][]T, rows)
+	for r, src := range ldmToOurs(rows) {
+		out[r] = v[src*n : (src+1)*n]
+	}
+	return out
 }
 
 func sortedI32(v []int64) []int32 {

@@ -87,37 +87,16 @@ func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, e
 // ErrorAccumulation plots the sampler state's relative deviation from the uncached trajectory
 // over calls, one line per labelled run.
 func ErrorAccumulation(runs map[string][]store.StepStat, order []string) (*plot.Plot, error) {
-	p := plot.New()
-	p.Title.Text = "deviation from the uncached trajectory"
-	p.X.Label.Text = "model call"
-	p.Y.Label.Text = "relative L2 of the sampler state"
-	n := 0
-	for i, label := range order {
-		var pts plotter.XYs
-		for _, s := range runs[label] {
-			if s.Sample == nil && s.Module == "state" && s.ErrRelL2 != nil {
-				pts = append(pts, plotter.XY{X: float64(s.Call), Y: *s.ErrRelL2})
+	return perCall(runs, order, "deviation from the uncached trajectory", "relative L2 of the sampler state",
+		"no state error rows (record with --audit-samples > 0)", func(stats []store.StepStat) plotter.XYs {
+			var pts plotter.XYs
+			for _, s := range stats {
+				if s.Sample == nil && s.Module == "state" && s.ErrRelL2 != nil {
+					pts = append(pts, plotter.XY{X: float64(s.Call), Y: *s.ErrRelL2})
+				}
 			}
-		}
-		if len(pts) == 0 {
-			continue
-		}
-		l, err := plotter.NewLine(pts)
-		if err != nil {
-			return nil, err
-		}
-		l.Color = palette(i)
-		l.Width = vg.Points(1.5)
-		p.Add(l)
-		p.Legend.Add(label, l)
-		n++
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("no state error rows (record with --audit-samples > 0)")
-	}
-	p.Legend.Top = true
-	p.Add(plotter.NewGrid())
-	return p, nil
+			return pts
+		})
 }
 
 // FeatureDynamics plots, per run, the mean feature dynamics of every call: the relative L1 change
@@ -125,13 +104,20 @@ func ErrorAccumulation(runs map[string][]store.StepStat, order []string) (*plot.
 // ever recorded one, a skipped module counting 0 (its output is the cached one: it does not move).
 // This is the quantity DaTo argues caching suppresses and dynamics-aware pruning keeps.
 func FeatureDynamics(runs map[string][]store.StepStat, order []string) (*plot.Plot, error) {
+	return perCall(runs, order, "feature dynamics per call", "mean relative L1 change of module outputs",
+		"no module dynamics recorded (record light or full)", dynamicsPerCall)
+}
+
+// perCall plots one line over model calls per labelled run, the points taken from its rows by
+// curve (runs without points are left out; none at all is the error none).
+func perCall(runs map[string][]store.StepStat, order []string, title, yLabel, none string, curve func([]store.StepStat) plotter.XYs) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = "feature dynamics per call"
+	p.Title.Text = title
 	p.X.Label.Text = "model call"
-	p.Y.Label.Text = "mean relative L1 change of module outputs"
+	p.Y.Label.Text = yLabel
 	n := 0
 	for i, label := range order {
-		pts := dynamicsPerCall(runs[label])
+		pts := curve(runs[label])
 		if len(pts) == 0 {
 			continue
 		}
@@ -146,7 +132,7 @@ func FeatureDynamics(runs map[string][]store.StepStat, order []string) (*plot.Pl
 		n++
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("no module dynamics recorded (record light or full)")
+		return nil, fmt.Errorf("%s", none)
 	}
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
