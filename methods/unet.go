@@ -55,7 +55,7 @@ func init() {
 				return nil, err
 			}
 			m := &toMe{u: u, ratio: v.Float("ratio"), maxDown: v.Int("max_downsample"), sx: v.Int("sx"), sy: v.Int("sy"), rand: v.String("rand") == "true"}
-			if err := u.checkCells(m.sx, m.sy, m.maxDown); err != nil {
+			if err := u.checkCells(m.sx, m.sy, m.maxDown, m.ratio); err != nil {
 				return nil, err
 			}
 			return m, nil
@@ -88,7 +88,7 @@ func init() {
 			if m.align && env.Rows%2 != 0 {
 				return nil, fmt.Errorf("align_cfg=true pairs the CFG halves, and the batch has %d rows (run with cfg > 1, or align_cfg=false)", env.Rows)
 			}
-			if err := u.checkCells(m.sx, m.sy, m.maxDown); err != nil {
+			if err := u.checkCells(m.sx, m.sy, m.maxDown, m.ratio); err != nil {
 				return nil, err
 			}
 			if v.String("strategy") == "released" {
@@ -171,11 +171,20 @@ func newUNetPlan(env Env) (*unetPlan, error) {
 	return u, nil
 }
 
-// checkCells refuses cells that do not tile a grid the method would prune.
-func (u *unetPlan) checkCells(sx, sy, maxDown int) error {
+// checkCells refuses cells that do not tile a grid the method would prune, and a ratio that would
+// drop base (destination) tokens, before any compute.
+func (u *unetPlan) checkCells(sx, sy, maxDown int, ratio float64) error {
 	for b := range u.env.Layout.Blocks {
-		if bs := u.env.Layout.Blocks[b]; u.prunable(b, maxDown) && (bs.GridW%sx != 0 || bs.GridH%sy != 0) {
+		bs := u.env.Layout.Blocks[b]
+		if !u.prunable(b, maxDown) {
+			continue
+		}
+		if bs.GridW%sx != 0 || bs.GridH%sy != 0 {
 			return fmt.Errorf("cells of %d×%d do not tile block %s's %d×%d tokens", sy, sx, bs.Name, bs.GridH, bs.GridW)
+		}
+		if k, free := int(float64(bs.Tokens)*ratio), bs.Tokens-bs.Tokens/(sx*sy); k > free {
+			return fmt.Errorf("ratio %g drops %d of block %s's %d tokens, and with one base token per %d×%d cell at most %d can go (ratio ≤ %g)",
+				ratio, k, bs.Name, bs.Tokens, sy, sx, free, float64(free)/float64(bs.Tokens))
 		}
 	}
 	return nil
@@ -263,7 +272,7 @@ func (m *toMe) Plan(call, _ int) (*hook.Plan, error) {
 		}
 		bs := l.Blocks[b]
 		cells := make([]int32, (bs.GridH/m.sy)*(bs.GridW/m.sx))
-		k := min(int(float64(bs.Tokens)*m.ratio), bs.Tokens-len(cells))
+		k := int(float64(bs.Tokens) * m.ratio) // ≤ N − cells (checkCells)
 		if k <= 0 {
 			continue // tomesd: r ≤ 0 merges nothing and draws nothing
 		}

@@ -178,3 +178,21 @@ func TestMethodsFit(t *testing.T) {
 		}
 	}
 }
+
+// Parameters that cannot be carried out are refused before any compute: cells that do not tile a
+// pruned grid, a ratio that would drop base tokens.
+func TestUNetMethodParams(t *testing.T) {
+	for _, c := range []struct {
+		method string
+		raw    map[string]string
+		want   string
+	}{
+		{"dato", map[string]string{"sx": "3"}, "do not tile"},
+		{"tomesd", map[string]string{"sx": "1", "sy": "1", "ratio": "0.1"}, "at most 0 can go"},
+		{"dato", map[string]string{"ratio": "0.9"}, "want a number in"},
+	} {
+		if _, _, err := New(c.method, c.raw, Env{Layout: tinyUNet(), Steps: 10, Rows: 4}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s %v: error %v, want one saying %q", c.method, c.raw, err, c.want)
+		}
+	}
+}
