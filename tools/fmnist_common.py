@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import struct
+import zlib
 
 import numpy as np
 import torch
@@ -87,3 +88,22 @@ def load_safetensors(path):
         arr = np.frombuffer(data[a:b], dtype=np.dtype(inv[v["dtype"]]).newbyteorder("<"))
         out[k] = torch.from_numpy(arr.astype(inv[v["dtype"]]).reshape(v["shape"]).copy())
     return out
+
+
+def export(ema, path, meta):
+    """write a model's (EMA) weights as float32 safetensors with metadata."""
+    sd = {k: v.float().contiguous() for k, v in ema.state_dict().items()}
+    save_safetensors(path, sd, meta)
+
+
+def save_grid(s, K, path):
+    """write the samples as a grayscale PNG grid (rows = classes, K columns); stdlib zlib only."""
+    img = ((s.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    g = img.reshape(10, K, 32, 32).transpose(0, 2, 1, 3).reshape(10 * 32, K * 32)
+    raw = b"".join(b"\x00" + row.tobytes() for row in g)
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", g.shape[1], g.shape[0], 8, 0, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))

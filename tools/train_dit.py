@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fmnist_common import load_fmnist, to_model_space, save_safetensors, load_safetensors  # noqa: E402
+from fmnist_common import (load_fmnist, to_model_space, save_safetensors, load_safetensors,  # noqa: E402
+                           export, save_grid)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -301,9 +302,6 @@ def discretized_gaussian_log_likelihood(x, means, log_scales):
 # ---------------------------------------------------------------- training
 
 
-def export(ema, path, meta):
-    sd = {k: v.float() for k, v in ema.state_dict().items()}
-    save_safetensors(path, sd, meta)
 
 
 def lr_at(step, args):

@@ -58,7 +58,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fmnist_common import load_fmnist, to_model_space, save_safetensors, load_safetensors  # noqa: E402
+from fmnist_common import (load_fmnist, to_model_space, save_safetensors, load_safetensors,  # noqa: E402
+                           export, save_grid)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -428,9 +429,6 @@ def null_context():
 # ---------------------------------------------------------------- training
 
 
-def export(ema, path, meta):
-    sd = {k: v.float().contiguous() for k, v in ema.state_dict().items()}
-    save_safetensors(path, sd, meta)
 
 
 def lr_at(step, args):
@@ -621,19 +619,6 @@ def evaluate(args):
             print("wrote", p)
 
 
-def save_grid(s, K, path):
-    """write the samples as a grayscale PNG grid (rows = classes, K columns); stdlib zlib only."""
-    import struct
-    import zlib
-    img = ((s.squeeze(1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-    g = img.reshape(10, K, 32, 32).transpose(0, 2, 1, 3).reshape(10 * 32, K * 32)
-    raw = b"".join(b"\x00" + row.tobytes() for row in g)
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", g.shape[1], g.shape[0], 8, 0, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
 
 
 # ---------------------------------------------------------------- golden checks
