@@ -21,6 +21,7 @@ func AddDiagnostics(s *Section) error {
 	all := map[string][]store.StepStat{}
 	var labels []string
 	without := 0
+	short := shortLabels(s.Group.Rows)
 	for i, r := range s.Group.Rows {
 		db, err := store.OpenReadOnly(r.Source)
 		if err != nil {
@@ -35,7 +36,7 @@ func AddDiagnostics(s *Section) error {
 			without++
 			continue
 		}
-		label := fmt.Sprintf("%s %s", r.Method, r.Setting)
+		label := short[r]
 		all[label], labels = stats, append(labels, label)
 		if r.Method == "none" {
 			continue
@@ -64,4 +65,27 @@ func AddDiagnostics(s *Section) error {
 		}
 	}
 	return nil
+}
+
+// shortLabels names each run by its method and the parameters its method's runs differ in, as
+// the trade-off figures' legends do (the rest is in the table).
+func shortLabels(rows []*Row) map[*Row]string {
+	byMethod := map[string]*Series{}
+	var order []string
+	for _, r := range rows {
+		if byMethod[r.Method] == nil {
+			byMethod[r.Method] = &Series{Method: r.Method}
+			order = append(order, r.Method)
+		}
+		byMethod[r.Method].Points = append(byMethod[r.Method].Points, Point{Row: r})
+	}
+	out := map[*Row]string{}
+	for _, m := range order {
+		for _, set := range settingsOf(*byMethod[m]) {
+			for _, pt := range set.points {
+				out[pt.Row] = set.label
+			}
+		}
+	}
+	return out
 }

@@ -21,7 +21,7 @@ import (
 type Row struct {
 	Module        string   `json:"module"` // attn, mlp, output, state
 	Calls         int      `json:"calls"`
-	CachedSteps   int      `json:"cached_steps"` // (call, block) pairs not fully computed
+	CachedSteps   int      `json:"cached_steps"` // (call, block) pairs that used the cache (reused, skipped, partial, predicted)
 	Computed      int      `json:"computed_steps"`
 	MeanFresh     float64  `json:"mean_fresh_tokens"` // per row, over (call, block) pairs
 	DynP50        *float64 `json:"dyn_rel_l2_p50,omitempty"`
@@ -72,7 +72,9 @@ func Summarize(run store.Run, stats []store.StepStat) (*Summary, error) {
 		}
 		a.calls[r.Call] = true
 		if r.Block >= 0 {
-			if r.Action == "full" {
+			// A pruned module runs at this call (on fewer tokens, the rest copied from kept ones):
+			// nothing comes from the cache.
+			if r.Action == "full" || r.Action == "prune" {
 				a.row.Computed++
 			} else {
 				a.row.CachedSteps++

@@ -116,6 +116,7 @@ func perCall(runs map[string][]store.StepStat, order []string, title, yLabel, no
 	p.X.Label.Text = "model call"
 	p.Y.Label.Text = yLabel
 	n := 0
+	top := 0.0
 	for i, label := range order {
 		pts := curve(runs[label])
 		if len(pts) == 0 {
@@ -127,13 +128,22 @@ func perCall(runs map[string][]store.StepStat, order []string, title, yLabel, no
 		}
 		l.Color = palette(i)
 		l.Width = vg.Points(1.5)
+		if i >= 10 {
+			l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)} // the palette's second round
+		}
 		p.Add(l)
 		p.Legend.Add(label, l)
+		for _, pt := range pts {
+			top = max(top, pt.Y)
+		}
 		n++
 	}
 	if n == 0 {
 		return nil, fmt.Errorf("%s", none)
 	}
+	// The legend sits in the top band the lines leave free (one row per run).
+	p.Y.Min = 0
+	p.Y.Max = top * (1 + 0.09*float64(n))
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
 	return p, nil
@@ -235,7 +245,8 @@ func TokenRefresh(stats []store.StepStat, gridH, gridW int, module string) (*plo
 func max1(v int) int { return max(v, 1) }
 
 func palette(i int) plotColor {
-	cols := []plotColor{{31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {255, 127, 14}, {148, 103, 189}, {140, 86, 75}}
+	cols := []plotColor{{31, 119, 180}, {214, 39, 40}, {44, 160, 44}, {255, 127, 14}, {148, 103, 189}, {140, 86, 75},
+		{227, 119, 194}, {127, 127, 127}, {188, 189, 34}, {23, 190, 207}}
 	return cols[i%len(cols)]
 }
 

@@ -25,3 +25,21 @@ func TestDynamicsPerCall(t *testing.T) {
 		t.Errorf("curve %v, want (1, 0.3) (2, 0.15)", pts)
 	}
 }
+
+// A pruned module counts as computed (it ran at the call; nothing came from the cache), a skipped
+// or partial one as cached.
+func TestSummarizeCountsPruneAsComputed(t *testing.T) {
+	n := func(v int) *int { return &v }
+	s, err := Summarize(store.Run{ID: 1, Method: "dato"}, []store.StepStat{
+		{Call: 0, Block: 1, Module: "attn", Action: "full", FreshTokens: n(256)},
+		{Call: 1, Block: 1, Module: "attn", Action: "prune", FreshTokens: n(154)},
+		{Call: 2, Block: 1, Module: "attn", Action: "skip", FreshTokens: n(0)},
+		{Call: 3, Block: 1, Module: "attn", Action: "partial", FreshTokens: n(10)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Rows[0]; r.Computed != 2 || r.CachedSteps != 2 {
+		t.Errorf("computed %d, cached %d; want 2 and 2", r.Computed, r.CachedSteps)
+	}
+}
