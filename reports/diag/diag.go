@@ -41,6 +41,9 @@ type Summary struct {
 	Rows       []Row  `json:"modules"`
 	TotalFLOPs int64  `json:"total_flops"` // sum of the per-call FLOPs recorded on the state rows
 	Steps      int    `json:"steps"`
+	// FeatureDynamics is the mean over calls of the feature dynamics figure's curve: the relative
+	// L1 change of the module outputs since the previous call, a skipped module counting 0.
+	FeatureDynamics *float64 `json:"mean_feature_dynamics,omitempty"`
 }
 
 // Summarize aggregates the batch-level rows (sample NULL) of a run.
@@ -100,6 +103,11 @@ func Summarize(run store.Run, stats []store.StepStat) (*Summary, error) {
 		}
 	}
 	s.Steps = len(steps)
+	var curve []float64
+	for _, pt := range dynamicsPerCall(stats) {
+		curve = append(curve, pt.Y)
+	}
+	s.FeatureDynamics = mean(curve)
 	sort.SliceStable(order, func(i, j int) bool { return rank(order[i]) < rank(order[j]) })
 	for _, name := range order {
 		a := by[name]
@@ -181,7 +189,7 @@ func (s *Summary) Write(w io.Writer, format string) error {
 		}
 		return nil
 	case "md":
-		fmt.Fprintf(w, "Run %d (%s): %d calls, %.4g TFLOPs in the blocks. Relative L2 change since the previous call (dyn) and error against a full computation (err, audited rows).\n\n", s.Run, s.Method, s.Steps, float64(s.TotalFLOPs)/1e12)
+		fmt.Fprintf(w, "Run %d (%s): %d calls, %.4g TFLOPs in the blocks, mean feature dynamics %s. Relative L2 change since the previous call (dyn) and error against a full computation (err, audited rows).\n\n", s.Run, s.Method, s.Steps, float64(s.TotalFLOPs)/1e12, cell(s.FeatureDynamics))
 		fmt.Fprintln(w, "| "+strings.Join(header, " | ")+" |")
 		fmt.Fprintln(w, "|"+strings.Repeat("---|", len(header)))
 		for _, r := range rows {
@@ -189,7 +197,8 @@ func (s *Summary) Write(w io.Writer, format string) error {
 		}
 		return nil
 	case "text", "":
-		fmt.Fprintf(w, "run %d (%s): %d calls, %.4g TFLOPs in the blocks\n", s.Run, s.Method, s.Steps, float64(s.TotalFLOPs)/1e12)
+		fmt.Fprintf(w, "run %d (%s): %d calls, %.4g TFLOPs in the blocks, mean feature dynamics %s (relative L1 change per call, skipped modules 0)\n",
+			s.Run, s.Method, s.Steps, float64(s.TotalFLOPs)/1e12, cell(s.FeatureDynamics))
 		t := tablewriter.NewWriter(w)
 		t.Header(header)
 		for _, r := range rows {
