@@ -164,7 +164,7 @@ func (g *Group) measure(nones []*Row, noBaseline map[*Row]bool) {
 		}
 	}
 	var parts []string
-	for i, name := range []string{"VAE decoding", "feature extraction"} {
+	for i, name := range []string{"latent decoding", "feature extraction"} {
 		if stage[i].images > 0 && stage[i].ms > 0 {
 			parts = append(parts, fmt.Sprintf("%s %.2f images/s", name, 1000*float64(stage[i].images)/stage[i].ms))
 		}

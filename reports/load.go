@@ -78,7 +78,7 @@ type Row struct {
 	FLOPsSpeedup   Value                   // FLOPsSpeedup is the baseline's FLOPs over the row's.
 	LatencySpeedup Value                   // LatencySpeedup is the baseline's latency over the row's.
 	CompileMS      float64                 // CompileMS is the graph compilation the run spent, not in Latency.
-	StageMS        [2]float64              // StageMS is the time of VAE decoding and of feature extraction (stage timings).
+	StageMS        [2]float64              // StageMS is the time of latent decoding (VAE or fixed) and of feature extraction (stage timings).
 	StageImages    [2]int                  // StageImages is how many images each stage timed.
 	CacheBytes     Value                   // CacheBytes is the run's peak cache memory in bytes (unknown: no cache kept).
 	Published      *Published              // Published is the paper's numbers for this configuration (nil: none given).
