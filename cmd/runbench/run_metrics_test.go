@@ -167,7 +167,7 @@ names = ["fid", "is"]
 			t.Errorf("report lacks column %s:\n%s", col, rep)
 		}
 	}
-	if !strings.Contains(rep, "VAE decoding") || !strings.Contains(rep, "feature extraction") {
+	if !strings.Contains(rep, "latent decoding") || !strings.Contains(rep, "feature extraction") {
 		t.Errorf("report lacks the stages' throughput:\n%s", rep)
 	}
 }
