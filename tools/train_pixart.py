@@ -20,7 +20,7 @@ The loss is the hybrid loss of tools/train_dit.py (RESCALED_MSE + learned-range 
 betas), reused from there. Captions come from tools/fmnist_text.py (fixed word embedding).
 
 Usage:
-  python3 tools/train_pixart.py --check-golden /work/shared/golden/pixart   # transcription check
+  python3 tools/train_pixart.py --check-golden testdata/pixart   # transcription check
   python3 tools/train_pixart.py --steps N --threads 1 [--deadline-min M] [--resume]
   python3 tools/train_pixart.py --eval [--per-class 20]     # DPM-Solver++ samples -> classifier accuracy
   python3 tools/train_pixart.py --golden IN OUT              # forward inputs IN, PyTorch outputs OUT
@@ -585,7 +585,10 @@ def check_golden(d):
         good = err <= th
         ok &= good
         print(f"{k:16s} {err:.2e} (<= {th:.0e}) {'ok' if good else 'FAIL'}")
-    s = load_safetensors(os.path.join(d, "sampling_dpmpp.safetensors"))
+    chain = os.path.join(d, "sampling_dpmpp.safetensors")
+    if not os.path.exists(chain):  # in the repository the chain lives beside the Go sampler's tests
+        chain = os.path.join(REPO, "harness", "diffusion", "testdata", "sampling_dpmpp.safetensors")
+    s = load_safetensors(chain)
     st = {}
     with torch.no_grad():
         x = dpmpp_sample(model, s["x_init"], s["y_cond"], s["y_null"], s["mask"], 4.5, 20, trace=st)

@@ -38,7 +38,7 @@ ddim_timesteps range(0, 1000, 1000//S) + 1, first step with the extra model call
 [uncond; cond], eps = eps_u + s*(eps_c - eps_u)).
 
 Usage:
-  python3 tools/train_unet.py --check-golden /work/shared/golden/sd-unet    # transcription check
+  python3 tools/train_unet.py --check-golden testdata/sd-unet    # transcription check
   python3 tools/train_unet.py --steps N --batch B --threads 1 [--deadline-min M] [--resume]
   python3 tools/train_unet.py --eval --cfg 7.5 3.0 [--eval-log]   # PLMS-20 samples -> classifier
       [--init-noise center+shift]   # diagnostic x_T (not ldm's): see tools/README.md section 4
@@ -64,7 +64,7 @@ from fmnist_common import (load_fmnist, to_model_space, save_safetensors, load_s
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
-# the shipped configuration = the golden tiny UNet's (/work/shared/golden/sd-unet/meta.json)
+# the shipped configuration = the golden tiny UNet's (testdata/sd-unet/meta.json)
 CONFIG = dict(image_size=16, in_channels=4, out_channels=4, model_channels=32, attention_resolutions=[1, 2],
               num_res_blocks=1, channel_mult=[1, 2], num_heads=4, transformer_depth=1, context_dim=32)
 
