@@ -139,36 +139,46 @@ type unetPlan struct {
 }
 
 func newUNetPlan(env Env) (*unetPlan, error) {
-	l := env.Layout
-	if l.Blocks == nil {
-		return nil, fmt.Errorf("plans a UNet's blocks, and this model is a uniform transformer stack")
+	ids, inputs, middle, err := blockIDs(env.Layout)
+	if err != nil {
+		return nil, err
 	}
-	u := &unetPlan{env: env, middle: -1}
+	return &unetPlan{env: env, ids: ids, inputs: inputs, middle: middle}, nil
+}
+
+// blockIDs are the reference wrappers' ids of a UNet's blocks (input_blocks[i] → i, the middle
+// block → 0, output_blocks[j] → inputs − 1 − j), with the number of input blocks and the
+// middle block's index.
+func blockIDs(l hook.Layout) (ids []int, inputs, middle int, err error) {
+	if l.Blocks == nil {
+		return nil, 0, 0, fmt.Errorf("plans a UNet's blocks, and this model is a uniform transformer stack")
+	}
+	middle = -1
 	for b, bs := range l.Blocks {
 		kind, idx, _ := strings.Cut(bs.Name, ".")
 		n, _ := strconv.Atoi(idx)
 		switch kind {
 		case "input_blocks":
-			u.inputs++
-			u.ids = append(u.ids, n)
+			inputs++
+			ids = append(ids, n)
 		case "middle_block":
-			u.middle = b
-			u.ids = append(u.ids, 0)
+			middle = b
+			ids = append(ids, 0)
 		case "output_blocks":
-			u.ids = append(u.ids, -1-n) // −1−j until the input blocks are counted
+			ids = append(ids, -1-n) // −1−j until the input blocks are counted
 		default:
-			return nil, fmt.Errorf("block %d is named %q, not a UNet block", b, bs.Name)
+			return nil, 0, 0, fmt.Errorf("block %d is named %q, not a UNet block", b, bs.Name)
 		}
 	}
-	for b, id := range u.ids {
+	for b, id := range ids {
 		if id < 0 {
-			u.ids[b] = u.inputs - 1 - (-1 - id)
+			ids[b] = inputs - 1 - (-1 - id)
 		}
 	}
-	if u.middle < 0 {
-		return nil, fmt.Errorf("the UNet has no middle block")
+	if middle < 0 {
+		return nil, 0, 0, fmt.Errorf("the UNet has no middle block")
 	}
-	return u, nil
+	return ids, inputs, middle, nil
 }
 
 // checkCells refuses cells that do not tile a grid the method would prune, and a ratio that would

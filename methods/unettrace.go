@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/cachebench/cachebench/harness/hook"
@@ -41,27 +40,20 @@ type UNetPruneStep struct {
 }
 
 // NewUNetTrace starts the trace of a UNet of this layout.
-func NewUNetTrace(l hook.Layout) *UNetTrace {
+func NewUNetTrace(l hook.Layout) (*UNetTrace, error) {
+	ids, _, _, err := blockIDs(l)
+	if err != nil {
+		return nil, fmt.Errorf("trace: %w", err)
+	}
 	tr := &UNetTrace{}
-	inputs := 0
-	for _, bs := range l.Blocks {
-		if strings.HasPrefix(bs.Name, "input_blocks.") {
-			inputs++
+	for b, bs := range l.Blocks {
+		kind, _, _ := strings.Cut(bs.Name, ".")
+		if kind == "middle_block" {
+			kind = "mid_block" // the helper's name for it
 		}
+		tr.names = append(tr.names, fmt.Sprintf("%s[id %d]", kind, ids[b]))
 	}
-	for _, bs := range l.Blocks {
-		kind, idx, _ := strings.Cut(bs.Name, ".")
-		n, _ := strconv.Atoi(idx)
-		switch kind {
-		case "input_blocks":
-			tr.names = append(tr.names, fmt.Sprintf("input_blocks[id %d]", n))
-		case "middle_block":
-			tr.names = append(tr.names, "mid_block[id 0]")
-		default:
-			tr.names = append(tr.names, fmt.Sprintf("output_blocks[id %d]", inputs-1-n))
-		}
-	}
-	return tr
+	return tr, nil
 }
 
 // Record appends a call: the plan that ran and the method's prune events so far (Events).

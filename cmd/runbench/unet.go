@@ -157,7 +157,9 @@ func replayUNet(ctx context.Context, m *unet.Model, kind diffusion.Kind, sf samp
 	raw := &rawOut{Denoiser: d}
 	var tr *methods.UNetTrace
 	if sf.trace != "" {
-		tr = methods.NewUNetTrace(d.Layout())
+		if tr, err = methods.NewUNetTrace(d.Layout()); err != nil {
+			return err
+		}
 	}
 	req := harness.Request{Sampler: kind, PLMS: p, CFGScale: float32(sf.cfg), GuideChannels: diffusion.GuidanceAll,
 		XInit: xT, Labels: toInt64(seq(images)), Policy: pol, Cache: cache}

@@ -361,7 +361,7 @@ func (m *Model) forward(x []float32, S int, t []float64, context *tensors.Tensor
 		}
 	}
 	// Every block output lives until the end of the call (the skips need them), then is freed
-	// unless the cache holds it.
+	// unless the cache took it (a kept block's).
 	h := tensors.FromFlatDataAndDimensions(x, B, S, S, m.InChannels)
 	temps := []*tensors.Tensor{h}
 	var hs []*tensors.Tensor
@@ -384,9 +384,10 @@ func (m *Model) forward(x []float32, S int, t []float64, context *tensors.Tensor
 				bp = &plan.Blocks[i]
 			}
 			next = m.runBlock(i, h, emb, context, skip, probe, bp, cache, opt.Modules)
-			temps = append(temps, next)
 			if kept[i] {
 				cache.SetSpan(hook.Span{From: i, To: i}, nil, next)
+			} else {
+				temps = append(temps, next)
 			}
 		}
 		if bk.Kind == Input {
@@ -396,27 +397,12 @@ func (m *Model) forward(x []float32, S int, t []float64, context *tensors.Tensor
 	}
 	eps := m.head(h, plan != nil && plan.Dynamics, cache)
 	for _, t := range temps {
-		if !m.heldBy(cache, t) {
-			t.MustFinalizeAll()
-		}
+		t.MustFinalizeAll()
 	}
 	if probe != nil {
 		keep(probe, "eps", tensors.FromFlatDataAndDimensions(eps, B, m.OutChannels, S, S))
 	}
 	return eps
-}
-
-// heldBy reports whether the cache keeps t as a block output.
-func (m *Model) heldBy(c *hook.Cache, t *tensors.Tensor) bool {
-	if c == nil {
-		return false
-	}
-	for b := range m.blocks {
-		if sc := c.Span(hook.Span{From: b, To: b}); sc != nil && sc.Out == t {
-			return true
-		}
-	}
-	return false
 }
 
 // keep hands a host tensor to the probe and frees it afterwards.
