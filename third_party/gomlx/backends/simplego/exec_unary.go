@@ -363,6 +363,10 @@ func execExp(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bool)
 	input, output := unaryOperandAndOutput(backend, inputs, inputsOwned)
 	switch input.shape.DType {
 	case dtypes.Float32:
+		if k := expF32Kernel; k != nil { // cachebench patch: unary_f32_simd.go
+			k(input.flat.([]float32), output.flat.([]float32))
+			break
+		}
 		execExpGeneric[float32](input.flat.([]float32), output.flat.([]float32))
 	case dtypes.Float64:
 		execExpGeneric[float64](input.flat.([]float64), output.flat.([]float64))
@@ -712,6 +716,10 @@ func execTanh(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bool
 	input, output := unaryOperandAndOutput(backend, inputs, inputsOwned)
 	switch input.shape.DType {
 	case dtypes.Float32:
+		if k := tanhF32Kernel; k != nil { // cachebench patch: unary_f32_simd.go
+			k(input.flat.([]float32), output.flat.([]float32))
+			break
+		}
 		execTanhGeneric[float32](input.flat.([]float32), output.flat.([]float32))
 	case dtypes.Float64:
 		execTanhGeneric[float64](input.flat.([]float64), output.flat.([]float64))
