@@ -3,6 +3,13 @@ GO      ?= go
 PKGS    := ./...
 BIN     := bin/runbench
 
+# The pure-Go backend's float32 SIMD kernels (third_party/README.md) need Go's simd experiment on
+# amd64; without it the same code runs upstream GoMLX's scalar kernels (about 2.6× slower on the
+# embedded default, same results to float32 rounding).
+ifeq ($(shell $(GO) env GOARCH 2>/dev/null),amd64)
+export GOEXPERIMENT ?= simd
+endif
+
 .PHONY: all build setup test bench bench-docs gobench lint fuzz gpu-build gpu-pack gpu-stage-official gpu-check clean docs-figures
 
 all: build

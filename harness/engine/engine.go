@@ -13,7 +13,7 @@ import (
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
-	_ "github.com/gomlx/gomlx/backends/simplego"
+	"github.com/gomlx/gomlx/backends/simplego"
 )
 
 // DefaultConfig is the backend used when neither a flag nor $GOMLX_BACKEND names one.
@@ -70,8 +70,18 @@ func New(config string) (b backends.Backend, err error) {
 }
 
 // Describe names the backend and its device in one line, for run records.
+// On the pure-Go backend it also names the SIMD kernels in use, which change timings and the
+// last bits of results (third_party/README.md).
 func Describe(b backends.Backend) string {
-	return fmt.Sprintf("%s (%s)", b.Name(), b.Description())
+	d := fmt.Sprintf("%s (%s)", b.Name(), b.Description())
+	if b.Name() == simplego.BackendName {
+		k := simplego.Float32Kernels()
+		if k == "" {
+			k = "none"
+		}
+		d += "; SIMD kernels: " + k
+	}
+	return d
 }
 
 func contains(list []string, s string) bool {

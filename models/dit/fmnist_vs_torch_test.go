@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,12 +13,14 @@ import (
 
 	"github.com/cachebench/cachebench/harness/engine"
 	"github.com/cachebench/cachebench/models/dit"
+	"github.com/gomlx/gomlx/backends/simplego"
 )
 
 // BenchmarkFMNISTVsTorch times our forward of the shipped Fashion-MNIST DiT and, in the same run,
 // the PyTorch model of tools/train_dit.py on the same rows and weights (tools/bench_torch_dit.py,
 // one thread), so that the ratio is not skewed by a machine that got busier between two runs.
-// It reports both per-row times and the ratio; it asserts nothing about them. $CACHEBENCH_PYTHON
+// It reports our per-row time with all cores and with one OS thread, PyTorch's, and the ratio
+// of the one-thread times; it asserts nothing about them. $CACHEBENCH_PYTHON
 // names the interpreter (default /usr/bin/python3, Debian's python3-torch).
 func BenchmarkFMNISTVsTorch(b *testing.B) {
 	const rows, iters = 250, 10
@@ -52,16 +55,23 @@ func BenchmarkFMNISTVsTorch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	var goPerRow float64
-	b.ResetTimer()
-	for b.Loop() {
+	perRow := func() float64 {
 		t0 := time.Now()
 		for range iters {
 			if _, err := m.Forward(x, t, y, dit.Options{}); err != nil {
 				b.Fatal(err)
 			}
 		}
-		goPerRow = float64(time.Since(t0).Microseconds()) / float64(iters*rows)
+		return float64(time.Since(t0).Microseconds()) / float64(iters*rows)
+	}
+	var goPerRow, go1PerRow float64
+	b.ResetTimer()
+	for b.Loop() {
+		goPerRow = perRow()
+		// One OS thread, as PyTorch below: the like-for-like comparison.
+		procs := runtime.GOMAXPROCS(1)
+		go1PerRow = perRow()
+		runtime.GOMAXPROCS(procs)
 	}
 	b.StopTimer()
 
@@ -85,8 +95,13 @@ func BenchmarkFMNISTVsTorch(b *testing.B) {
 		b.Fatalf("no torch_us_per_row in the script's output (%v):\n%s", err, out)
 	}
 	b.ReportMetric(goPerRow, "go-µs/row")
+	b.ReportMetric(go1PerRow, "go-1thread-µs/row")
 	b.ReportMetric(torchPerRow, "torch-µs/row")
-	b.ReportMetric(goPerRow/torchPerRow, "ratio")
-	fmt.Printf("FMNIST DiT forward, %d rows: go %.0f µs/row (backend %s), torch %.0f µs/row (1 thread), go/torch %.2f×\n",
-		rows, goPerRow, engine.Describe(be), torchPerRow, goPerRow/torchPerRow)
+	b.ReportMetric(go1PerRow/torchPerRow, "ratio-1thread")
+	kernels := simplego.Float32Kernels()
+	if kernels == "" {
+		kernels = "none: build with GOEXPERIMENT=simd on amd64 (make does)"
+	}
+	fmt.Printf("FMNIST DiT forward, %d rows: go %.0f µs/row with GOMAXPROCS=%d, %.0f µs/row with 1 (backend %s; SIMD kernels: %s), torch %.0f µs/row (1 thread); go/torch on one thread %.2f×\n",
+		rows, goPerRow, runtime.GOMAXPROCS(0), go1PerRow, engine.Describe(be), kernels, torchPerRow, go1PerRow/torchPerRow)
 }
