@@ -151,3 +151,151 @@ func TestExpTanhFloat32(t *testing.T) {
 		}
 	}
 }
+
+// ReduceSum/ReduceMax over the last axis (a fast path in third_party/gomlx) give the same bits as
+// over a first axis (upstream's general iterator): both add left to right from zero.
+func TestReduceLastAxisFloat32(t *testing.T) {
+	be, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rows, n = 37, 193
+	x := make([]float32, rows*n)
+	xt := make([]float32, rows*n)
+	for r := range rows {
+		for i := range n {
+			v := float32(math.Sin(float64(r*n+i)*1.7)) * float32(math.Exp(float64(i%23)))
+			if r == 5 && i == 7 {
+				v = float32(math.NaN())
+			}
+			if r == 6 {
+				v = float32(math.Inf(-1))
+			}
+			x[r*n+i], xt[i*rows+r] = v, v
+		}
+	}
+	outs := MustExecOnceN(be, func(a, b *Node) []*Node {
+		return []*Node{ReduceSum(a, -1), ReduceSum(b, 0), ReduceMax(a, -1), ReduceMax(b, 0)}
+	}, tensors.FromFlatDataAndDimensions(x, rows, n), tensors.FromFlatDataAndDimensions(xt, n, rows))
+	for k, name := range []string{"sum", "max"} {
+		fast, gen := outs[2*k].Value().([]float32), outs[2*k+1].Value().([]float32)
+		for r := range rows {
+			if math.Float32bits(fast[r]) != math.Float32bits(gen[r]) && !(math.IsNaN(float64(fast[r])) && math.IsNaN(float64(gen[r]))) {
+				t.Errorf("%s of row %d: last axis %g, first axis %g", name, r, fast[r], gen[r])
+			}
+		}
+	}
+}
+
+// Float32 broadcasts (block copies in third_party/gomlx) against indexing by hand: leading,
+// middle, trailing and several broadcast axes.
+func TestBroadcastFloat32(t *testing.T) {
+	be, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ src, out []int }{
+		{[]int{1, 5}, []int{7, 5}},
+		{[]int{3, 1}, []int{3, 6}},
+		{[]int{2, 1, 4}, []int{2, 9, 4}},
+		{[]int{1, 3, 1}, []int{5, 3, 7}},
+		{[]int{1, 1, 1}, []int{2, 3, 4}},
+		{[]int{4, 1, 1, 3}, []int{4, 2, 5, 3}},
+	} {
+		n := 1
+		for _, d := range c.src {
+			n *= d
+		}
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(i) + 0.5
+		}
+		got := MustExecOnce(be, func(x *Node) *Node { return BroadcastToDims(x, c.out...) },
+			tensors.FromFlatDataAndDimensions(v, c.src...))
+		flat := got.Value()
+		var gotFlat []float32
+		switch g := flat.(type) {
+		case [][]float32:
+			for _, r := range g {
+				gotFlat = append(gotFlat, r...)
+			}
+		case [][][]float32:
+			for _, p := range g {
+				for _, r := range p {
+					gotFlat = append(gotFlat, r...)
+				}
+			}
+		case [][][][]float32:
+			for _, q := range g {
+				for _, p := range q {
+					for _, r := range p {
+						gotFlat = append(gotFlat, r...)
+					}
+				}
+			}
+		}
+		total := 1
+		for _, d := range c.out {
+			total *= d
+		}
+		if len(gotFlat) != total {
+			t.Fatalf("%v→%v: %d values, want %d", c.src, c.out, len(gotFlat), total)
+		}
+		for o := range total {
+			rem, si, stride := o, 0, 1
+			idx := make([]int, len(c.out))
+			for a := len(c.out) - 1; a >= 0; a-- {
+				idx[a] = rem % c.out[a]
+				rem /= c.out[a]
+			}
+			for a := len(c.out) - 1; a >= 0; a-- {
+				if c.src[a] != 1 {
+					si += idx[a] * stride
+				}
+				stride *= c.src[a]
+			}
+			if gotFlat[o] != v[si] {
+				t.Fatalf("%v→%v: out[%v] = %g, want %g", c.src, c.out, idx, gotFlat[o], v[si])
+			}
+		}
+	}
+}
+
+// Float32 transposes (an odometer copy in third_party/gomlx) against indexing by hand.
+func TestTransposeFloat32(t *testing.T) {
+	be, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dims := []int{3, 1, 4, 5}
+	v := make([]float32, 60)
+	for i := range v {
+		v[i] = float32(i)
+	}
+	for _, perm := range [][]int{{0, 2, 1, 3}, {3, 2, 1, 0}, {2, 0, 3, 1}, {0, 1, 2, 3}} {
+		got := MustExecOnce(be, func(x *Node) *Node { return TransposeAllAxes(x, perm...) },
+			tensors.FromFlatDataAndDimensions(v, dims...))
+		var flat []float32
+		tensors.ConstFlatData(got, func(f []float32) { flat = append(flat, f...) })
+		od := make([]int, 4)
+		for i, a := range perm {
+			od[i] = dims[a]
+		}
+		for o := range flat {
+			rem := o
+			oi := make([]int, 4)
+			for a := 3; a >= 0; a-- {
+				oi[a] = rem % od[a]
+				rem /= od[a]
+			}
+			si := make([]int, 4)
+			for i, a := range perm {
+				si[a] = oi[i]
+			}
+			want := float32(((si[0]*dims[1]+si[1])*dims[2]+si[2])*dims[3] + si[3])
+			if flat[o] != want {
+				t.Fatalf("perm %v: out%v = %g, want %g", perm, oi, flat[o], want)
+			}
+		}
+	}
+}

@@ -6,7 +6,6 @@ package layers
 
 import (
 	"math"
-	"strings"
 
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 )
@@ -21,37 +20,11 @@ func Linear(x, w, b *Node) *Node {
 }
 
 // ExpandTo broadcasts x to the shape of like explicitly, so that the binary op that follows sees
-// equal shapes. The pure-Go backend's binary ops and broadcasts walk a per-element index iterator
-// whenever shapes differ (~10 % of a forward of the embedded default's model); there x is tiled
-// with Concatenate, which copies blocks. Either way the arithmetic that follows is bit for bit
-// the same; other backends (XLA) fuse broadcasts and get the plain op.
+// equal shapes: the pure-Go backend's binary ops walk a per-element index iterator whenever
+// shapes differ, while its float32 broadcast is block copies (third_party/README.md). XLA fuses
+// either form.
 func ExpandTo(x, like *Node) *Node {
-	dims := like.Shape().Dimensions
-	if !strings.HasPrefix(x.Graph().Backend().Name(), "SimpleGo") {
-		return BroadcastToDims(x, dims...)
-	}
-	for axis, d := range dims {
-		if x.Shape().Dimensions[axis] == d {
-			continue
-		}
-		// d copies along axis by doubling: the powers of two that sum to d, concatenated once.
-		var pieces []*Node
-		p := x
-		for n := d; n > 0; n >>= 1 {
-			if n&1 == 1 {
-				pieces = append(pieces, p)
-			}
-			if n > 1 {
-				p = Concatenate([]*Node{p, p}, axis)
-			}
-		}
-		if len(pieces) == 1 {
-			x = pieces[0]
-		} else {
-			x = Concatenate(pieces, axis)
-		}
-	}
-	return x
+	return BroadcastToDims(x, like.Shape().Dimensions...)
 }
 
 // SoftmaxLast over the last axis is GoMLX's Softmax (max-shifted exp over its sum), op for op, with

@@ -102,7 +102,7 @@ func crossAxes(rank int, contracting, batch []int) []int {
 func dgF32Normalized(backend *Backend, buf *Buffer, g0, g1, g2 []int) ([]float32, *Buffer) {
 	order := make([]int, 0, buf.shape.Rank())
 	order = append(append(append(order, g0...), g1...), g2...)
-	src := buf.flat.([]float32)
+	src := buf.flat.([]float32)[:buf.shape.Size()]
 	inOrder := true
 	for i, a := range order {
 		if a != i {
@@ -113,7 +113,15 @@ func dgF32Normalized(backend *Backend, buf *Buffer, g0, g1, g2 []int) ([]float32
 	if inOrder {
 		return src, nil
 	}
-	dims := buf.shape.Dimensions
+	tmp := backend.getBufferForShape(shapes.Make(dtypes.Float32, len(src)))
+	dst := tmp.flat.([]float32)[:len(src)]
+	permuteF32(src, buf.shape.Dimensions, order, dst)
+	return dst, tmp
+}
+
+// permuteF32 writes src (shape dims) to dst with its axes in the given order (dst axis i is src
+// axis order[i]), walking dst sequentially; size-1 axes are skipped.
+func permuteF32(src []float32, dims, order []int, dst []float32) {
 	rank := len(dims)
 	strides := make([]int, rank)
 	s := 1
@@ -121,18 +129,15 @@ func dgF32Normalized(backend *Backend, buf *Buffer, g0, g1, g2 []int) ([]float32
 		strides[a] = s
 		s *= dims[a]
 	}
-	// Odometer over the permuted axes, innermost last; size-1 axes are dropped.
 	var pDims, pStrides []int
 	for _, a := range order {
 		if dims[a] > 1 {
 			pDims, pStrides = append(pDims, dims[a]), append(pStrides, strides[a])
 		}
 	}
-	tmp := backend.getBufferForShape(shapes.Make(dtypes.Float32, len(src)))
-	dst := tmp.flat.([]float32)[:len(src)]
 	if len(pDims) == 0 {
 		copy(dst, src)
-		return dst, tmp
+		return
 	}
 	idx := make([]int, len(pDims))
 	last := len(pDims) - 1
@@ -154,7 +159,6 @@ func dgF32Normalized(backend *Backend, buf *Buffer, g0, g1, g2 []int) ([]float32
 			idx[ax] = 0
 		}
 	}
-	return dst, tmp
 }
 
 // expF32Kernel and tanhF32Kernel compute out[i] = exp(in[i]) (tanh) in float32; nil where no SIMD

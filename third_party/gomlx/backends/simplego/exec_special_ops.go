@@ -188,6 +188,9 @@ func execReduce(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bo
 	}
 	output := backend.getBuffer(node.shape.DType, node.shape.Size())
 	output.shape = node.shape
+	if execReduceLastAxisF32(node.opType, operand, output, reduceAxes) { // cachebench patch: reduce_f32.go
+		return output, nil
+	}
 	it := newReduceOutputIterator(operand.shape.Dimensions, reduceAxes)
 	dtype := output.shape.DType
 
@@ -525,6 +528,11 @@ func execTranspose(backend *Backend, node *Node, inputs []*Buffer, inputsOwned [
 	// We can't write to the same buffer we read from because it's not done with swaps.
 	output := backend.getBuffer(operand.shape.DType, operand.shape.Size())
 	output.shape = node.shape
+	if src, ok := operand.flat.([]float32); ok { // cachebench patch: dotgeneral_f32.go
+		n := operand.shape.Size()
+		permuteF32(src[:n], operand.shape.Dimensions, permutations, output.flat.([]float32)[:n])
+		return output, nil
+	}
 	it := newTransposeIterator(operand.shape, permutations)
 	dtype := node.shape.DType
 	transposeFn := transposeDTypeMap.Get(dtype).(func(operand, output *Buffer, it *transposeIterator))
@@ -655,6 +663,11 @@ func execBroadcastInDim(backend *Backend, node *Node, inputs []*Buffer, inputsOw
 	broadcastAxes := node.data.([]int)
 	for operandAxis, outputAxis := range broadcastAxes {
 		reshapedOperand.Dimensions[outputAxis] = operand.shape.Dimensions[operandAxis]
+	}
+
+	if src, ok := operand.flat.([]float32); ok && isSortedAxes(broadcastAxes) { // cachebench patch: broadcast_f32.go
+		broadcastF32(src, reshapedOperand.Dimensions, output.flat.([]float32), output.shape.Dimensions)
+		return output, nil
 	}
 
 	// Create broadcasting the iterator: it requires operand and output shapes to have the same rank.
