@@ -10,7 +10,7 @@ ifeq ($(shell $(GO) env GOARCH 2>/dev/null),amd64)
 export GOEXPERIMENT ?= simd
 endif
 
-.PHONY: all build setup test bench bench-docs gobench lint fuzz gpu-build gpu-pack gpu-stage-official gpu-check clean docs-figures
+.PHONY: all build setup test bench bench-t2i bench-all bench-docs gobench lint fuzz gpu-build gpu-pack gpu-stage-official gpu-check clean docs-figures
 
 all: build
 
@@ -30,23 +30,26 @@ test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
-# bench is the embedded default: every method on the tiny Fashion-MNIST DiT (experiments/default.toml),
-# on the tiny text-to-image PixArt-α (experiments/default_pixart.toml) and on the tiny Stable
-# Diffusion UNet (experiments/default_unet.toml: PLMS, DeepCache, ToMeSD, DaTo), FID-FMNIST, class
-# accuracy (prompt adherence for the text-to-image halves), PSNR/SSIM against the uncached samples,
-# and the reports in out/default/, out/default_pixart/ and out/default_unet/. The pure-Go backend runs
-# these small models on about one core per process, so each sample range is split into BENCH_SHARDS
-# processes (default: one per core), merged into one database before the metrics and the report.
-# Shard i>0 logs to OUT/shard-i.log; rerunning resumes. A quick look:
-#   make bench BENCH_ARGS="--samples 16" BENCH_OUT=/tmp/bench16 BENCH_PIXART_OUT=/tmp/bench16p BENCH_UNET_OUT=/tmp/bench16u
+# bench is the embedded default: every method of the registry that applies to the tiny
+# class-conditional Fashion-MNIST DiT (experiments/default.toml, 500 samples per configuration),
+# FID-FMNIST, class accuracy, PSNR/SSIM against the uncached samples, the real-data floor, and the
+# report in out/default/report. bench-t2i runs the text-to-image defaults: the tiny PixArt-α
+# (experiments/default_pixart.toml) and the tiny Stable Diffusion UNet with DeepCache, ToMeSD and
+# DaTo (experiments/default_unet.toml); bench-all runs both. The pure-Go backend runs these small
+# models on about one core per process, so each sample range is split into BENCH_SHARDS processes
+# (default: one per core), merged into one database before the metrics and the report. Shard i>0
+# logs to OUT/shard-i.log; rerunning resumes. A quick look:
+#   make bench BENCH_ARGS="--samples 16" BENCH_OUT=/tmp/bench16
 BENCH_SHARDS     ?= $(shell nproc 2>/dev/null || echo 2)
 BENCH_OUT        ?= out/default
 BENCH_PIXART_OUT ?= out/default_pixart
 BENCH_UNET_OUT   ?= out/default_unet
 BENCH_ARGS       ?=
-bench: build
-	@start=$$(date +%s); n=$(BENCH_SHARDS); \
-	for pair in experiments/default.toml:$(BENCH_OUT) experiments/default_pixart.toml:$(BENCH_PIXART_OUT) experiments/default_unet.toml:$(BENCH_UNET_OUT); do \
+
+# bench_sweep runs experiment:out pairs ($(1)) sharded, merges, and writes each report.
+define bench_sweep
+	@n=$(BENCH_SHARDS); \
+	for pair in $(1); do \
 		exp=$${pair%%:*}; out=$${pair#*:}; run="$(BIN) run $$exp --out $$out $(BENCH_ARGS)"; mkdir -p $$out; \
 		echo "make bench: $$exp → $$out"; \
 		if [ "$$n" -le 1 ]; then \
@@ -62,11 +65,21 @@ bench: build
 			$(BIN) merge $$out/results.db $$dbs --metrics $$exp || exit 1; \
 		fi; \
 		$(BIN) report $$out/results.db --out $$out/report || exit 1; \
-	done; \
-	echo "real-data floor: 500 Fashion-MNIST training images against the same reference ($(BENCH_OUT)/report/floor.txt)"; \
+	done
+endef
+
+bench: build
+	$(call bench_sweep,experiments/default.toml:$(BENCH_OUT))
+	@echo "real-data floor: 500 Fashion-MNIST training images against the same reference ($(BENCH_OUT)/report/floor.txt)"; \
 	$(BIN) metrics --extractor fmnist --weights assets/fmnist_classifier.safetensors --ref assets/fmnist_test_stats.npz \
-		--images fmnist:train:500 | tee $(BENCH_OUT)/report/floor.txt || echo "(no floor: install dataset-fashion-mnist, make setup)"; \
-	echo "make bench: $$(( $$(date +%s) - start )) s wall ($$n processes); reports in $(BENCH_OUT)/report/report.md, $(BENCH_PIXART_OUT)/report/report.md and $(BENCH_UNET_OUT)/report/report.md"
+		--images fmnist:train:500 | tee $(BENCH_OUT)/report/floor.txt || echo "(no floor: install dataset-fashion-mnist, make setup)"
+	@echo "make bench: report in $(BENCH_OUT)/report/report.md"
+
+bench-t2i: build
+	$(call bench_sweep,experiments/default_pixart.toml:$(BENCH_PIXART_OUT) experiments/default_unet.toml:$(BENCH_UNET_OUT))
+	@echo "make bench-t2i: reports in $(BENCH_PIXART_OUT)/report/report.md and $(BENCH_UNET_OUT)/report/report.md"
+
+bench-all: bench bench-t2i
 
 # bench-docs copies the README's figures from the last make bench report (samples-K is the K-th
 # configuration of experiments/default.toml: 0 none, 4 toca N=3, 8 taylorseer).

@@ -7,6 +7,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cachebench/cachebench/harness/hook"
+	"github.com/cachebench/cachebench/methods"
 )
 
 // siteFiles points the shipped experiments' environment variables at placeholder files.
@@ -247,10 +250,27 @@ func TestDefaultExperiment(t *testing.T) {
 	for _, p := range e.Points() {
 		labels = append(labels, p.Label())
 	}
-	want := "none|steps steps=20|fora N=3|deltadit N=4 blocks=3|toca N=3 ratio=0.07 scheduler=ToCa-ddim50|toca N=5 ratio=0.07 scheduler=ToCa-ddim50|duca N=3 ratio=0.05|duca N=5 ratio=0.05|taylorseer N=3 order=2" +
+	want := "none|steps steps=20|fora N=2|fora N=3|fora N=4|deltadit N=4 blocks=3" +
+		"|toca N=3 ratio=0.07 scheduler=ToCa-ddim50|toca N=4 ratio=0.07 scheduler=ToCa-ddim50|toca N=5 ratio=0.07 scheduler=ToCa-ddim50" +
+		"|duca N=3 ratio=0.05|duca N=4 ratio=0.05|duca N=5 ratio=0.05|taylorseer N=3 order=2|taylorseer N=5 order=2" +
 		"|teacache thresh=0.013463|teacache_per_sample thresh=0.013463 decide=per-sample|fbcache thresh=0.089943|dbcache Fn=1 Bn=1 max_warmup_steps=2 thresh=0.10064|magcache thresh=0.13127"
 	if got := strings.Join(labels, "|"); got != want {
 		t.Errorf("points\n%s\nwant\n%s", got, want)
+	}
+	// Every method of the registry that plans a class-conditional DiT is in the default (the
+	// PixArt-α variants need cross-attention; the UNet methods a UNet).
+	in := map[string]bool{}
+	for _, p := range e.Points() {
+		in[p.Method] = true
+	}
+	for _, name := range methods.Names() {
+		info, _ := methods.Lookup(name)
+		if !info.FitsLayout(hook.Layout{}) || strings.HasSuffix(name, "-pixart") {
+			continue
+		}
+		if !in[name] {
+			t.Errorf("method %s plans a DiT but is not in experiments/default.toml", name)
+		}
 	}
 	if e.Metrics == nil || e.Metrics.Extractor != "fmnist" || e.Sampling.Samples != 500 {
 		t.Errorf("metrics %+v, samples %d", e.Metrics, e.Sampling.Samples)
