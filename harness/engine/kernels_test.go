@@ -299,3 +299,36 @@ func TestTransposeFloat32(t *testing.T) {
 		}
 	}
 }
+
+// Reductions over a middle run of axes (fast path) against the same values laid out so that the
+// reduced axes are not consecutive (upstream's iterator): same bits.
+func TestReduceMiddleAxesFloat32(t *testing.T) {
+	be, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, m, b = 5, 33, 7
+	x := make([]float32, a*m*b)  // [a, m, b]
+	xt := make([]float32, a*m*b) // [m, a, 1, b]
+	for i := range a {
+		for j := range m {
+			for k := range b {
+				v := float32(math.Sin(float64(i*m*b+j*b+k)*0.91)) * float32(1+j%5)
+				x[(i*m+j)*b+k], xt[(j*a+i)*b+k] = v, v
+			}
+		}
+	}
+	outs := MustExecOnceN(be, func(p, q *Node) []*Node {
+		return []*Node{ReduceSum(p, 1), ReduceSum(q, 0, 2), ReduceMax(p, 1), ReduceMax(q, 0, 2)}
+	}, tensors.FromFlatDataAndDimensions(x, a, m, b), tensors.FromFlatDataAndDimensions(xt, m, a, 1, b))
+	for k, name := range []string{"sum", "max"} {
+		var fast, gen []float32
+		tensors.ConstFlatData(outs[2*k], func(f []float32) { fast = append(fast, f...) })
+		tensors.ConstFlatData(outs[2*k+1], func(f []float32) { gen = append(gen, f...) })
+		for i := range fast {
+			if math.Float32bits(fast[i]) != math.Float32bits(gen[i]) {
+				t.Fatalf("%s [%d]: middle axis %g, scattered axes %g", name, i, fast[i], gen[i])
+			}
+		}
+	}
+}
