@@ -21,9 +21,10 @@ type fixtureRun struct {
 	flops     float64 // what the test FLOPs hook returns per image; 0: unknown
 	baseFLOPs float64 // the hook's count for method none on the same schedule; 0: unknown
 	device    string
-	batchFLOP []int64         // executed FLOPs stored per batch (store.Batch.FLOPs); nil: none
-	runFLOPs  *store.RunFLOPs // planned FLOPs stored in run_flops; nil: none
-	dupMetric bool            // also store the FID against a second reference over fewer samples
+	batchFLOP []int64          // executed FLOPs stored per batch (store.Batch.FLOPs); nil: none
+	runFLOPs  *store.RunFLOPs  // planned FLOPs stored in run_flops; nil: none
+	dupMetric bool             // also store the FID against a second reference over fewer samples
+	stepStats []store.StepStat // step statistics stored with the first batch; nil: recorded off
 }
 
 var fixtureRuns = []fixtureRun{
@@ -98,6 +99,9 @@ func addRun(t *testing.T, db *store.DB, f fixtureRun) {
 		batch := store.Batch{Index: b, FirstSample: 2 * b, NumSamples: 2, WallMS: 5000, Timings: ts}
 		if b < len(f.batchFLOP) {
 			batch.FLOPs = f.batchFLOP[b]
+		}
+		if b == 0 {
+			batch.StepStats = f.stepStats
 		}
 		if err := db.CommitBatch(run.ID, batch); err != nil {
 			t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"gonum.org/v1/plot/text"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+
+	"github.com/cachebench/cachebench/reports/diag"
 )
 
 // Axis is what a figure plots quality against: a speedup, or the caches' memory.
@@ -101,6 +103,8 @@ type Figure struct {
 	Front    []Point  // Front is the Pareto front ordered by speedup (empty when the metric has no better direction).
 	// Custom, when set, is a ready plot (the step_stats diagnostics) drawn instead of a trade-off.
 	Custom *plot.Plot
+	// Panels, when set, are ready small multiples drawn under the title at their own size.
+	Panels *diag.Panels
 }
 
 // minFigurePoints is the fewest runs worth a trade-off figure.
@@ -698,6 +702,15 @@ func (ch *chart) draw(c draw.Canvas) layout {
 // Draw draws the figure on c: a trade-off with its legend right of the axes, or the custom plot
 // with its title wrapped to the width.
 func (f Figure) Draw(c draw.Canvas) error {
+	if f.Panels != nil {
+		p, sub := f.panelsHeader(c.Size().X)
+		drawTitle(c, p)
+		drawSubtitle(c, p, sub)
+		rest := c
+		rest.Max.Y -= headerHeight(p)
+		f.Panels.Draw(rest)
+		return nil
+	}
 	if f.Custom != nil {
 		p := *f.Custom // a copy: the figure's plot keeps its title as given
 		sub := setHeader(&p, p.Title.Text, f.Subtitle, c.Size().X-2*vg.Points(figureMargin))
@@ -711,6 +724,35 @@ func (f Figure) Draw(c draw.Canvas) error {
 	}
 	ch.draw(c)
 	return nil
+}
+
+// panelsHeader is a plot with nothing but the panels' title, laid out by setHeader as every
+// other figure's, and the wrapped subtitle.
+func (f Figure) panelsHeader(width vg.Length) (*plot.Plot, string) {
+	p := plot.New()
+	sub := setHeader(p, f.Title, f.Subtitle, width-2*vg.Points(figureMargin))
+	return p, sub
+}
+
+// headerHeight is the room p's title and the padding under it (the subtitle's room) take.
+func headerHeight(p *plot.Plot) vg.Length {
+	return p.Title.TextStyle.Rectangle(p.Title.Text).Size().Y + p.Title.Padding
+}
+
+// drawTitle draws p's title at the top of c, as plot.Draw does.
+func drawTitle(c draw.Canvas, p *plot.Plot) {
+	c.FillText(p.Title.TextStyle, vg.Point{X: c.Center().X, Y: c.Max.Y + p.Title.TextStyle.FontExtents().Descent}, p.Title.Text)
+}
+
+// size is the canvas the figure is rendered on: the panels' own under their header, else the
+// reports' figure size.
+func (f Figure) size() (w, h vg.Length) {
+	if f.Panels == nil {
+		return figureWidth, figureHeight
+	}
+	w, h = f.Panels.Size()
+	p, _ := f.panelsHeader(w)
+	return w, h + headerHeight(p)
 }
 
 // subtitleStyle is the subtitle's text: the title's, smaller and grey.
@@ -836,7 +878,8 @@ func (f Figure) Render(w io.Writer, format string) error {
 	if format != "png" && format != "svg" {
 		return fmt.Errorf("figure %s: unsupported format %q (png or svg)", f.Name, format)
 	}
-	c, err := draw.NewFormattedCanvas(figureWidth, figureHeight, format)
+	width, height := f.size()
+	c, err := draw.NewFormattedCanvas(width, height, format)
 	if err != nil {
 		return fmt.Errorf("figure %s: %w", f.Name, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"os"
 	"path/filepath"
 	"sort"
 
@@ -12,6 +13,7 @@ import (
 	"gonum.org/v1/plot/palette/moreland"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 
 	"github.com/cachebench/cachebench/harness/store"
 )
@@ -80,73 +82,138 @@ func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, e
 	p.Title.Text = fmt.Sprintf("%s (blue %.3g → red %.3g; grey: none)", title, lo, hi)
 	p.X.Label.Text = "model call (0 = pure noise)"
 	p.Y.Label.Text = "block"
+	p.Y.Tick.Marker = blockTicks(blocks)
 	p.Add(h)
 	return p, nil
 }
 
-// ErrorAccumulation plots the sampler state's relative deviation from the uncached trajectory
-// over calls, one line per labelled run.
-func ErrorAccumulation(runs map[string][]store.StepStat, order []string) (*plot.Plot, error) {
-	return perCall(runs, order, "deviation from the uncached trajectory", "relative L2 of the sampler state",
-		"no state error rows (record with --audit-samples > 0)", func(stats []store.StepStat) plotter.XYs {
-			var pts plotter.XYs
-			for _, s := range stats {
-				if s.Sample == nil && s.Module == "state" && s.ErrRelL2 != nil {
-					pts = append(pts, plotter.XY{X: float64(s.Call), Y: *s.ErrRelL2})
-				}
+// blockTicks marks the block axis at the cells' centres (the heat map's cell r spans r±0.5),
+// labelling about ten of them so that a deep model's labels do not collide.
+func blockTicks(blocks int) plot.Ticker {
+	every := max1((blocks + 9) / 10)
+	return plot.TickerFunc(func(_, _ float64) []plot.Tick {
+		ts := make([]plot.Tick, blocks)
+		for b := range ts {
+			ts[b].Value = float64(b)
+			if b%every == 0 {
+				ts[b].Label = fmt.Sprint(b)
 			}
-			return pts
-		})
+		}
+		return ts
+	})
+}
+
+// ErrorAccumulation plots the sampler state's relative deviation from the uncached trajectory
+// over calls, one panel per method.
+func ErrorAccumulation(runs map[string][]store.StepStat, order []string) (*Panels, error) {
+	return perCall(runs, order, "state deviation\n(relative L2)",
+		"no state error rows (record with --audit-samples > 0)", statePerCall)
 }
 
 // FeatureDynamics plots, per run, the mean feature dynamics of every call: the relative L1 change
 // of each module's output since the previous call (batch rows), averaged over the modules that
 // ever recorded one, a skipped module counting 0 (its output is the cached one: it does not move).
 // This is the quantity DaTo argues caching suppresses and dynamics-aware pruning keeps.
-func FeatureDynamics(runs map[string][]store.StepStat, order []string) (*plot.Plot, error) {
-	return perCall(runs, order, "feature dynamics per call", "mean relative L1 change of module outputs",
+func FeatureDynamics(runs map[string][]store.StepStat, order []string) (*Panels, error) {
+	return perCall(runs, order, "output change\n(mean relative L1)",
 		"no module dynamics recorded (record light or full)", dynamicsPerCall)
 }
 
+// MLPCacheError plots, per run, the relative L2 error of the MLP outputs served from the cache
+// at every call, one panel per method (see mlpErrorPerCall).
+func MLPCacheError(runs map[string][]store.StepStat, order []string) (*Panels, error) {
+	return perCall(runs, order, "MLP cache error\n(relative L2, 0: computed)",
+		"no MLP cache error rows (record with --audit-samples > 0)", mlpErrorPerCall)
+}
+
 // perCall plots one line over model calls per labelled run, the points taken from its rows by
-// curve (runs without points are left out; none at all is the error none).
-func perCall(runs map[string][]store.StepStat, order []string, title, yLabel, none string, curve func([]store.StepStat) plotter.XYs) (*plot.Plot, error) {
-	p := plot.New()
-	p.Title.Text = title
-	p.X.Label.Text = "model call"
-	p.Y.Label.Text = yLabel
-	n := 0
-	top := 0.0
-	for i, label := range order {
-		pts := curve(runs[label])
+// curve, one panel per method (runs without points are left out and listed in Omitted; none at
+// all is the error none).
+func perCall(runs map[string][]store.StepStat, order []string, yLabel, none string, curveOf func([]store.StepStat) plotter.XYs) (*Panels, error) {
+	var curves []curve
+	var omitted []string
+	for _, label := range order {
+		pts := curveOf(runs[label])
 		if len(pts) == 0 {
+			omitted = append(omitted, label)
 			continue
 		}
-		l, err := plotter.NewLine(pts)
-		if err != nil {
-			return nil, err
-		}
-		l.Color = palette(i)
-		l.Width = vg.Points(1.5)
-		if i >= 10 {
-			l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)} // the palette's second round
-		}
-		p.Add(l)
-		p.Legend.Add(label, l)
-		for _, pt := range pts {
-			top = max(top, pt.Y)
-		}
-		n++
+		curves = append(curves, curve{label: label, pts: pts})
 	}
-	if n == 0 {
+	if len(curves) == 0 {
 		return nil, fmt.Errorf("%s", none)
 	}
-	// The legend sits in the top band the lines leave free (one row per run).
-	p.Y.Min = 0
-	p.Y.Max = top * (1 + 0.09*float64(n))
-	p.Legend.Top = true
-	p.Add(plotter.NewGrid())
-	return p, nil
+	ps, err := newPanels(curves, yLabel)
+	if err != nil {
+		return nil, err
+	}
+	ps.Omitted = omitted
+	return ps, nil
+}
+
+// meanPerCall averages the values of the selected rows per call, calls ascending: a recording
+// stores one batch row per batch (and per block), and one point per call keeps the line from
+// running back and forth between them.
+func meanPerCall(stats []store.StepStat, value func(store.StepStat) (float64, bool)) plotter.XYs {
+	sum, cnt := map[int]float64{}, map[int]int{}
+	for _, s := range stats {
+		if v, ok := value(s); ok {
+			sum[s.Call] += v
+			cnt[s.Call]++
+		}
+	}
+	pts := make(plotter.XYs, 0, len(cnt))
+	for c := range cnt {
+		pts = append(pts, plotter.XY{X: float64(c), Y: sum[c] / float64(cnt[c])})
+	}
+	sort.Slice(pts, func(a, b int) bool { return pts[a].X < pts[b].X })
+	return pts
+}
+
+// statePerCall is ErrorAccumulation's curve of one run: the state's error, averaged over batches.
+func statePerCall(stats []store.StepStat) plotter.XYs {
+	return meanPerCall(stats, func(s store.StepStat) (float64, bool) {
+		if s.Sample == nil && s.Module == "state" && s.ErrRelL2 != nil && !math.IsNaN(*s.ErrRelL2) {
+			return *s.ErrRelL2, true
+		}
+		return 0, false
+	})
+}
+
+// mlpErrorPerCall is MLPCacheError's curve of one run: per call, the mean relative L2 error of
+// the MLP rows that have one (the blocks served from the cache), 0 at a call where every block
+// computed its MLP (nothing came from the cache, so nothing is off). A run without any MLP error
+// row has no curve: its method caches elsewhere, or it was recorded without an audit, and a flat
+// 0 would read as "exact".
+func mlpErrorPerCall(stats []store.StepStat) plotter.XYs {
+	audited := false
+	for _, s := range stats {
+		if s.Sample == nil && s.Module == "mlp" && s.ErrRelL2 != nil {
+			audited = true
+			break
+		}
+	}
+	if !audited {
+		return nil
+	}
+	pts := meanPerCall(stats, func(s store.StepStat) (float64, bool) {
+		if s.Sample == nil && s.Module == "mlp" && s.ErrRelL2 != nil && !math.IsNaN(*s.ErrRelL2) {
+			return *s.ErrRelL2, true
+		}
+		return 0, false
+	})
+	seen := map[int]bool{}
+	for _, pt := range pts {
+		seen[int(pt.X)] = true
+	}
+	for _, s := range stats {
+		if s.Sample == nil && s.Module == "mlp" && !seen[s.Call] {
+			seen[s.Call] = true
+			pts = append(pts, plotter.XY{X: float64(s.Call)})
+		}
+	}
+	sort.Slice(pts, func(a, b int) bool { return pts[a].X < pts[b].X })
+	return pts
 }
 
 // dynamicsPerCall is FeatureDynamics' curve of one run: (call, mean dynamics), calls ascending.
@@ -250,12 +317,32 @@ func palette(i int) plotColor {
 	return cols[i%len(cols)]
 }
 
-// Save writes a plot as PNG and SVG next to each other: dir/name.png, dir/name.svg.
-func Save(p *plot.Plot, dir, name string) ([]string, error) {
+// Drawer is a figure Save can write: a plot, or panels.
+type Drawer interface{ Draw(draw.Canvas) }
+
+// Save writes a plot or panels as PNG and SVG next to each other: dir/name.png, dir/name.svg.
+func Save(p Drawer, dir, name string) ([]string, error) {
+	w, h := 7*vg.Inch, 4*vg.Inch
+	if ps, ok := p.(*Panels); ok {
+		w, h = ps.Size()
+	}
 	var out []string
-	for _, ext := range []string{".png", ".svg"} {
-		path := filepath.Join(dir, name+ext)
-		if err := p.Save(7*vg.Inch, 4*vg.Inch, path); err != nil {
+	for _, ext := range []string{"png", "svg"} {
+		c, err := draw.NewFormattedCanvas(w, h, ext)
+		if err != nil {
+			return nil, err
+		}
+		p.Draw(draw.New(c))
+		path := filepath.Join(dir, name+"."+ext)
+		f, err := os.Create(path)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.WriteTo(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if err := f.Close(); err != nil {
 			return nil, err
 		}
 		out = append(out, path)
