@@ -180,6 +180,9 @@ func NewFigures(g *Group, prefix string) (figs []Figure, skipped []string) {
 				if _, ok := r.Metrics[m]; !ok || !s.Known || !finite(s.V) || !finite(q.Value) {
 					continue
 				}
+				if strings.HasSuffix(m, "_vs_none") && r.Method == "none" {
+					continue // the reference itself: its capped PSNR (100) would squash every other point
+				}
 				p := Point{Speedup: s.V, Quality: q.Value, Row: r}
 				i, ok := index[r.Method]
 				if !ok {

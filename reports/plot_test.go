@@ -175,3 +175,28 @@ func TestMemoryFigures(t *testing.T) {
 		t.Errorf("memory axis [%g, %g], legend %v", ch.plot.X.Min, ch.plot.X.Max, ch.labels)
 	}
 }
+
+// Metrics against none leave none out of their figures: its PSNR against itself is a cap (100),
+// not a measurement, and would squash every other point into the bottom of the axes.
+func TestVsNoneFiguresLeaveTheReferenceOut(t *testing.T) {
+	row := func(method string, psnr, fid, speed float64) *Row {
+		return &Row{Method: method, Metrics: map[string]store.Metric{"psnr_vs_none": {Name: "psnr_vs_none", Value: psnr}, "fid": {Name: "fid", Value: fid}},
+			FLOPsSpeedup: known(speed), LatencySpeedup: known(speed)}
+	}
+	g := &Group{Title: "t", Rows: []*Row{row("none", 100, 3.0, 1), row("fora", 30, 3.5, 2.7), row("toca", 28, 3.4, 2.3)}}
+	figs, _ := NewFigures(g, "g")
+	seen := 0
+	for _, f := range figs {
+		for _, s := range f.Series {
+			if f.Metric == "psnr_vs_none" && s.Method == "none" {
+				t.Errorf("%s plots none", f.Name)
+			}
+			if f.Metric == "fid" && s.Method == "none" {
+				seen++
+			}
+		}
+	}
+	if seen == 0 {
+		t.Error("the FID figures lost none too")
+	}
+}
