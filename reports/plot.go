@@ -88,6 +88,9 @@ type Point struct {
 type Series struct {
 	Method string  // Method is the family.
 	Points []Point // Points are ordered by speedup.
+	// Color is the family's palette index: its rank among the group's methods, so that a method
+	// keeps its colour in every figure of the group, whichever runs a figure leaves out.
+	Color int
 }
 
 // Figure is one quality-versus-speedup plot of a group: one line per method family, the
@@ -164,6 +167,12 @@ func NewFigures(g *Group, prefix string) (figs []Figure, skipped []string) {
 		}
 		skipped = append(skipped, strings.Join(names, ", ")+": in the table only; a figure of each would repeat another's claim.")
 	}
+	colors := map[string]int{}
+	for _, r := range g.Rows {
+		if _, ok := colors[r.Method]; !ok {
+			colors[r.Method] = len(colors)
+		}
+	}
 	for _, axis := range axesOf(g) {
 		for mi, m := range metrics {
 			if axis == MemoryAxis && mi > 0 {
@@ -188,7 +197,7 @@ func NewFigures(g *Group, prefix string) (figs []Figure, skipped []string) {
 				if !ok {
 					i = len(f.Series)
 					index[r.Method] = i
-					f.Series = append(f.Series, Series{Method: r.Method})
+					f.Series = append(f.Series, Series{Method: r.Method, Color: colors[r.Method]})
 				}
 				f.Series[i].Points = append(f.Series[i].Points, p)
 				all = append(all, p)
@@ -419,7 +428,7 @@ func (f Figure) chart() (*chart, error) {
 			if err != nil {
 				return nil, fmt.Errorf("figure %s, %s: %w", f.Name, s.Method, err)
 			}
-			ln.LineStyle.Color = plotutil.Color(i)
+			ln.LineStyle.Color = plotutil.Color(s.Color)
 			ln.LineStyle.Width = vg.Points(1.5)
 			p.Add(ln)
 			thumbs = append(thumbs, ln)
@@ -433,7 +442,7 @@ func (f Figure) chart() (*chart, error) {
 			if err != nil {
 				return nil, fmt.Errorf("figure %s, %s: %w", f.Name, s.Method, err)
 			}
-			sc.GlyphStyle.Color = plotutil.Color(i)
+			sc.GlyphStyle.Color = plotutil.Color(s.Color)
 			sc.GlyphStyle.Radius = vg.Points(4)
 			if perSetting {
 				// The family keeps its colour; the shape tells its settings apart.

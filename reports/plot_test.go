@@ -200,3 +200,25 @@ func TestVsNoneFiguresLeaveTheReferenceOut(t *testing.T) {
 		t.Error("the FID figures lost none too")
 	}
 }
+
+// A method keeps its colour in every figure of a group, even where a figure leaves a run out.
+func TestSeriesColorsStableAcrossFigures(t *testing.T) {
+	row := func(method string, psnr, speed float64) *Row {
+		return &Row{Method: method, Metrics: map[string]store.Metric{"psnr_vs_none": {Name: "psnr_vs_none", Value: psnr}, "fid": {Name: "fid", Value: psnr}},
+			FLOPsSpeedup: known(speed), LatencySpeedup: known(speed)}
+	}
+	g := &Group{Title: "t", Rows: []*Row{row("none", 100, 1), row("fora", 30, 2.7), row("toca", 28, 2.3)}}
+	figs, _ := NewFigures(g, "g")
+	color := map[string]int{}
+	for _, f := range figs {
+		for _, s := range f.Series {
+			if c, ok := color[s.Method]; ok && c != s.Color {
+				t.Errorf("%s: %s has colour %d, elsewhere %d", f.Name, s.Method, s.Color, c)
+			}
+			color[s.Method] = s.Color
+		}
+	}
+	if color["none"] != 0 || color["fora"] != 1 || color["toca"] != 2 {
+		t.Errorf("colours %v, want the group's method order", color)
+	}
+}
