@@ -81,18 +81,21 @@ bench-t2i: build
 
 bench-all: bench bench-t2i
 
-# bench-docs copies the README's figures from the last make bench report (samples-K is the K-th
-# configuration of experiments/default.toml: 0 none, 4 toca N=3, 8 taylorseer).
+# bench-docs copies the README's figures from the last make bench / bench-t2i reports (samples-K
+# is the K-th configuration of experiments/default.toml beside none's: 6 toca N=3, 13 taylorseer N=5).
 BENCH_FIG = $(BENCH_OUT)/report/figures/1-dit-depth-4-hidden-48-3-heads-patch-4-input-1x32x32-10-classes-learned-sigma
 BENCH_UNET_FIG = $(BENCH_UNET_OUT)/report/figures/1-unet-model-channels-32-channel-mult-1-2-num-res-blocks-1-attention-resolutions-1-2-depth-1-context-32-4-heads-in-4-out-4-time-embedding-128-latent-4x16x16
 bench-docs:
-	cp $(BENCH_UNET_FIG)-diag-dynamics.png docs/bench/unet_feature_dynamics.png
-	cp $(BENCH_UNET_FIG)-psnr-vs-none-vs-flops.png docs/bench/unet_psnr_vs_flops.png
 	cp $(BENCH_FIG)-fid-fmnist-vs-flops.png docs/bench/fid_fmnist_vs_flops.png
 	cp $(BENCH_FIG)-psnr-vs-none-vs-latency.png docs/bench/psnr_vs_wallclock.png
-	cp $(BENCH_FIG)-samples-0.png docs/bench/samples_none.png
-	cp $(BENCH_FIG)-samples-4.png docs/bench/samples_toca_N3.png
-	cp $(BENCH_FIG)-samples-8.png docs/bench/samples_taylorseer_N3.png
+	cp $(BENCH_FIG)-diag-mlp-error.png docs/bench/cache_error_per_call.png
+	cp $(BENCH_FIG)-diag-accumulation.png docs/bench/state_deviation_per_call.png
+	cp $(BENCH_FIG)-samples-6.png docs/bench/samples_toca_N3.png
+	cp $(BENCH_FIG)-samples-13.png docs/bench/samples_taylorseer_N5.png
+	if [ -d $(BENCH_UNET_OUT)/report ]; then \
+		cp $(BENCH_UNET_FIG)-diag-dynamics.png docs/bench/unet_feature_dynamics.png; \
+		cp $(BENCH_UNET_FIG)-psnr-vs-none-vs-flops.png docs/bench/unet_psnr_vs_flops.png; \
+	fi
 
 # gobench runs the Go benchmarks (timings are compared as ratios within one run).
 gobench:
