@@ -332,3 +332,37 @@ func TestReduceMiddleAxesFloat32(t *testing.T) {
 		}
 	}
 }
+
+// Float32 Add, Sub, Mul, Div (8 lanes where built) give exactly Go's float32 arithmetic, for equal
+// shapes and a scalar right-hand side, with tails of every length.
+func TestBinaryFloat32(t *testing.T) {
+	be, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 7, 8, 9, 203} {
+		a, b := make([]float32, n), make([]float32, n)
+		for i := range a {
+			a[i], b[i] = float32(math.Sin(float64(i)*1.3))*7, float32(math.Cos(float64(i)*0.7))+1.5
+		}
+		c := float32(0.37)
+		outs := MustExecOnceN(be, func(x, y, s *Node) []*Node {
+			return []*Node{Add(x, y), Sub(x, y), Mul(x, y), Div(x, y), Add(x, s), Sub(x, s), Mul(x, s), Div(x, s)}
+		}, tensors.FromFlatDataAndDimensions(a, n), tensors.FromFlatDataAndDimensions(b, n), tensors.FromScalar(c))
+		ops := []func(x, y float32) float32{
+			func(x, y float32) float32 { return x + y }, func(x, y float32) float32 { return x - y },
+			func(x, y float32) float32 { return x * y }, func(x, y float32) float32 { return x / y }}
+		for k, o := range outs {
+			got := o.Value().([]float32)
+			for i := range n {
+				y := b[i]
+				if k >= 4 {
+					y = c
+				}
+				if want := ops[k%4](a[i], y); math.Float32bits(got[i]) != math.Float32bits(want) {
+					t.Fatalf("n=%d op %d [%d]: %g, want %g", n, k, i, got[i], want)
+				}
+			}
+		}
+	}
+}

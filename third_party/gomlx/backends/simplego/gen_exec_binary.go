@@ -86,6 +86,9 @@ func execAdd(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bool)
 
 func execAddNumericGeneric[T PODNumericConstraints](lhs, rhs []T, output []T,
 	lhsShape, rhsShape, outputShape shapes.Shape) {
+	if f32Binary != nil && (len(rhs) == 1 || lhsShape.Equal(rhsShape)) && f32Binary(f32Add, lhs, rhs, output) {
+		return // cachebench patch: binary_f32_simd.go
+	}
 	if len(rhs) == 1 {
 		// Case 1: One side (rhs) is a scalar: only iterate over the lhs.
 		c := rhs[0]
@@ -200,6 +203,9 @@ func execMul(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bool)
 
 func execMulNumericGeneric[T PODNumericConstraints](lhs, rhs []T, output []T,
 	lhsShape, rhsShape, outputShape shapes.Shape) {
+	if f32Binary != nil && (len(rhs) == 1 || lhsShape.Equal(rhsShape)) && f32Binary(f32Mul, lhs, rhs, output) {
+		return // cachebench patch: binary_f32_simd.go
+	}
 	if len(rhs) == 1 {
 		// Case 1: One side (rhs) is a scalar: only iterate over the lhs.
 		c := rhs[0]
@@ -310,6 +316,9 @@ func execSub(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bool)
 
 func execSubNumericGeneric[T PODNumericConstraints](lhs, rhs []T, output []T,
 	lhsShape, rhsShape, outputShape shapes.Shape) {
+	if f32Binary != nil && (len(rhs) == 1 || lhsShape.Equal(rhsShape)) && f32Binary(f32Sub, lhs, rhs, output) {
+		return // cachebench patch: binary_f32_simd.go
+	}
 	if len(rhs) == 1 {
 		// Case 1: One side (rhs) is a scalar: only iterate over the lhs.
 		c := rhs[0]
@@ -435,6 +444,9 @@ func execDiv(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bool)
 
 func execDivNumericGeneric[T PODNumericConstraints](lhs, rhs []T, output []T,
 	lhsShape, rhsShape, outputShape shapes.Shape) {
+	if f32Binary != nil && (len(rhs) == 1 || lhsShape.Equal(rhsShape)) && f32Binary(f32Div, lhs, rhs, output) {
+		return // cachebench patch: binary_f32_simd.go
+	}
 	if len(rhs) == 1 {
 		// Case 1: One side (rhs) is a scalar: only iterate over the lhs.
 		c := rhs[0]
