@@ -5,7 +5,7 @@ BIN     := bin/runbench
 
 # The pure-Go backend's float32 SIMD kernels (third_party/README.md) need Go's simd experiment on
 # amd64; without it the same code runs upstream GoMLX's scalar kernels (a forward of the embedded
-# default's DiT 5.7× slower, docs/gomlx.md; same results to float32 rounding).
+# default's DiT 7× slower, docs/gomlx.md; same results to float32 rounding).
 ifeq ($(shell $(GO) env GOARCH 2>/dev/null),amd64)
 export GOEXPERIMENT ?= simd
 endif

@@ -170,5 +170,5 @@ func Float32Kernels() string {
 	if dotF32Kernel == nil {
 		return ""
 	}
-	return "float32 dot, exp, tanh: avx2+fma"
+	return "float32 dot, exp, tanh, add, sub, mul, div: avx2+fma"
 }
