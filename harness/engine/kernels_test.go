@@ -300,6 +300,49 @@ func TestTransposeFloat32(t *testing.T) {
 	}
 }
 
+// Integer reductions over the last axis and a middle axis (fast path) against the values summed,
+// maxed and mined by hand.
+func TestReduceInt32(t *testing.T) {
+	be, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const a, m, b = 3, 11, 5
+	x := make([]int32, a*m*b)
+	for i := range x {
+		x[i] = int32((i*7919)%97) - 48
+	}
+	outs := MustExecOnceN(be, func(p *Node) []*Node {
+		return []*Node{ReduceSum(p, 1), ReduceMax(p, 1), ReduceMin(p, 1), ReduceSum(p, 2), ReduceMax(p, 2), ReduceMin(p, 2)}
+	}, tensors.FromFlatDataAndDimensions(x, a, m, b))
+	var got [6][]int32
+	for k := range outs {
+		tensors.ConstFlatData(outs[k], func(f []int32) { got[k] = append(got[k], f...) })
+	}
+	for i := range a {
+		for k := range b {
+			s, hi, lo := int32(0), int32(math.MinInt32), int32(math.MaxInt32)
+			for j := range m {
+				v := x[(i*m+j)*b+k]
+				s, hi, lo = s+v, max(hi, v), min(lo, v)
+			}
+			if got[0][i*b+k] != s || got[1][i*b+k] != hi || got[2][i*b+k] != lo {
+				t.Fatalf("axis 1 at [%d,%d]: %d %d %d, want %d %d %d", i, k, got[0][i*b+k], got[1][i*b+k], got[2][i*b+k], s, hi, lo)
+			}
+		}
+		for j := range m {
+			s, hi, lo := int32(0), int32(math.MinInt32), int32(math.MaxInt32)
+			for k := range b {
+				v := x[(i*m+j)*b+k]
+				s, hi, lo = s+v, max(hi, v), min(lo, v)
+			}
+			if got[3][i*m+j] != s || got[4][i*m+j] != hi || got[5][i*m+j] != lo {
+				t.Fatalf("axis 2 at [%d,%d]: %d %d %d, want %d %d %d", i, j, got[3][i*m+j], got[4][i*m+j], got[5][i*m+j], s, hi, lo)
+			}
+		}
+	}
+}
+
 // Reductions over a middle run of axes (fast path) against the same values laid out so that the
 // reduced axes are not consecutive (upstream's iterator): same bits.
 func TestReduceMiddleAxesFloat32(t *testing.T) {
@@ -319,9 +362,9 @@ func TestReduceMiddleAxesFloat32(t *testing.T) {
 		}
 	}
 	outs := MustExecOnceN(be, func(p, q *Node) []*Node {
-		return []*Node{ReduceSum(p, 1), ReduceSum(q, 0, 2), ReduceMax(p, 1), ReduceMax(q, 0, 2)}
+		return []*Node{ReduceSum(p, 1), ReduceSum(q, 0, 2), ReduceMax(p, 1), ReduceMax(q, 0, 2), ReduceMin(p, 1), ReduceMin(q, 0, 2)}
 	}, tensors.FromFlatDataAndDimensions(x, a, m, b), tensors.FromFlatDataAndDimensions(xt, m, a, 1, b))
-	for k, name := range []string{"sum", "max"} {
+	for k, name := range []string{"sum", "max", "min"} {
 		var fast, gen []float32
 		tensors.ConstFlatData(outs[2*k], func(f []float32) { fast = append(fast, f...) })
 		tensors.ConstFlatData(outs[2*k+1], func(f []float32) { gen = append(gen, f...) })

@@ -188,7 +188,7 @@ func execReduce(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bo
 	}
 	output := backend.getBuffer(node.shape.DType, node.shape.Size())
 	output.shape = node.shape
-	if execReduceLastAxisF32(node.opType, operand, output, reduceAxes) { // cachebench patch: reduce_f32.go
+	if execReduceConsecutive(node.opType, operand, output, reduceAxes) { // cachebench patch: reduce_f32.go
 		return output, nil
 	}
 	it := newReduceOutputIterator(operand.shape.Dimensions, reduceAxes)

@@ -1,32 +1,27 @@
 package simplego
 
-// cachebench patch: float32 ReduceSum / ReduceMax over consecutive axes (LayerNorm's moments,
-// softmax's max and sum, attention received) as tight loops instead of upstream's per-element
-// output iterator. Each row is reduced left to right from 0 (sum) or the lowest value (max), the
-// same order and arithmetic as upstream's execReduceSumGeneric / execReduceMaxGeneric, so the
-// results are bit-identical; only the bookkeeping is gone.
+// cachebench patch: ReduceSum / ReduceMax / ReduceMin over consecutive axes (LayerNorm's moments,
+// softmax's max and sum, attention received, the token rules' integer counts) as tight loops
+// instead of upstream's per-element output iterator. Each output element is reduced in
+// increasing flat index from 0 (sum) or the lowest / highest value (max / min), the same order
+// and arithmetic as upstream's execReduce{Sum,Max,Min}Generic, so the results are bit-identical;
+// only the bookkeeping is gone.
 
 import (
-	"math"
 	"slices"
 
 	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
 )
 
-// execReduceLastAxisF32 reports whether it computed the reduction: float32, sum or max, over
-// one run of consecutive axes (the last axis alone, or a middle run such as the query axis of an
-// attention map). Either way each output element takes its inputs in increasing flat index, as
-// upstream's iterator does.
-func execReduceLastAxisF32(op backends.OpType, operand, output *Buffer, reduceAxes []int) bool {
+// execReduceConsecutive reports whether it computed the reduction: a plain numeric type, sum,
+// max or min, over one run of consecutive axes (the last axis alone, or a middle run).
+func execReduceConsecutive(op backends.OpType, operand, output *Buffer, reduceAxes []int) bool {
 	dims := operand.shape.Dimensions
 	if len(reduceAxes) == 0 || len(dims) == 0 || operand.shape.Size() == 0 {
 		return false
 	}
-	if op != backends.OpTypeReduceSum && op != backends.OpTypeReduceMax {
-		return false
-	}
-	in, ok := operand.flat.([]float32)
-	if !ok {
+	if op != backends.OpTypeReduceSum && op != backends.OpTypeReduceMax && op != backends.OpTypeReduceMin {
 		return false
 	}
 	axes := append([]int(nil), reduceAxes...)
@@ -47,51 +42,74 @@ func execReduceLastAxisF32(op backends.OpType, operand, output *Buffer, reduceAx
 			inner *= d
 		}
 	}
-	in = in[:outer*mid*inner]
-	out := output.flat.([]float32)[:outer*inner]
-	sum := op == backends.OpTypeReduceSum
+	dt := operand.shape.DType
+	switch in := operand.flat.(type) {
+	case []float32:
+		reduceConsecutive(op, dt, in, output.flat.([]float32), outer, mid, inner)
+	case []float64:
+		reduceConsecutive(op, dt, in, output.flat.([]float64), outer, mid, inner)
+	case []int32:
+		reduceConsecutive(op, dt, in, output.flat.([]int32), outer, mid, inner)
+	case []int64:
+		reduceConsecutive(op, dt, in, output.flat.([]int64), outer, mid, inner)
+	default:
+		return false
+	}
+	return true
+}
+
+func reduceConsecutive[T PODNumericConstraints](op backends.OpType, dt dtypes.DType, in, out []T, outer, mid, inner int) {
+	in, out = in[:outer*mid*inner], out[:outer*inner]
+	var init T // sum: 0
+	switch op {
+	case backends.OpTypeReduceMax:
+		init = dt.LowestValue().(T)
+	case backends.OpTypeReduceMin:
+		init = dt.HighestValue().(T)
+	}
 	if inner == 1 {
 		for r := range outer {
-			if sum {
-				var s float32
-				for _, v := range in[r*mid : (r+1)*mid] {
-					s += v
+			a := init
+			row := in[r*mid : (r+1)*mid]
+			switch op {
+			case backends.OpTypeReduceSum:
+				for _, v := range row {
+					a += v
 				}
-				out[r] = s
-			} else {
-				m := float32(math.Inf(-1))
-				for _, v := range in[r*mid : (r+1)*mid] {
-					m = max(m, v)
+			case backends.OpTypeReduceMax:
+				for _, v := range row {
+					a = max(a, v)
 				}
-				out[r] = m
+			default:
+				for _, v := range row {
+					a = min(a, v)
+				}
 			}
+			out[r] = a
 		}
-		return true
+		return
 	}
 	for o := range outer {
 		acc := out[o*inner : (o+1)*inner]
-		first := in[o*mid*inner : o*mid*inner+inner]
-		if sum {
-			for i, v := range first {
-				acc[i] = 0 + v
-			}
-		} else {
-			for i, v := range first {
-				acc[i] = max(float32(math.Inf(-1)), v)
-			}
+		for i := range acc {
+			acc[i] = init
 		}
-		for m := 1; m < mid; m++ {
+		for m := range mid {
 			row := in[(o*mid+m)*inner : (o*mid+m+1)*inner]
-			if sum {
+			switch op {
+			case backends.OpTypeReduceSum:
 				for i, v := range row {
 					acc[i] += v
 				}
-			} else {
+			case backends.OpTypeReduceMax:
 				for i, v := range row {
 					acc[i] = max(acc[i], v)
+				}
+			default:
+				for i, v := range row {
+					acc[i] = min(acc[i], v)
 				}
 			}
 		}
 	}
-	return true
 }
