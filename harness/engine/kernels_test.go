@@ -409,3 +409,61 @@ func TestBinaryFloat32(t *testing.T) {
 		}
 	}
 }
+
+// Gather copies contiguous runs (third_party/gomlx) and still picks the right slices: whole rows,
+// partial rows and nested batch axes, against indexing by hand.
+func TestGatherRuns(t *testing.T) {
+	be, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const A, B, C = 6, 5, 3
+	p := make([]float32, A*B*C)
+	for i := range p {
+		p[i] = float32(i)
+	}
+	rows := [][]int32{{4}, {0}, {5}, {2}}
+	cells := [][]int32{{1, 4}, {5, 0}, {3, 3}, {0, 2}}
+	outs := MustExecOnceN(be, func(x, r, c *Node) []*Node { return []*Node{Gather(x, r), Gather(x, c)} },
+		tensors.FromFlatDataAndDimensions(p, A, B, C), tensors.FromValue(rows), tensors.FromValue(cells))
+	gotRows := outs[0].Value().([][][]float32)
+	for i, r := range rows {
+		for b := range B {
+			for c := range C {
+				if want := p[(int(r[0])*B+b)*C+c]; gotRows[i][b][c] != want {
+					t.Fatalf("rows: [%d,%d,%d] = %g, want %g", i, b, c, gotRows[i][b][c], want)
+				}
+			}
+		}
+	}
+	gotCells := outs[1].Value().([][]float32)
+	for i, r := range cells {
+		for c := range C {
+			if want := p[(int(r[0])*B+int(r[1]))*C+c]; gotCells[i][c] != want {
+				t.Fatalf("cells: [%d,%d] = %g, want %g", i, c, gotCells[i][c], want)
+			}
+		}
+	}
+}
+
+// Integer and boolean broadcasts and transposes take the same block-copy paths as float32.
+func TestBroadcastTransposeInt32Bool(t *testing.T) {
+	be, err := New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv := []int32{1, 2, 3}
+	bv := []bool{true, false, true}
+	outs := MustExecOnceN(be, func(i, b *Node) []*Node {
+		return []*Node{BroadcastToDims(i, 2, 3), BroadcastToDims(b, 2, 3), TransposeAllAxes(BroadcastToDims(i, 2, 3), 1, 0)}
+	}, tensors.FromFlatDataAndDimensions(iv, 1, 3), tensors.FromFlatDataAndDimensions(bv, 1, 3))
+	if got := outs[0].Value().([][]int32); fmt.Sprint(got) != "[[1 2 3] [1 2 3]]" {
+		t.Errorf("int32 broadcast %v", got)
+	}
+	if got := outs[1].Value().([][]bool); fmt.Sprint(got) != "[[true false true] [true false true]]" {
+		t.Errorf("bool broadcast %v", got)
+	}
+	if got := outs[2].Value().([][]int32); fmt.Sprint(got) != "[[1 1] [2 2] [3 3]]" {
+		t.Errorf("int32 transpose %v", got)
+	}
+}

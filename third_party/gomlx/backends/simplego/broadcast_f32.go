@@ -1,12 +1,12 @@
 package simplego
 
-// cachebench patch: BroadcastInDim of float32 by block copies. Upstream walks a per-element
+// cachebench patch: BroadcastInDim by block copies (float32, float64, int32, int64, bool). Upstream walks a per-element
 // index iterator; here the trailing axes the operand shares with the output are copied as one
 // contiguous block, and a broadcast axis is filled by copying the first slice it produced.
 // Same values, bit for bit (a broadcast only copies).
 
-// broadcastF32 fills out (shape outDims) from src, whose dims equal outDims or are 1 (same rank).
-func broadcastF32(src []float32, srcDims []int, out []float32, outDims []int) {
+// broadcastBlocks fills out (shape outDims) from src, whose dims equal outDims or are 1 (same rank).
+func broadcastBlocks[T any](src []T, srcDims []int, out []T, outDims []int) {
 	rank := len(outDims)
 	s := rank // the trailing axes [s, rank) are not broadcast
 	for s > 0 && srcDims[s-1] == outDims[s-1] {
@@ -45,12 +45,31 @@ func broadcastF32(src []float32, srcDims []int, out []float32, outDims []int) {
 }
 
 // isSortedAxes reports whether the operand's axes map to output axes in increasing order (no
-// transposition hidden in the broadcast), which broadcastF32 assumes.
+// transposition hidden in the broadcast), which broadcastBlocks assumes.
 func isSortedAxes(axes []int) bool {
 	for i := 1; i < len(axes); i++ {
 		if axes[i] <= axes[i-1] {
 			return false
 		}
+	}
+	return true
+}
+
+// broadcastAny runs broadcastBlocks for the element types it knows; false for the others.
+func broadcastAny(src any, srcDims []int, out any, outDims []int) bool {
+	switch s := src.(type) {
+	case []float32:
+		broadcastBlocks(s, srcDims, out.([]float32), outDims)
+	case []float64:
+		broadcastBlocks(s, srcDims, out.([]float64), outDims)
+	case []int32:
+		broadcastBlocks(s, srcDims, out.([]int32), outDims)
+	case []int64:
+		broadcastBlocks(s, srcDims, out.([]int64), outDims)
+	case []bool:
+		broadcastBlocks(s, srcDims, out.([]bool), outDims)
+	default:
+		return false
 	}
 	return true
 }

@@ -115,13 +115,33 @@ func dgF32Normalized(backend *Backend, buf *Buffer, g0, g1, g2 []int) ([]float32
 	}
 	tmp := backend.getBufferForShape(shapes.Make(dtypes.Float32, len(src)))
 	dst := tmp.flat.([]float32)[:len(src)]
-	permuteF32(src, buf.shape.Dimensions, order, dst)
+	permute(src, buf.shape.Dimensions, order, dst)
 	return dst, tmp
 }
 
-// permuteF32 writes src (shape dims) to dst with its axes in the given order (dst axis i is src
+// permuteAny runs permute on the first n elements for the element types it knows; false for
+// the others.
+func permuteAny(src any, n int, dims, order []int, dst any) bool {
+	switch s := src.(type) {
+	case []float32:
+		permute(s[:n], dims, order, dst.([]float32)[:n])
+	case []float64:
+		permute(s[:n], dims, order, dst.([]float64)[:n])
+	case []int32:
+		permute(s[:n], dims, order, dst.([]int32)[:n])
+	case []int64:
+		permute(s[:n], dims, order, dst.([]int64)[:n])
+	case []bool:
+		permute(s[:n], dims, order, dst.([]bool)[:n])
+	default:
+		return false
+	}
+	return true
+}
+
+// permute writes src (shape dims) to dst with its axes in the given order (dst axis i is src
 // axis order[i]), walking dst sequentially; size-1 axes are skipped.
-func permuteF32(src []float32, dims, order []int, dst []float32) {
+func permute[T any](src []T, dims, order []int, dst []T) {
 	rank := len(dims)
 	strides := make([]int, rank)
 	s := 1

@@ -528,9 +528,7 @@ func execTranspose(backend *Backend, node *Node, inputs []*Buffer, inputsOwned [
 	// We can't write to the same buffer we read from because it's not done with swaps.
 	output := backend.getBuffer(operand.shape.DType, operand.shape.Size())
 	output.shape = node.shape
-	if src, ok := operand.flat.([]float32); ok { // cachebench patch: dotgeneral_f32.go
-		n := operand.shape.Size()
-		permuteF32(src[:n], operand.shape.Dimensions, permutations, output.flat.([]float32)[:n])
+	if permuteAny(operand.flat, operand.shape.Size(), operand.shape.Dimensions, permutations, output.flat) { // cachebench patch: dotgeneral_f32.go
 		return output, nil
 	}
 	it := newTransposeIterator(operand.shape, permutations)
@@ -665,8 +663,7 @@ func execBroadcastInDim(backend *Backend, node *Node, inputs []*Buffer, inputsOw
 		reshapedOperand.Dimensions[outputAxis] = operand.shape.Dimensions[operandAxis]
 	}
 
-	if src, ok := operand.flat.([]float32); ok && isSortedAxes(broadcastAxes) { // cachebench patch: broadcast_f32.go
-		broadcastF32(src, reshapedOperand.Dimensions, output.flat.([]float32), output.shape.Dimensions)
+	if isSortedAxes(broadcastAxes) && broadcastAny(operand.flat, reshapedOperand.Dimensions, output.flat, output.shape.Dimensions) { // cachebench patch: broadcast_f32.go
 		return output, nil
 	}
 
@@ -860,6 +857,21 @@ func execGatherGeneric[T PODIntegerConstraints](params ...any) any {
 	operandRank := len(sliceSizes)
 	startIndexMap := gatherParams.startIndexMap
 
+	// cachebench patch: the trailing slice axes that are contiguous in both the operand and the
+	// output are copied as one run of bytes (a gathered row is one copy, not one per element).
+	run, runFrom := dataSize, operandRank
+	for axis := operandRank - 1; axis >= 0; axis-- {
+		if sliceSizes[axis] == 1 {
+			continue
+		}
+		if operandByteStrides[axis] != run || sliceOutputBytesStride[axis] != run {
+			break
+		}
+		run *= sliceSizes[axis]
+		runFrom = axis
+	}
+	copiesPerSlice := slicesSize * dataSize / run
+
 	// Outer-loop: loop over the start indices and outputBytesIdx to gather from.
 	var operandBytesIdx, outputBytesIdx int
 	sliceIndices := make([]int, operandRank)
@@ -886,13 +898,12 @@ func execGatherGeneric[T PODIntegerConstraints](params ...any) any {
 		for ii := range sliceIndices {
 			sliceIndices[ii] = 0
 		}
-		for range slicesSize {
-			// TODO: copy more than one element (dataSize) at a time, when possible.
-			copy(outputBytes[outputBytesIdx:outputBytesIdx+dataSize],
-				operandBytes[operandBytesIdx:operandBytesIdx+dataSize])
+		for range copiesPerSlice {
+			copy(outputBytes[outputBytesIdx:outputBytesIdx+run],
+				operandBytes[operandBytesIdx:operandBytesIdx+run])
 
 			// Increment index in the operand.
-			for axis := operandRank - 1; axis >= 0; axis-- {
+			for axis := runFrom - 1; axis >= 0; axis-- {
 				if sliceSizes[axis] == 1 {
 					// We don't iterate over sliceSizes of 1.
 					continue
