@@ -37,21 +37,13 @@ func stepRows(calls, blocks int, audited bool, scale float64) []store.StepStat {
 // deviation, then the per-run heatmaps, under one "Cache error per step" heading, then the
 // dynamics; runs without MLP error rows are noted, not drawn as exact.
 func TestAddDiagnosticsFigures(t *testing.T) {
-	path := writeDB(t, filepath.Join(t.TempDir(), "diag.db"),
+	r := diagnosticsReport(t,
 		fixtureRun{method: "none", steps: 6, cfg: 1.5, stepStats: stepRows(6, 3, false, 0)},
 		fixtureRun{method: "fora", params: map[string]any{"N": 2}, steps: 6, cfg: 1.5, stepStats: stepRows(6, 3, true, 0.01)},
 		fixtureRun{method: "fora", params: map[string]any{"N": 3}, steps: 6, cfg: 1.5, stepStats: stepRows(6, 3, true, 0.02)},
 		fixtureRun{method: "teacache", params: map[string]any{"thresh": 0.1}, steps: 6, cfg: 1.5, stepStats: stepRows(6, 3, false, 0.03)},
 		fixtureRun{method: "toca", params: map[string]any{"N": 3}, steps: 6, cfg: 1.5},
 	)
-	d, err := LoadWith(Options{}, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := New(d, AddDiagnostics)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := r.Sections[0]
 	var got []string
 	for _, f := range s.Figures {
@@ -93,18 +85,10 @@ func TestAddDiagnosticsFigures(t *testing.T) {
 // A panels figure renders at the panels' size under its header, about 1000 px wide, its title
 // wrapped to the width.
 func TestPanelsFigureRender(t *testing.T) {
-	path := writeDB(t, filepath.Join(t.TempDir(), "diag.db"),
+	r := diagnosticsReport(t,
 		fixtureRun{method: "none", steps: 6, cfg: 1.5, stepStats: stepRows(6, 3, false, 0)},
 		fixtureRun{method: "fora", params: map[string]any{"N": 2}, steps: 6, cfg: 1.5, stepStats: stepRows(6, 3, true, 0.01)},
 	)
-	d, err := LoadWith(Options{}, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := New(d, AddDiagnostics)
-	if err != nil {
-		t.Fatal(err)
-	}
 	f := r.Sections[0].Figures[0]
 	f.Subtitle = longGroupTitle
 	w, h := f.size()
@@ -132,4 +116,18 @@ func TestPanelsFigureRender(t *testing.T) {
 	if b := img.Bounds(); b.Dx() < 950 || b.Dx() > 1050 {
 		t.Errorf("PNG %d px wide, want about 1000", b.Dx())
 	}
+}
+
+// diagnosticsReport writes the runs to a database and builds its report with AddDiagnostics.
+func diagnosticsReport(t *testing.T, runs ...fixtureRun) *Report {
+	t.Helper()
+	d, err := LoadWith(Options{}, writeDB(t, filepath.Join(t.TempDir(), "diag.db"), runs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(d, AddDiagnostics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
