@@ -45,7 +45,9 @@ func newGrid(c, r int) grid {
 }
 
 // Heatmap plots a module's relative L2 dynamics ("dyn") or cache error ("err") over call × block.
-func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, error) {
+// heatGrid is the call × block grid of the module's field (dyn or err), each cell the mean of its
+// batch rows (NaN where none), with the range of the cells.
+func heatGrid(stats []store.StepStat, field, module string) (g grid, lo, hi float64, err error) {
 	calls, blocks := 0, 0
 	for _, s := range stats {
 		if s.Sample == nil && s.Block >= 0 && s.Module == module {
@@ -53,10 +55,14 @@ func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, e
 		}
 	}
 	if calls == 0 {
-		return nil, fmt.Errorf("no %s rows to plot", module)
+		return g, 0, 0, fmt.Errorf("no %s rows to plot", module)
 	}
-	g := newGrid(calls, blocks)
-	lo, hi, any := math.Inf(1), math.Inf(-1), false
+	g = newGrid(calls, blocks)
+	// A call has one row per batch; a cell is their mean (the last row alone would hide the rest).
+	sum, n := newGrid(calls, blocks), make([][]int, calls)
+	for c := range n {
+		n[c] = make([]int, blocks)
+	}
 	for _, s := range stats {
 		if s.Sample != nil || s.Block < 0 || s.Module != module {
 			continue
@@ -66,12 +72,34 @@ func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, e
 			v = s.ErrRelL2
 		}
 		if v != nil && !math.IsNaN(*v) {
-			g.z[s.Call][s.Block] = *v
-			lo, hi, any = min(lo, *v), max(hi, *v), true
+			if n[s.Call][s.Block] == 0 {
+				sum.z[s.Call][s.Block] = 0
+			}
+			sum.z[s.Call][s.Block] += *v
+			n[s.Call][s.Block]++
+		}
+	}
+	lo, hi = math.Inf(1), math.Inf(-1)
+	any := false
+	for c := range n {
+		for b, k := range n[c] {
+			if k > 0 {
+				v := sum.z[c][b] / float64(k)
+				g.z[c][b] = v
+				lo, hi, any = min(lo, v), max(hi, v), true
+			}
 		}
 	}
 	if !any {
-		return nil, fmt.Errorf("no %s values for %s (cache error needs --audit-samples > 0)", field, module)
+		return g, 0, 0, fmt.Errorf("no %s values for %s (cache error needs --audit-samples > 0)", field, module)
+	}
+	return g, lo, hi, nil
+}
+
+func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, error) {
+	g, lo, hi, err := heatGrid(stats, field, module)
+	if err != nil {
+		return nil, err
 	}
 	pal := moreland.SmoothBlueRed()
 	pal.SetMin(lo)
@@ -82,7 +110,7 @@ func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, e
 	p.Title.Text = fmt.Sprintf("%s (blue %.3g → red %.3g; grey: none)", title, lo, hi)
 	p.X.Label.Text = "model call (0 = pure noise)"
 	p.Y.Label.Text = "block"
-	p.Y.Tick.Marker = blockTicks(blocks)
+	p.Y.Tick.Marker = blockTicks(len(g.ys))
 	p.Add(h)
 	return p, nil
 }

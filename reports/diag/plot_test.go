@@ -1,6 +1,7 @@
 package diag
 
 import (
+	"math"
 	"testing"
 
 	"github.com/cachebench/cachebench/harness/store"
@@ -41,5 +42,26 @@ func TestSummarizeCountsPruneAsComputed(t *testing.T) {
 	}
 	if r := s.Rows[0]; r.Computed != 2 || r.CachedSteps != 2 {
 		t.Errorf("computed %d, cached %d; want 2 and 2", r.Computed, r.CachedSteps)
+	}
+}
+
+// A heatmap cell is the mean of its call's batch rows, not the last one written.
+func TestHeatGridMeansBatchRows(t *testing.T) {
+	v := func(x float64) *float64 { return &x }
+	stats := []store.StepStat{
+		{Call: 0, Block: 0, Module: "mlp", ErrRelL2: v(0.1)},
+		{Call: 0, Block: 0, Module: "mlp", ErrRelL2: v(0.3)},
+		{Call: 1, Block: 1, Module: "mlp", ErrRelL2: v(0.5)},
+		{Call: 1, Block: 0, Module: "attn", ErrRelL2: v(9)},
+	}
+	g, lo, hi, err := heatGrid(stats, "err", "mlp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(g.z[0][0]-0.2) > 1e-12 || g.z[1][1] != 0.5 || !math.IsNaN(g.z[1][0]) || !math.IsNaN(g.z[0][1]) {
+		t.Errorf("grid %v", g.z)
+	}
+	if math.Abs(lo-0.2) > 1e-12 || hi != 0.5 {
+		t.Errorf("range [%g, %g], want [0.2, 0.5]", lo, hi)
 	}
 }
