@@ -122,8 +122,8 @@ func Prune(s PruneSpec, x *Node, in []*Node) Pruned {
 	}
 	// Kept tokens take slots 0…N−K−1 in token order.
 	keptI := ConvertDType(kept, dtypes.Int32)
-	slot := Sub(CumSum(keptI, 1), keptI)
-	order := argsort(Where(kept, slot, Add(Scalar(g, dtypes.Int32, N-s.K), Sub(CumSum(ConvertDType(dropped, dtypes.Int32), 1), ConvertDType(dropped, dtypes.Int32)))))
+	slot := exclusivePrefixSum(keptI)
+	order := argsort(Where(kept, slot, Add(Scalar(g, dtypes.Int32, N-s.K), exclusivePrefixSum(ConvertDType(dropped, dtypes.Int32)))))
 	keptIdx := Slice(order, AxisRange(), AxisRange(0, N-s.K))
 	srcSlot := GatherRows(InsertAxes(slot, -1), source) // slot of each token's source
 	srcSlot = Reshape(srcSlot, B, N)
@@ -190,6 +190,26 @@ func cellMask(k *Node, s PruneSpec) *Node {
 	hit := Equal(pos, BroadcastToDims(InsertAxes(ConvertDType(k, dtypes.Int32), -1), B, cells, s.SY*s.SX))
 	hs, ws := s.GridH/s.SY, s.GridW/s.SX
 	return Reshape(TransposeAllAxes(Reshape(hit, B, hs, ws, s.SY, s.SX), 0, 1, 3, 2, 4), B, s.GridH*s.GridW)
+}
+
+// exclusivePrefixSum is, over the last axis of an integer [B, N], the sum of the elements before
+// each one. GoMLX's CumSum is a sum pool whose window spans the axis (O(N²) per row, and the
+// pure-Go backend walks it element by element); log₂N shifted adds give the same integers.
+func exclusivePrefixSum(x *Node) *Node {
+	d := x.Shape().Dimensions
+	n := d[len(d)-1]
+	zero := func(k int) *Node { return Zeros(x.Graph(), shapes.Make(x.DType(), append(append([]int(nil), d[:len(d)-1]...), k)...)) }
+	shift := func(y *Node, k int) *Node { // y moved k places right along the last axis, zeros in
+		return Concatenate([]*Node{zero(k), Slice(y, AxisRange().Spacer(), AxisRange(0, n-k))}, -1)
+	}
+	if n == 1 {
+		return zero(1)
+	}
+	y := shift(x, 1)
+	for k := 1; k < n; k *= 2 {
+		y = Add(y, shift(y, k))
+	}
+	return y
 }
 
 // firstArgMax is the index of the largest value over the last axis, the first on ties (int32).

@@ -200,3 +200,28 @@ func TestRoundFloat16(t *testing.T) {
 		}
 	}
 }
+
+// exclusivePrefixSum gives, per row, the sum of the elements before each one, for lengths on and
+// off powers of two.
+func TestExclusivePrefixSum(t *testing.T) {
+	b, err := engine.New("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{1, 2, 5, 8, 13, 256} {
+		x := make([]int32, 3*n)
+		for i := range x {
+			x[i] = int32((i*37)%5) - 1
+		}
+		got := MustExecOnce(b, exclusivePrefixSum, tensors.FromFlatDataAndDimensions(x, 3, n)).Value().([][]int32)
+		for r := range 3 {
+			var s int32
+			for i := range n {
+				if got[r][i] != s {
+					t.Fatalf("n=%d row %d [%d] = %d, want %d", n, r, i, got[r][i], s)
+				}
+				s += x[r*n+i]
+			}
+		}
+	}
+}

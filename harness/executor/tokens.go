@@ -38,8 +38,9 @@ func vectorNorm(x *Node) *Node { return Sqrt(ReduceSum(Square(x), -1)) }
 func gridBonus(s *Node, h, w, g int, beta float32) *Node {
 	B := s.Shape().Dimensions[0]
 	cells := Reshape(TransposeAllAxes(Reshape(s, B, h/g, g, w/g, g), 0, 1, 3, 2, 4), B, h/g, w/g, g*g)
-	isMax := Equal(cells, ReduceAndKeep(cells, ReduceMax, -1))
-	first := And(isMax, Equal(CumSum(ConvertDType(isMax, dtypes.Int32), -1), OnesLike(ConvertDType(isMax, dtypes.Int32))))
+	dims := cells.Shape().Dimensions
+	idx := Iota(s.Graph(), shapes.Make(dtypes.Int32, dims...), 3)
+	first := Equal(idx, BroadcastToDims(InsertAxes(firstArgMax(cells), -1), dims...))
 	bonus := Where(first, Add(cells, MulScalar(cells, float64(beta))), cells)
 	return Reshape(TransposeAllAxes(Reshape(bonus, B, h/g, w/g, g, g), 0, 1, 3, 2, 4), B, h*w)
 }
