@@ -198,7 +198,9 @@ func cellMask(k *Node, s PruneSpec) *Node {
 func exclusivePrefixSum(x *Node) *Node {
 	d := x.Shape().Dimensions
 	n := d[len(d)-1]
-	zero := func(k int) *Node { return Zeros(x.Graph(), shapes.Make(x.DType(), append(append([]int(nil), d[:len(d)-1]...), k)...)) }
+	zero := func(k int) *Node {
+		return Zeros(x.Graph(), shapes.Make(x.DType(), append(append([]int(nil), d[:len(d)-1]...), k)...))
+	}
 	shift := func(y *Node, k int) *Node { // y moved k places right along the last axis, zeros in
 		return Concatenate([]*Node{zero(k), Slice(y, AxisRange().Spacer(), AxisRange(0, n-k))}, -1)
 	}
