@@ -44,7 +44,6 @@ func newGrid(c, r int) grid {
 	return g
 }
 
-// Heatmap plots a module's relative L2 dynamics ("dyn") or cache error ("err") over call × block.
 // heatGrid is the call × block grid of the module's field (dyn or err), each cell the mean of its
 // batch rows (NaN where none), with the range of the cells.
 func heatGrid(stats []store.StepStat, field, module string) (g grid, lo, hi float64, err error) {
@@ -59,9 +58,9 @@ func heatGrid(stats []store.StepStat, field, module string) (g grid, lo, hi floa
 	}
 	g = newGrid(calls, blocks)
 	// A call has one row per batch; a cell is their mean (the last row alone would hide the rest).
-	sum, n := newGrid(calls, blocks), make([][]int, calls)
+	sum, n := make([][]float64, calls), make([][]int, calls)
 	for c := range n {
-		n[c] = make([]int, blocks)
+		sum[c], n[c] = make([]float64, blocks), make([]int, blocks)
 	}
 	for _, s := range stats {
 		if s.Sample != nil || s.Block < 0 || s.Module != module {
@@ -72,10 +71,7 @@ func heatGrid(stats []store.StepStat, field, module string) (g grid, lo, hi floa
 			v = s.ErrRelL2
 		}
 		if v != nil && !math.IsNaN(*v) {
-			if n[s.Call][s.Block] == 0 {
-				sum.z[s.Call][s.Block] = 0
-			}
-			sum.z[s.Call][s.Block] += *v
+			sum[s.Call][s.Block] += *v
 			n[s.Call][s.Block]++
 		}
 	}
@@ -84,7 +80,7 @@ func heatGrid(stats []store.StepStat, field, module string) (g grid, lo, hi floa
 	for c := range n {
 		for b, k := range n[c] {
 			if k > 0 {
-				v := sum.z[c][b] / float64(k)
+				v := sum[c][b] / float64(k)
 				g.z[c][b] = v
 				lo, hi, any = min(lo, v), max(hi, v), true
 			}
@@ -96,6 +92,7 @@ func heatGrid(stats []store.StepStat, field, module string) (g grid, lo, hi floa
 	return g, lo, hi, nil
 }
 
+// Heatmap plots a module's relative L2 dynamics ("dyn") or cache error ("err") over call × block.
 func Heatmap(stats []store.StepStat, field, module, title string) (*plot.Plot, error) {
 	g, lo, hi, err := heatGrid(stats, field, module)
 	if err != nil {

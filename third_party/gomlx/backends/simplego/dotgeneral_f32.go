@@ -119,68 +119,6 @@ func dgF32Normalized(backend *Backend, buf *Buffer, g0, g1, g2 []int) ([]float32
 	return dst, tmp
 }
 
-// permuteAny runs permute on the first n elements for the element types it knows; false for
-// the others.
-func permuteAny(src any, n int, dims, order []int, dst any) bool {
-	switch s := src.(type) {
-	case []float32:
-		permute(s[:n], dims, order, dst.([]float32)[:n])
-	case []float64:
-		permute(s[:n], dims, order, dst.([]float64)[:n])
-	case []int32:
-		permute(s[:n], dims, order, dst.([]int32)[:n])
-	case []int64:
-		permute(s[:n], dims, order, dst.([]int64)[:n])
-	case []bool:
-		permute(s[:n], dims, order, dst.([]bool)[:n])
-	default:
-		return false
-	}
-	return true
-}
-
-// permute writes src (shape dims) to dst with its axes in the given order (dst axis i is src
-// axis order[i]), walking dst sequentially; size-1 axes are skipped.
-func permute[T any](src []T, dims, order []int, dst []T) {
-	rank := len(dims)
-	strides := make([]int, rank)
-	s := 1
-	for a := rank - 1; a >= 0; a-- {
-		strides[a] = s
-		s *= dims[a]
-	}
-	var pDims, pStrides []int
-	for _, a := range order {
-		if dims[a] > 1 {
-			pDims, pStrides = append(pDims, dims[a]), append(pStrides, strides[a])
-		}
-	}
-	if len(pDims) == 0 {
-		copy(dst, src)
-		return
-	}
-	idx := make([]int, len(pDims))
-	last := len(pDims) - 1
-	inner, innerStride := pDims[last], pStrides[last]
-	off := 0
-	for o := 0; o < len(dst); o += inner {
-		p := off
-		for j := range inner {
-			dst[o+j] = src[p]
-			p += innerStride
-		}
-		for ax := last - 1; ax >= 0; ax-- {
-			idx[ax]++
-			off += pStrides[ax]
-			if idx[ax] < pDims[ax] {
-				break
-			}
-			off -= pStrides[ax] * pDims[ax]
-			idx[ax] = 0
-		}
-	}
-}
-
 // expF32Kernel and tanhF32Kernel compute out[i] = exp(in[i]) (tanh) in float32; nil where no SIMD
 // kernel is built for this machine (unary_f32_simd.go).
 var expF32Kernel, tanhF32Kernel func(in, out []float32)

@@ -188,7 +188,7 @@ func execReduce(backend *Backend, node *Node, inputs []*Buffer, inputsOwned []bo
 	}
 	output := backend.getBuffer(node.shape.DType, node.shape.Size())
 	output.shape = node.shape
-	if execReduceConsecutive(node.opType, operand, output, reduceAxes) { // cachebench patch: reduce_f32.go
+	if execReduceConsecutive(node.opType, operand, output, reduceAxes) { // cachebench patch: reduce_fast.go
 		return output, nil
 	}
 	it := newReduceOutputIterator(operand.shape.Dimensions, reduceAxes)
@@ -528,7 +528,7 @@ func execTranspose(backend *Backend, node *Node, inputs []*Buffer, inputsOwned [
 	// We can't write to the same buffer we read from because it's not done with swaps.
 	output := backend.getBuffer(operand.shape.DType, operand.shape.Size())
 	output.shape = node.shape
-	if permuteAny(operand.flat, operand.shape.Size(), operand.shape.Dimensions, permutations, output.flat) { // cachebench patch: dotgeneral_f32.go
+	if permuteAny(operand.flat, operand.shape.Size(), operand.shape.Dimensions, permutations, output.flat) { // cachebench patch: layout_copy.go
 		return output, nil
 	}
 	it := newTransposeIterator(operand.shape, permutations)
@@ -663,7 +663,7 @@ func execBroadcastInDim(backend *Backend, node *Node, inputs []*Buffer, inputsOw
 		reshapedOperand.Dimensions[outputAxis] = operand.shape.Dimensions[operandAxis]
 	}
 
-	if isSortedAxes(broadcastAxes) && broadcastAny(operand.flat, reshapedOperand.Dimensions, output.flat, output.shape.Dimensions) { // cachebench patch: broadcast_f32.go
+	if isSortedAxes(broadcastAxes) && broadcastAny(operand.flat, reshapedOperand.Dimensions, output.flat, output.shape.Dimensions) { // cachebench patch: layout_copy.go
 		return output, nil
 	}
 

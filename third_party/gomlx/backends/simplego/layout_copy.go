@@ -1,9 +1,10 @@
 package simplego
 
-// cachebench patch: BroadcastInDim by block copies (float32, float64, int32, int64, bool). Upstream walks a per-element
-// index iterator; here the trailing axes the operand shares with the output are copied as one
-// contiguous block, and a broadcast axis is filled by copying the first slice it produced.
-// Same values, bit for bit (a broadcast only copies).
+// cachebench patch: BroadcastInDim and Transpose of float32, float64, int32, int64 and bool
+// without upstream's per-element index iterators. A broadcast copies the trailing axes the
+// operand shares with the output as one block and fills a broadcast axis by copying the first
+// slice it produced; a transpose walks its output in order with an odometer over the source.
+// Same values, bit for bit (both only copy).
 
 // broadcastBlocks fills out (shape outDims) from src, whose dims equal outDims or are 1 (same rank).
 func broadcastBlocks[T any](src []T, srcDims []int, out []T, outDims []int) {
@@ -72,4 +73,66 @@ func broadcastAny(src any, srcDims []int, out any, outDims []int) bool {
 		return false
 	}
 	return true
+}
+
+// permuteAny runs permute on the first n elements for the element types it knows; false for
+// the others.
+func permuteAny(src any, n int, dims, order []int, dst any) bool {
+	switch s := src.(type) {
+	case []float32:
+		permute(s[:n], dims, order, dst.([]float32)[:n])
+	case []float64:
+		permute(s[:n], dims, order, dst.([]float64)[:n])
+	case []int32:
+		permute(s[:n], dims, order, dst.([]int32)[:n])
+	case []int64:
+		permute(s[:n], dims, order, dst.([]int64)[:n])
+	case []bool:
+		permute(s[:n], dims, order, dst.([]bool)[:n])
+	default:
+		return false
+	}
+	return true
+}
+
+// permute writes src (shape dims) to dst with its axes in the given order (dst axis i is src
+// axis order[i]), walking dst sequentially; size-1 axes are skipped.
+func permute[T any](src []T, dims, order []int, dst []T) {
+	rank := len(dims)
+	strides := make([]int, rank)
+	s := 1
+	for a := rank - 1; a >= 0; a-- {
+		strides[a] = s
+		s *= dims[a]
+	}
+	var pDims, pStrides []int
+	for _, a := range order {
+		if dims[a] > 1 {
+			pDims, pStrides = append(pDims, dims[a]), append(pStrides, strides[a])
+		}
+	}
+	if len(pDims) == 0 {
+		copy(dst, src)
+		return
+	}
+	idx := make([]int, len(pDims))
+	last := len(pDims) - 1
+	inner, innerStride := pDims[last], pStrides[last]
+	off := 0
+	for o := 0; o < len(dst); o += inner {
+		p := off
+		for j := range inner {
+			dst[o+j] = src[p]
+			p += innerStride
+		}
+		for ax := last - 1; ax >= 0; ax-- {
+			idx[ax]++
+			off += pStrides[ax]
+			if idx[ax] < pDims[ax] {
+				break
+			}
+			off -= pStrides[ax] * pDims[ax]
+			idx[ax] = 0
+		}
+	}
 }
