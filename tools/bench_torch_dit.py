@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fmnist_common import load_safetensors  # noqa: E402
-from train_dit import DiT, REPO  # noqa: E402
+from train_dit import REPO, from_weights  # noqa: E402
 
 
 def main():
@@ -27,8 +27,7 @@ def main():
     ap.add_argument("--weights", default=os.path.join(REPO, "assets", "fmnist_dit.safetensors"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = DiT()
-    model.load_state_dict(load_safetensors(args.weights))
+    model = from_weights(load_safetensors(args.weights))
     model.eval()
     # The same rows as the Go benchmark: zero images, t = 10·i mod 1000, y = i mod 11.
     n = args.rows

@@ -12,6 +12,7 @@ the VLB term (in bits/dim) for the learned-range variance with the model's mean 
 Usage:
   python3 tools/train_dit.py --steps 10000 --threads 1 [--deadline-min M] [--resume] [--init W.safetensors]
   (every ~5 min: checkpoint to --ckpt and export of the EMA weights to --out)
+  python3 tools/train_dit.py --init W.safetensors --depth 6 --grow 0,-,1,2,-,3 ...   # deepen a trained model
   python3 tools/train_dit.py --golden IN OUT       # write forward inputs IN and PyTorch outputs OUT
 """
 import argparse
@@ -220,6 +221,15 @@ class DiT(nn.Module):
         return torch.cat([torch.cat([h, h], dim=0), rest], dim=1)
 
 
+def from_weights(sd, heads=3):
+    """The DiT whose shapes the state dict sd holds (hidden from the patch embed, depth from the
+    block count), with sd loaded; heads is not in the file, as for the Go loader."""
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    model = DiT(hidden_size=sd["x_embedder.proj.weight"].shape[0], depth=depth, num_heads=heads)
+    model.load_state_dict(sd)
+    return model
+
+
 # ---------------------------------------------------------------- diffusion losses (ADM / DiT)
 
 
@@ -313,14 +323,33 @@ def lr_at(step, args):
     return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * p))
 
 
+def grow(old, fresh, spec):
+    """Deepen a trained DiT: spec lists, for each new block, the old block it takes ("-" = a new one).
+
+    A new block keeps its fresh initialisation, whose zero adaLN-Zero modulation makes it the
+    identity, so the grown model starts with the trained model's outputs exactly.
+    """
+    src = spec.split(",")
+    sd = {k: v for k, v in old.items() if not k.startswith("blocks.")}
+    for i, s in enumerate(src):
+        for k, v in fresh.items():
+            if not k.startswith(f"blocks.{i}."):
+                continue
+            sd[k] = v.clone() if s == "-" else old["blocks." + s + k[len(f"blocks.{i}"):]]
+    missing = set(fresh) - set(sd)
+    if missing:
+        raise SystemExit(f"--grow {spec}: the grown model lacks {sorted(missing)[:4]}")
+    return sd
+
+
 def train(args):
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     xs, ys = load_fmnist("train")
     X = to_model_space(xs)
     Y = torch.from_numpy(ys)
-    model = DiT()
-    ema = DiT()
+    model = DiT(hidden_size=args.hidden, depth=args.depth, num_heads=args.heads)
+    ema = DiT(hidden_size=args.hidden, depth=args.depth, num_heads=args.heads)
     ema.load_state_dict(model.state_dict())
     ema.eval()
     for p in ema.parameters():
@@ -334,6 +363,8 @@ def train(args):
     if args.init:
         # Stage 2: continue from exported (EMA) weights with a fresh optimiser and lr schedule.
         sd = load_safetensors(args.init)
+        if args.grow:
+            sd = grow(sd, model.state_dict(), args.grow)
         model.load_state_dict(sd); ema.load_state_dict(sd)
         print(f"initialised model and EMA from {args.init}", flush=True)
     if args.resume and os.path.exists(args.ckpt):
@@ -387,7 +418,7 @@ def train(args):
             torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                         "step": step, "rng": torch.get_rng_state(), "args": vars(args)}, args.ckpt)
             export(ema, args.out, {"step": step, "seed": args.seed, "train_seconds": f"{now - t0:.0f}",
-                                   "config": "DiT in32 p4 C1 D48 depth4 heads3 mlp4 classes10 learn_sigma"})
+                                   "config": f"DiT in32 p4 C1 D{args.hidden} depth{args.depth} heads{args.heads} mlp4 classes10 learn_sigma"})
             last_ck = now
             print(f"checkpoint at step {step} -> {args.ckpt}, {args.out}", flush=True)
         if deadline:
@@ -400,9 +431,7 @@ def train(args):
 def golden(args):
     """Write forward inputs (x, t, y, x_cfg, t_cfg, y_cfg) and the PyTorch EMA model's outputs."""
     torch.manual_seed(123)
-    model = DiT()
-    sd = load_safetensors(args.out)
-    model.load_state_dict(sd)
+    model = from_weights(load_safetensors(args.out), args.heads)
     model.eval()
     x = torch.randn(4, 1, 32, 32)
     t = torch.tensor([999, 500, 37, 0], dtype=torch.int64)
@@ -438,6 +467,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "assets", "fmnist_dit.safetensors"))
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init", default="", help="start model and EMA from these safetensors weights (fresh optimiser)")
+    ap.add_argument("--hidden", type=int, default=48)
+    ap.add_argument("--depth", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=3)
+    ap.add_argument("--grow", default="", help="with --init: old block per new block, e.g. 0,1,-,2,3,- ('-' = new identity block)")
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit")
     ap.add_argument("--golden", nargs=2, metavar=("IN", "OUT"))
     args = ap.parse_args()
@@ -446,7 +479,7 @@ def main():
         return golden(args)
     if args.bench:
         torch.manual_seed(0)
-        model = DiT(); diff = Diffusion()
+        model = DiT(hidden_size=args.hidden, depth=args.depth, num_heads=args.heads); diff = Diffusion()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         X = torch.randn(args.batch, 1, 32, 32); Y = torch.randint(0, 10, (args.batch,))
         for i in range(args.bench + 3):
