@@ -83,7 +83,7 @@ bench-all: bench bench-t2i
 
 # bench-docs copies the README's figures from the last make bench / bench-t2i reports (samples-K
 # is the K-th configuration of experiments/default.toml beside none's: 6 toca N=3, 13 taylorseer N=5).
-BENCH_FIG = $(BENCH_OUT)/report/figures/1-dit-depth-4-hidden-48-3-heads-patch-4-input-1x32x32-10-classes-learned-sigma
+BENCH_FIG = $(BENCH_OUT)/report/figures/1-dit-*-learned-sigma
 BENCH_UNET_FIG = $(BENCH_UNET_OUT)/report/figures/1-unet-model-channels-32-channel-mult-1-2-num-res-blocks-1-attention-resolutions-1-2-depth-1-context-32-4-heads-in-4-out-4-time-embedding-128-latent-4x16x16
 bench-docs:
 	cp $(BENCH_FIG)-fid-fmnist-vs-flops.png docs/bench/fid_fmnist_vs_flops.png

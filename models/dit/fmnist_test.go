@@ -29,7 +29,7 @@ func TestShippedFMNISTSamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := m.Config.String(); got != "DiT depth 4, hidden 48, 3 heads, patch 4, input 1x32x32, 10 classes, learned sigma" {
+	if got := m.Config.String(); got != "DiT depth 5, hidden 48, 3 heads, patch 4, input 1x32x32, 10 classes, learned sigma" {
 		t.Fatalf("shipped model is %s", got)
 	}
 	sched, _ := diffusion.NewSchedule(1000, "10")
