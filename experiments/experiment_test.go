@@ -250,10 +250,10 @@ func TestDefaultExperiment(t *testing.T) {
 	for _, p := range e.Points() {
 		labels = append(labels, p.Label())
 	}
-	want := "none|steps steps=20|fora N=2|fora N=3|fora N=4|deltadit N=4 blocks=3" +
+	want := "none|steps steps=20|fora N=2|fora N=3|fora N=4|deltadit N=4 blocks=4" +
 		"|toca N=3 ratio=0.07 scheduler=ToCa-ddim50|toca N=4 ratio=0.07 scheduler=ToCa-ddim50|toca N=5 ratio=0.07 scheduler=ToCa-ddim50" +
 		"|duca N=3 ratio=0.05|duca N=4 ratio=0.05|duca N=5 ratio=0.05|taylorseer N=3 order=2|taylorseer N=5 order=2" +
-		"|teacache thresh=0.013463|teacache_per_sample thresh=0.013463 decide=per-sample|fbcache thresh=0.089943|dbcache Fn=1 Bn=1 max_warmup_steps=2 thresh=0.10064|magcache thresh=0.13127"
+		"|teacache thresh=0.019134|teacache_per_sample thresh=0.019134 decide=per-sample|fbcache thresh=0.085772|dbcache Fn=1 Bn=1 max_warmup_steps=2 thresh=0.30371|magcache thresh=0.13184"
 	if got := strings.Join(labels, "|"); got != want {
 		t.Errorf("points\n%s\nwant\n%s", got, want)
 	}
