@@ -192,8 +192,8 @@ func TestPixArtFlopsCLI(t *testing.T) {
 func TestFlopsCalibrated(t *testing.T) {
 	root := filepath.Join("..", "..")
 	w, cal := filepath.Join(root, "assets", "fmnist_dit.safetensors"), filepath.Join(root, "assets", "fmnist_dit_calibration.json")
-	out := mustRun(t, "flops", "--weights", w, "--heads", "3", "--sampler", "ddim", "--steps", "50", "--cfg", "2", "--method", "magcache",
-		"--param", "thresh=0.13127", "--calibration", cal, "--json")
+	out := mustRun(t, "flops", "--weights", w, "--heads", "3", "--sampler", "ddim", "--steps", "50", "--cfg", "3", "--method", "magcache",
+		"--param", "thresh=0.13184", "--calibration", cal, "--json")
 	var rep flopsReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatal(err)
@@ -201,7 +201,7 @@ func TestFlopsCalibrated(t *testing.T) {
 	if rep.Speedup < 1.9 || rep.Speedup > 2.1 {
 		t.Errorf("magcache at its calibrated 2x threshold: %.3fx", rep.Speedup)
 	}
-	if _, err := run(t, "flops", "--weights", w, "--heads", "3", "--sampler", "ddim", "--steps", "40", "--cfg", "2", "--method", "magcache", "--calibration", cal); err == nil ||
+	if _, err := run(t, "flops", "--weights", w, "--heads", "3", "--sampler", "ddim", "--steps", "40", "--cfg", "3", "--method", "magcache", "--calibration", cal); err == nil ||
 		!strings.Contains(err.Error(), "50 steps") {
 		t.Errorf("a 50-step calibration for 40 steps: %v", err)
 	}
