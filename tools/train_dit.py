@@ -330,6 +330,12 @@ def grow(old, fresh, spec):
     identity, so the grown model starts with the trained model's outputs exactly.
     """
     src = spec.split(",")
+    depth = len({k.split(".")[1] for k in fresh if k.startswith("blocks.")})
+    have = sorted({k.split(".")[1] for k in old if k.startswith("blocks.")}, key=int)
+    bad = [x for x in src if x != "-" and x not in have]
+    if len(src) != depth or bad:
+        raise SystemExit(f"--grow {spec}: want {depth} entries (--depth), each '-' or an old block "
+                         f"of {','.join(have)}" + (f"; not blocks: {','.join(bad)}" if bad else ""))
     sd = {k: v for k, v in old.items() if not k.startswith("blocks.")}
     for i, s in enumerate(src):
         for k, v in fresh.items():
