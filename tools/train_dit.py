@@ -221,10 +221,15 @@ class DiT(nn.Module):
         return torch.cat([torch.cat([h, h], dim=0), rest], dim=1)
 
 
+def block_ids(sd):
+    """The block indices a state dict holds, in order, as strings ("0", "1", ...)."""
+    return sorted({k.split(".")[1] for k in sd if k.startswith("blocks.")}, key=int)
+
+
 def from_weights(sd, heads=3):
     """The DiT whose shapes the state dict sd holds (hidden from the patch embed, depth from the
     block count), with sd loaded; heads is not in the file, as for the Go loader."""
-    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    depth = len(block_ids(sd))
     model = DiT(hidden_size=sd["x_embedder.proj.weight"].shape[0], depth=depth, num_heads=heads)
     model.load_state_dict(sd)
     return model
@@ -330,8 +335,7 @@ def grow(old, fresh, spec):
     identity, so the grown model starts with the trained model's outputs exactly.
     """
     src = spec.split(",")
-    depth = len({k.split(".")[1] for k in fresh if k.startswith("blocks.")})
-    have = sorted({k.split(".")[1] for k in old if k.startswith("blocks.")}, key=int)
+    depth, have = len(block_ids(fresh)), block_ids(old)
     bad = [x for x in src if x != "-" and x not in have]
     if len(src) != depth or bad:
         raise SystemExit(f"--grow {spec}: want {depth} entries (--depth), each '-' or an old block "
