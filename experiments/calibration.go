@@ -32,10 +32,11 @@ type Calibration struct {
 
 // readCalibration reads the calibration file of a table's `calibration` key and checks it
 // against the experiment's sampling (the model is checked once it is resolved, before anything
-// runs); nil when the key is absent or the file is unusable (a problem is then recorded).
+// runs); nil when the key is absent, the file is unusable (a problem is then recorded) or the
+// experiment was loaded with NoCalibration.
 func (e *Experiment) readCalibration(t *table, steps string) *Calibration {
 	path, ok := t.pathValue("calibration")
-	if !ok {
+	if !ok || e.noCalibration {
 		return nil
 	}
 	c, err := methods.LoadCalibration(path)

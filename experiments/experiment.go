@@ -41,6 +41,8 @@ const (
 
 // Experiment is a validated experiment file.
 type Experiment struct {
+	noCalibration bool // Overrides.NoCalibration
+
 	Path        string // the file it was read from
 	Name        string // name, default the file's base name without extension
 	Description string
@@ -185,6 +187,7 @@ type Overrides struct {
 	Output        string // output folder
 	RandomWeights bool   // ignore model.weights (and model.vae: latents are stored) and use random weights (needs a preset or arch)
 	NoMetrics     bool   // drop the [metrics] section (and the checks of its files)
+	NoCalibration bool   // read no calibration file (runbench calibrate writes them, so stale ones must not stop it)
 	MetricsOnly   bool   // only [metrics] will be used (runbench merge --metrics): model.weights need not exist here
 }
 
@@ -250,6 +253,7 @@ func Parse(path string, src []byte, o Overrides) (*Experiment, error) {
 }
 
 func (e *Experiment) read(doc *table, o Overrides) {
+	e.noCalibration = o.NoCalibration
 	base := strings.TrimSuffix(filepath.Base(e.Path), filepath.Ext(e.Path))
 	e.Name = base
 	if s, ok := doc.str("name"); ok {

@@ -151,7 +151,7 @@ func runCalibrate(cmd *cobra.Command, path string, f calibrateFlags) error {
 	if err != nil {
 		return err
 	}
-	e, err := loadExperiment(path, experiments.Overrides{Batch: f.batch, RandomWeights: f.randomWeights, NoMetrics: true})
+	e, err := loadExperiment(path, experiments.Overrides{Batch: f.batch, RandomWeights: f.randomWeights, NoMetrics: true, NoCalibration: true})
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,21 @@ thresh = 0.1
 	if !strings.Contains(out, "magcache thresh=0.1") {
 		t.Errorf("run with the calibration:\n%s", out)
 	}
+	// The file now names a calibration measured at CFG 2: a run at CFG 3 is refused, but
+	// recalibrating for CFG 3 must not be (calibrate writes the file; it does not read it).
+	text, err := os.ReadFile(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exp, []byte(strings.Replace(string(text), "cfg = 2.0", "cfg = 3.0", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, "run", exp, "--no-metrics"); err == nil || !strings.Contains(err.Error(), "CFG 2") {
+		t.Errorf("a CFG-2 calibration for a CFG-3 run: %v, want a refusal", err)
+	}
+	if _, err := run(t, "calibrate", exp, "--samples", "2", "--target", "1.3", "--methods", "magcache", "--out", filepath.Join(dir, "cfg3.json")); err != nil {
+		t.Errorf("recalibrating an experiment whose calibration file is stale: %v", err)
+	}
 	for _, bad := range [][]string{
 		{"calibrate", exp, "--target", "0.5"},
 		{"calibrate", exp, "--target", "2", "--param", "magcache.thresh=1"},
